@@ -1,0 +1,24 @@
+# Two entry points for a fresh machine:  `make demo` (the main job)  and  `make test` (the test suite).
+PYTHON ?= python3
+VENV   ?= .venv
+# torch/torchvision pinned to the wheels this project is tested with; any torch >= 2.4 works.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q $(TORCH)
+	$(VENV)/bin/pip install -q -e ".[dev]"
+	touch $@
+
+.PHONY: install test demo benchmark
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q
+
+demo: $(VENV)/.installed
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/run_demo.sh
+
+benchmark: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/run_benchmark.py
