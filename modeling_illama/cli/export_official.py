@@ -1,0 +1,33 @@
+"""`illama-export-official`: a Hugging Face iLLaMA folder -> the authors' state-dict layout."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..conversion import CheckpointError, export_official
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="illama-export-official",
+        description="Export a converted or fine-tuned iLLaMA classifier folder to the authors' state-dict layout, "
+        "loadable by their code (model.load_state_dict(torch.load(FILE))).",
+    )
+    parser.add_argument("--model", required=True, metavar="DIR", help="folder with config.json and model.safetensors")
+    parser.add_argument("--output", required=True, metavar="FILE", help="FILE.pth (torch.save) or FILE.safetensors")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        export_official(args.model, args.output)
+    except (CheckpointError, FileNotFoundError, OSError, ValueError) as error:
+        print(f"illama-export-official: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Authors' checkpoint -> Hugging Face folder, and back (`export_official`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .cards import RELEASED_VARIANTS, ReleasedVariant, released_variant, render_card
+from .detect import count_parameters, detect_config
+from .keys import check_official_state_dict, hf_to_official, official_to_hf
+from .reference import reference_forward
+from .safe_load import CheckpointError, load_official_state_dict
+
+logger = logging.getLogger(__name__)
+
+VERIFY_TOLERANCE = 1e-4
+
+
+class VerificationError(RuntimeError):
+    """The converted model's logits differ from the reference forward pass on the authors' layout."""
+
+
+def _atomic_output(output_dir: Path, overwrite: bool):
+    """A temp folder next to `output_dir`; raise early if `output_dir` exists and may not be replaced."""
+    if output_dir.exists() and not overwrite:
+        raise FileExistsError(f"output folder {output_dir} already exists (pass overwrite=True / --overwrite).")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+
+
+def _publish(tmp_dir: Path, output_dir: Path) -> None:
+    """Move the finished temp folder into place (replacing an old folder only now that the new one is complete)."""
+    if output_dir.exists():
+        old = output_dir.with_name(f".{output_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        output_dir.rename(old)
+        tmp_dir.rename(output_dir)
+        shutil.rmtree(old)
+    else:
+        tmp_dir.rename(output_dir)
+
+
+def verify_against_reference(model_dir: str | Path, official_state_dict: dict[str, torch.Tensor], config,
+                             num_inputs: int = 2, seed: int = 0, tolerance: float = VERIFY_TOLERANCE) -> dict[str, float]:
+    """Max |logit difference| between the saved folder (eager and sdpa, fp32) and the reference forward pass."""
+    from transformers import AutoModelForImageClassification
+
+    height, width = config.grid_size[0] * _pair(config.patch_size)[0], config.grid_size[1] * _pair(config.patch_size)[1]
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randn(num_inputs, config.num_channels, height, width, generator=generator)
+    fp32_state = {key: tensor.float() for key, tensor in official_state_dict.items()}
+    expected = reference_forward(fp32_state, pixels, num_heads=config.num_attention_heads, eps=config.rms_norm_eps,
+                                 theta=config.rope_parameters["rope_theta"])
+    differences = {}
+    for implementation in ("eager", "sdpa"):
+        model = AutoModelForImageClassification.from_pretrained(
+            model_dir, trust_remote_code=True, dtype=torch.float32, attn_implementation=implementation
+        ).eval()
+        model.set_soft_mask_rate(0.0)
+        with torch.no_grad():
+            logits = model(pixel_values=pixels).logits
+        differences[implementation] = (logits - expected).abs().max().item()
+        del model
+    for implementation, difference in differences.items():
+        print(f"verify [{implementation}]: max |logits - reference| = {difference:.3e} over {num_inputs} random inputs")
+    worst = max(differences.values())
+    if not worst <= tolerance:
+        raise VerificationError(
+            f"converted model differs from the reference forward pass on the authors' layout: max abs logit "
+            f"difference {worst:.3e} > {tolerance:.0e} ({differences})."
+        )
+    return differences
+
+
+def _pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def convert_checkpoint(checkpoint: str | Path, output_dir: str | Path, model: str | None = None, image_size=None,
+                       num_heads: int | None = None, verify: bool = False, num_verify_inputs: int = 2,
+                       overwrite: bool = False, variant: ReleasedVariant | None = None) -> Path:
+    """Convert one authors' checkpoint (.pth or .safetensors) into a Hugging Face folder.
+
+    The folder (config.json, model.safetensors, preprocessor_config.json, the remote-code modules and a
+    README.md card) is built in a temp folder next to `output_dir` and renamed at the end, so a failure
+    leaves nothing behind. Returns `output_dir`.
+    """
+    from .. import ILlamaForImageClassification, build_image_processor
+
+    checkpoint, output_dir = Path(checkpoint), Path(output_dir)
+    official, extras = load_official_state_dict(checkpoint)
+    config, preset = detect_config(official, model=model, image_size=image_size, num_heads=num_heads)
+    variant = variant or released_variant(checkpoint)
+    if variant is not None and (preset != variant.preset or count_parameters(official) != variant.num_parameters):
+        logger.warning("%s is named like the released %s but its shapes say %s: writing a generic card.",
+                       checkpoint.name, variant.name, preset or "a custom size")
+        variant = None
+    print(f"{checkpoint}: {preset or 'custom size'} (hidden {config.hidden_size}, depth {config.num_hidden_layers}, "
+          f"heads {config.num_attention_heads}, image {config.image_size}, {config.num_labels} classes, "
+          f"{count_parameters(official):,} parameters"
+          + (f", epoch {extras['epoch']}" if "epoch" in extras else "") + ")")
+
+    hf_model = ILlamaForImageClassification(config)
+    hf_model.load_state_dict(official_to_hf(official), strict=True)
+    hf_model.eval()
+
+    tmp_dir = _atomic_output(output_dir, overwrite)
+    try:
+        hf_model.save_pretrained(tmp_dir)
+        del hf_model
+        build_image_processor(config.image_size).save_pretrained(tmp_dir)
+        name = variant.name if variant else output_dir.name
+        card = render_card(name, variant, hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
+                           resolution=_pair(config.image_size)[0], num_parameters=count_parameters(official),
+                           num_labels=config.num_labels, source=f"`{checkpoint.name}`" if variant is None else None)
+        (tmp_dir / "README.md").write_text(card, encoding="utf-8")
+        if verify:
+            verify_against_reference(tmp_dir, official, config, num_inputs=num_verify_inputs)
+        _publish(tmp_dir, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    print(f"wrote {output_dir}")
+    return output_dir
+
+
+def convert_all(source_dir: str | Path, output_dir: str | Path, verify: bool = False, overwrite: bool = False) -> list[Path]:
+    """Convert every released file name present in `source_dir` into `output_dir/<variant name>`."""
+    source_dir, output_dir = Path(source_dir), Path(output_dir)
+    if not source_dir.is_dir():
+        raise NotADirectoryError(f"source folder not found: {source_dir}")
+    found = [variant for variant in RELEASED_VARIANTS if (source_dir / variant.filename).is_file()]
+    if not found:
+        raise FileNotFoundError(
+            f"no released iLLaMA checkpoint in {source_dir}; expected any of "
+            f"{[variant.filename for variant in RELEASED_VARIANTS]}."
+        )
+    written = []
+    for variant in found:
+        written.append(convert_checkpoint(source_dir / variant.filename, output_dir / variant.name,
+                                          model=variant.preset, verify=verify, overwrite=overwrite, variant=variant))
+    return written
+
+
+def _read_hf_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    single, index = model_dir / "model.safetensors", model_dir / "model.safetensors.index.json"
+    if single.is_file():
+        return load_file(str(single), device="cpu")
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state_dict = {}
+        for shard in shards:
+            state_dict.update(load_file(str(model_dir / shard), device="cpu"))
+        return state_dict
+    raise FileNotFoundError(f"{model_dir} holds no model.safetensors (or model.safetensors.index.json).")
+
+
+def export_official(model, output_path: str | Path) -> Path:
+    """Write a Hugging Face iLLaMA classifier (a folder or an ILlamaForImageClassification) in the authors' layout.
+
+    `.pth`: torch.save of a plain dict of tensors; `.safetensors`: safetensors. The tensors are written as they
+    are (same dtype, same values), so authors' -> ours -> authors' is bit-exact.
+    """
+    from ..configuration_illama import ILlamaConfig
+
+    output_path = Path(output_path)
+    if output_path.suffix not in (".pth", ".pt", ".safetensors"):
+        raise ValueError(f"output file must end in .pth, .pt or .safetensors, got {output_path.name}")
+    if isinstance(model, (str, Path)):
+        model_dir = Path(model)
+        config = ILlamaConfig.from_pretrained(model_dir)
+        state_dict = _read_hf_state_dict(model_dir)
+    else:
+        config, state_dict = model.config, model.state_dict()
+    if config.frozen_llm:
+        raise CheckpointError("models with frozen LLM layers have no counterpart in the authors' iLLaMA layout.")
+    official = {key: tensor.detach().cpu().contiguous() for key, tensor in hf_to_official(state_dict).items()}
+    check_official_state_dict(official, config)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = output_path.with_name(f".{output_path.name}.tmp")
+    if output_path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(official, str(tmp_path), metadata={"format": "pt"})
+    else:
+        torch.save(official, tmp_path)
+    tmp_path.replace(output_path)
+    print(f"wrote {output_path} ({len(official)} tensors, {count_parameters(official):,} parameters)")
+    return output_path
