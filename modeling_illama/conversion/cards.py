@@ -108,9 +108,10 @@ def render_card(name: str, variant: ReleasedVariant | None = None, *, hidden_siz
         "attention is causal (trained with a \"soft mask\" that anneals from bidirectional to causal), and the "
         "blocks use RMSNorm, SwiGLU and rotary position embeddings.",
         "",
-        "This folder holds the authors' weights converted to Hugging Face Transformers (safetensors) by "
-        "[illama-transformers](" + CODE_URL + "); the tensors are the authors' tensors unchanged "
-        "(conversion is a pure renaming), and the model code ships alongside (`trust_remote_code=True`).",
+        "This folder holds the authors' weights converted to Hugging Face Transformers (safetensors) with "
+        "`illama-convert` from the illama-transformers package; the tensors are the authors' tensors unchanged "
+        "(conversion is a pure renaming), and the model code ships alongside (`trust_remote_code=True`). "
+        "Original code: [techmonsterwang/iLLaMA](" + CODE_URL + ").",
     ]
     if source:
         out += ["", f"Converted from {source}."]

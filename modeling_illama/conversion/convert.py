@@ -12,7 +12,7 @@ import torch
 
 from .cards import RELEASED_VARIANTS, ReleasedVariant, released_variant, render_card
 from .detect import count_parameters, detect_config
-from .keys import check_official_state_dict, hf_to_official, official_to_hf
+from .keys import check_official_state_dict, hf_to_official, official_shapes, official_to_hf
 from .reference import reference_forward
 from .safe_load import CheckpointError, load_official_state_dict
 
@@ -183,6 +183,7 @@ def export_official(model, output_path: str | Path) -> Path:
         raise CheckpointError("models with frozen LLM layers have no counterpart in the authors' iLLaMA layout.")
     official = {key: tensor.detach().cpu().contiguous() for key, tensor in hf_to_official(state_dict).items()}
     check_official_state_dict(official, config)
+    official = {key: official[key] for key in official_shapes(config)}  # the authors' module order
     output_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = output_path.with_name(f".{output_path.name}.tmp")
     if output_path.suffix == ".safetensors":

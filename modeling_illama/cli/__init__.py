@@ -1,0 +1,1 @@
+"""Argument parsing for the console scripts (thin: parse, call, print)."""
