@@ -1,0 +1,32 @@
+"""iLLaMA for Hugging Face Transformers.
+
+Importing this package registers the model with the Auto classes and marks the classes for
+`save_pretrained` to copy their code next to the weights (so `trust_remote_code=True` loads a saved
+folder on a machine without this package).
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+
+from .configuration_illama import ILlamaConfig
+from .image_processing import build_image_processor
+from .modeling_illama import ILlamaForImageClassification, ILlamaModel, ILlamaPreTrainedModel
+from .presets import list_presets, load_preset
+
+__version__ = "0.1.0"
+
+AutoConfig.register(ILlamaConfig.model_type, ILlamaConfig, exist_ok=True)
+AutoModel.register(ILlamaConfig, ILlamaModel, exist_ok=True)
+AutoModelForImageClassification.register(ILlamaConfig, ILlamaForImageClassification, exist_ok=True)
+ILlamaConfig.register_for_auto_class()
+ILlamaModel.register_for_auto_class("AutoModel")
+ILlamaForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
+__all__ = [
+    "ILlamaConfig",
+    "ILlamaForImageClassification",
+    "ILlamaModel",
+    "ILlamaPreTrainedModel",
+    "build_image_processor",
+    "list_presets",
+    "load_preset",
+]

@@ -1,0 +1,564 @@
+"""PyTorch iLLaMA: a LLaMA-style causal decoder used as a vision transformer (arXiv 2404.06773).
+
+The authors' arithmetic is kept exactly (see docs/DESIGN.md): the class token is appended at the END of the
+sequence, rotary embeddings pair dimensions (2i, 2i+1), and the soft mask multiplies the softmax output
+without renormalising (`mask_style="post_softmax"`).
+"""
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_illama import ILlamaConfig, _pair
+
+
+class ILlamaRMSNorm(nn.Module):
+    """RMSNorm with Hugging Face's LlamaRMSNorm arithmetic (normalise in fp32, scale in the input dtype)."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * hidden_states.to(input_dtype)
+
+    def extra_repr(self):
+        return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
+
+
+class ILlamaPatchEmbeddings(nn.Module):
+    """Non-overlapping patches -> tokens in raster order, with checks that name what was expected."""
+
+    def __init__(self, config: ILlamaConfig):
+        super().__init__()
+        self.num_channels = config.num_channels
+        self.patch_size = _pair(config.patch_size)
+        self.projection = nn.Conv2d(config.num_channels, config.hidden_size, self.patch_size, stride=self.patch_size)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"pixel_values must have shape (batch, {self.num_channels}, height, width), got {tuple(pixel_values.shape)}."
+            )
+        channels, height, width = pixel_values.shape[1:]
+        if channels != self.num_channels:
+            raise ValueError(
+                f"pixel_values has {channels} channels but the model expects {self.num_channels}; convert images "
+                "to RGB first (the image processor does this for grayscale, RGBA, CMYK and palette images)."
+            )
+        if height % self.patch_size[0] or width % self.patch_size[1]:
+            raise ValueError(
+                f"Image size ({height}x{width}) is not a multiple of the patch size "
+                f"({self.patch_size[0]}x{self.patch_size[1]})."
+            )
+        return self.projection(pixel_values).flatten(2).transpose(1, 2)
+
+
+def interpolate_position_table(
+    position_embeddings: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]
+) -> torch.Tensor:
+    """Resize a (1, P + 1, D) table whose LAST row is the class token's, as the authors do for 224 -> 384:
+    the patch rows are reshaped to the grid, resized bicubically (align_corners=False, no antialias),
+    flattened, and the class row is appended again."""
+    if tuple(old_grid) == tuple(new_grid):
+        return position_embeddings
+    dim = position_embeddings.shape[-1]
+    patch_rows, cls_row = position_embeddings[:, :-1], position_embeddings[:, -1:]
+    grid = patch_rows.reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=tuple(new_grid), mode="bicubic", align_corners=False)
+    patch_rows = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim).to(position_embeddings.dtype)
+    return torch.cat((patch_rows, cls_row), dim=1)
+
+
+class ILlamaEmbeddings(nn.Module):
+    """Patch tokens, then the class token APPENDED at the end, then the learned absolute position table."""
+
+    def __init__(self, config: ILlamaConfig):
+        super().__init__()
+        self.config = config
+        self.patch_embeddings = ILlamaPatchEmbeddings(config)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_patches + 1, config.hidden_size))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        embeddings = self.patch_embeddings(pixel_values)
+        height, width = pixel_values.shape[-2:]
+        patch_h, patch_w = self.patch_embeddings.patch_size
+        grid = (height // patch_h, width // patch_w)
+        position_embeddings = self.position_embeddings
+        if grid != self.config.grid_size:
+            if not interpolate_pos_encoding:
+                expected = _pair(self.config.image_size)
+                raise ValueError(
+                    f"Input image size ({height}x{width}) doesn't match the model ({expected[0]}x{expected[1]}). "
+                    "Resize the image, or pass interpolate_pos_encoding=True to resize the position embeddings."
+                )
+            position_embeddings = interpolate_position_table(position_embeddings, self.config.grid_size, grid)
+        cls_tokens = self.cls_token.expand(embeddings.shape[0], -1, -1)
+        embeddings = torch.cat((embeddings, cls_tokens), dim=1)
+        return self.dropout(embeddings + position_embeddings)
+
+
+def rotary_angles(num_tokens: int, head_dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of t * theta^(-2i/d) for positions t = 0..N-1 and pairs i = 0..d/2-1, in float32."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
+    angles = torch.outer(torch.arange(num_tokens, dtype=torch.float32, device=device), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_interleaved_rotary(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the pairs (2i, 2i + 1) of each head (Meta's pairing, not Transformers' rotate_half).
+
+    states: (batch, heads, tokens, head_dim); cos, sin: (tokens, head_dim / 2). Computed in float32.
+    """
+    pairs = states.float().unflatten(-1, (-1, 2))
+    even, odd = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+    return rotated.flatten(-2).to(states.dtype)
+
+
+class ILlamaRotaryEmbedding(nn.Module):
+    """1-D rotary table over the N = P + 1 sequence positions (class token at position P).
+
+    The table for the configured resolution is a non-persistent buffer (restored by `_init_weights` after
+    meta-device loading); other sequence lengths are computed on the fly.
+    """
+
+    def __init__(self, config: ILlamaConfig):
+        super().__init__()
+        self.head_dim = config.head_dim
+        self.theta = float(config.rope_parameters["rope_theta"])
+        cos, sin = rotary_angles(config.num_patches + 1, self.head_dim, self.theta)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def forward(self, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if num_tokens == self.cos.shape[0]:
+            return self.cos, self.sin
+        return rotary_angles(num_tokens, self.head_dim, self.theta, device=self.cos.device)
+
+
+def soft_attention_mask(
+    num_tokens: int, rate: float, style: str, dtype: torch.dtype, device=None
+) -> torch.Tensor | None:
+    """THE mask arithmetic of iLLaMA, in one place. M = r * ones + (1 - r) * tril(ones): query i sees keys j <= i.
+
+    - "post_softmax": returns M itself, which multiplies softmax(QK^T) (no renormalisation).
+    - "renormalized": returns log M, added to the scores before the softmax (-inf where M = 0).
+    Returns None when M is all ones (r = 1), i.e. plain bidirectional attention.
+    """
+    if rate >= 1.0:
+        return None
+    causal = torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=device).tril()
+    if style == "post_softmax":
+        return torch.where(causal, 1.0, float(rate)).to(dtype)
+    off_diagonal = math.log(rate) if rate > 0 else torch.finfo(dtype).min
+    return torch.where(causal, 0.0, off_diagonal).to(dtype)
+
+
+def post_softmax_eager_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """out = (softmax(QK^T * scale) * M) V, exactly as the authors compute it; returns the masked weights too."""
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    if attention_mask is not None:
+        attn_weights = attn_weights * attention_mask
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+def _fused_attention_with_lse(query, key, value, is_causal: bool, scaling: float):
+    """Fused attention returning (output, log-sum-exp of the scaled scores) - CPU kernel only."""
+    output, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query, key, value, 0.0, is_causal, scale=scaling
+    )[:2]
+    return output, lse
+
+
+def post_softmax_sdpa_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """The post-softmax mask through fused kernels where they give the exact result.
+
+    With r the soft-mask rate and LSE the log-sum-exp of a row's scaled scores (spec section 1):
+        out_i = r * full_i + (1 - r) * causal_i * exp(LSE_causal_i - LSE_full_i)
+    The fused kernels return no gradient for the LSE, so when autograd needs one (training), or on devices
+    without the kernel, the exact materialised form is used.
+    """
+    if attention_mask is None:
+        attn_output = F.scaled_dot_product_attention(
+            query, key, value, dropout_p=dropout if module.training else 0.0, scale=scaling
+        )
+        return attn_output.transpose(1, 2).contiguous(), None
+    needs_grad = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)
+    if needs_grad or query.device.type != "cpu" or (dropout and module.training):
+        attn_output, _ = post_softmax_eager_attention(module, query, key, value, attention_mask, scaling, dropout)
+        return attn_output, None
+    rate = attention_mask[0, -1].to(torch.float32)  # the off-diagonal entry of M is r
+    causal_out, causal_lse = _fused_attention_with_lse(query, key, value, True, scaling)
+    full_out, full_lse = _fused_attention_with_lse(query, key, value, False, scaling)
+    causal_weight = (causal_lse - full_lse).exp().unsqueeze(-1) * (1.0 - rate)
+    attn_output = full_out.float() * rate + causal_out.float() * causal_weight
+    return attn_output.to(query.dtype).transpose(1, 2).contiguous(), None
+
+
+POST_SOFTMAX_ATTENTION_FUNCTIONS: dict[str, Callable] = {
+    "eager": post_softmax_eager_attention,
+    "sdpa": post_softmax_sdpa_attention,
+}
+
+
+def renormalized_eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Standard softmax(QK^T * scale + log M) V."""
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    return torch.matmul(attn_weights, value).transpose(1, 2).contiguous(), attn_weights
+
+
+class ILlamaAttention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection ([q heads | k heads | v heads] rows) and rotary q, k."""
+
+    def __init__(self, config: ILlamaConfig, layer_idx: int = 0):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = False
+        self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        last_token_only: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, num_tokens, _ = hidden_states.shape
+        qkv = self.qkv_proj(hidden_states).view(batch_size, num_tokens, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        cos, sin = position_embeddings
+        key = apply_interleaved_rotary(key, cos, sin)
+        if last_token_only:
+            # the last query attends to every key with M's last row = ones: plain attention, no mask
+            query = apply_interleaved_rotary(query[:, :, -1:], cos[-1:], sin[-1:])
+            attention_mask, is_causal = None, False
+        else:
+            query = apply_interleaved_rotary(query, cos, sin)
+
+        if self.config.mask_style == "post_softmax":
+            attention_interface = POST_SOFTMAX_ATTENTION_FUNCTIONS.get(
+                self.config._attn_implementation, post_softmax_eager_attention
+            )
+            extra = {}
+        else:
+            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, renormalized_eager_attention
+            )
+            extra = {"is_causal": is_causal}
+        attn_output, attn_weights = attention_interface(
+            self, query, key, value, attention_mask, scaling=self.scaling, dropout=0.0, **extra
+        )
+        attn_output = attn_output.reshape(batch_size, query.shape[2], -1)
+        return self.o_proj(attn_output), attn_weights
+
+
+class ILlamaMLP(nn.Module):
+    """SwiGLU without biases: down(silu(gate x) * up x). gate/up/down are the authors' fc1/fc3/fc2."""
+
+    def __init__(self, config: ILlamaConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(hidden_states)) * self.up_proj(hidden_states))
+
+
+class ILlamaDropPath(nn.Module):
+    """Stochastic depth: drops the residual branch per sample during training."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return hidden_states
+        keep_prob = 1.0 - self.drop_prob
+        shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+        keep = hidden_states.new_empty(shape).bernoulli_(keep_prob)
+        return hidden_states * keep / keep_prob
+
+    def extra_repr(self):
+        return f"p={self.drop_prob}"
+
+
+class ILlamaLayer(GradientCheckpointingLayer):
+    """Pre-norm decoder block: x + DropPath(Attn(RMSNorm x)), then x + DropPath(SwiGLU(RMSNorm x))."""
+
+    def __init__(self, config: ILlamaConfig, layer_idx: int):
+        super().__init__()
+        drop_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers, device="cpu").tolist()
+        self.input_layernorm = ILlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.self_attn = ILlamaAttention(config, layer_idx)
+        self.post_attention_layernorm = ILlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mlp = ILlamaMLP(config)
+        self.drop_path = ILlamaDropPath(drop_rates[layer_idx])
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        last_token_only: bool = False,
+        **kwargs,
+    ) -> torch.Tensor:
+        """With `last_token_only`, keys and values come from every token but only the last (class) token is
+        updated and returned, shape (batch, 1, D)."""
+        attn_output, _ = self.self_attn(
+            self.input_layernorm(hidden_states),
+            position_embeddings=position_embeddings,
+            attention_mask=attention_mask,
+            is_causal=is_causal,
+            last_token_only=last_token_only,
+            **kwargs,
+        )
+        if last_token_only:
+            hidden_states = hidden_states[:, -1:]
+        hidden_states = hidden_states + self.drop_path(attn_output)
+        hidden_states = hidden_states + self.drop_path(self.mlp(self.post_attention_layernorm(hidden_states)))
+        return hidden_states
+
+
+class ILlamaPreTrainedModel(PreTrainedModel):
+    config: ILlamaConfig
+    config_class = ILlamaConfig
+    base_model_prefix = "illama"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ILlamaEmbeddings", "ILlamaLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = False  # flash kernels cannot express the post-softmax mask
+    _supports_flex_attn = False
+    _supports_attention_backend = False
+    _can_record_outputs = {"hidden_states": ILlamaLayer, "attentions": ILlamaAttention}
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            # PyTorch's default Conv2d init, as in the authors' code
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                fan_in = module.weight.shape[1] * module.weight.shape[2] * module.weight.shape[3]
+                bound = 1 / math.sqrt(fan_in)
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, ILlamaRMSNorm):
+            init.ones_(module.weight)
+        elif isinstance(module, ILlamaEmbeddings):
+            init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+            init.trunc_normal_(module.cls_token, mean=0.0, std=std)
+        elif isinstance(module, ILlamaRotaryEmbedding):
+            cos, sin = rotary_angles(module.cos.shape[0], module.head_dim, module.theta)
+            init.copy_(module.cos, cos)
+            init.copy_(module.sin, sin)
+        elif hasattr(module, "_illama_init_weights"):
+            module._illama_init_weights()
+
+    def set_soft_mask_rate(self, rate: float):
+        """Set the soft-mask rate r (1 = bidirectional, 0 = causal) used by every layer from the next forward."""
+        rate = float(rate)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"soft mask rate must lie in [0, 1], got {rate}.")
+        self.config.soft_mask_rate = rate
+
+    def resize_position_embeddings(self, image_size: int | tuple[int, int]):
+        """Permanently change the resolution: bicubic resize of the patch rows of the position table (class row
+        kept aside) and a new rotary table for the new sequence length. Updates `config.image_size`."""
+        base = getattr(self, self.base_model_prefix, self)
+        new_size = _pair(image_size)
+        patch = _pair(self.config.patch_size)
+        if new_size[0] % patch[0] or new_size[1] % patch[1]:
+            raise ValueError(f"image_size {new_size} must be a multiple of patch_size {patch}.")
+        new_grid = (new_size[0] // patch[0], new_size[1] // patch[1])
+        table = base.embeddings.position_embeddings
+        resized = interpolate_position_table(table.data, self.config.grid_size, new_grid)
+        base.embeddings.position_embeddings = nn.Parameter(resized, requires_grad=table.requires_grad)
+        self.config.image_size = new_size if new_size[0] != new_size[1] else new_size[0]
+        cos, sin = rotary_angles(resized.shape[1], base.rotary_emb.head_dim, base.rotary_emb.theta, table.device)
+        base.rotary_emb.cos, base.rotary_emb.sin = cos, sin
+        base._mask_cache = None
+
+
+class ILlamaModel(ILlamaPreTrainedModel):
+    """The iLLaMA backbone. `pooler_output` is the final-normed LAST token (the class token)."""
+
+    def __init__(self, config: ILlamaConfig):
+        super().__init__(config)
+        self.embeddings = ILlamaEmbeddings(config)
+        self.rotary_emb = ILlamaRotaryEmbedding(config)
+        self.layers = nn.ModuleList([ILlamaLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.frozen_llm = None
+        if config.frozen_llm:
+            from .modeling_frozen_llm import ILlamaFrozenLLM
+
+            self.frozen_llm = ILlamaFrozenLLM(config)
+        self.norm = ILlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self._mask_cache = None
+        self.post_init()
+
+    def get_input_embeddings(self) -> ILlamaPatchEmbeddings:
+        return self.embeddings.patch_embeddings
+
+    @torch.compiler.disable
+    def _attention_mask(self, num_tokens: int, dtype: torch.dtype, device) -> tuple[torch.Tensor | None, bool]:
+        """The (mask, is_causal) pair every layer uses, rebuilt only when r, N, dtype or device change."""
+        config = self.config
+        key = (num_tokens, config.soft_mask_rate, config.mask_style, config._attn_implementation, dtype, device)
+        if self._mask_cache is not None and self._mask_cache[0] == key:
+            return self._mask_cache[1]
+        if config.mask_style == "renormalized" and config._attn_implementation == "sdpa" and config.soft_mask_rate == 0:
+            value = (None, True)  # lets SDPA pick its causal kernels
+        else:
+            value = (soft_attention_mask(num_tokens, config.soft_mask_rate, config.mask_style, dtype, device), False)
+        self._mask_cache = (key, value)
+        return value
+
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        pooled_only: bool = False,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        interpolate_pos_encoding (`bool`, *optional*):
+            Resize the position table (and recompute the rotary table) for inputs of another resolution.
+        pooled_only (`bool`, defaults to `False`):
+            Compute the last block for the class token only (keys and values still come from every token).
+            Exact for `pooler_output`; `last_hidden_state` then holds just that token.
+        """
+        if pixel_values is None:
+            raise ValueError("pixel_values is required.")
+        expected_dtype = self.embeddings.patch_embeddings.projection.weight.dtype
+        if pixel_values.dtype != expected_dtype:
+            pixel_values = pixel_values.to(expected_dtype)
+
+        hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=bool(interpolate_pos_encoding))
+        num_tokens = hidden_states.shape[1]
+        position_embeddings = self.rotary_emb(num_tokens)
+        attention_mask, is_causal = self._attention_mask(num_tokens, hidden_states.dtype, hidden_states.device)
+
+        pooled_only = pooled_only and self.frozen_llm is None
+        last_index = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
+            hidden_states = layer(
+                hidden_states,
+                position_embeddings,
+                attention_mask,
+                is_causal,
+                last_token_only=pooled_only and index == last_index,
+                **kwargs,
+            )
+        if self.frozen_llm is not None:
+            hidden_states = self.frozen_llm(hidden_states)
+
+        sequence_output = self.norm(hidden_states)
+        return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=sequence_output[:, -1])
+
+
+class ILlamaForImageClassification(ILlamaPreTrainedModel):
+    """iLLaMA with a linear head on the pooled class token. `num_labels=0` returns the pooled features as logits."""
+
+    def __init__(self, config: ILlamaConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.illama = ILlamaModel(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size,)` or float `(batch_size, num_labels)`, *optional*):
+            Class indices (single-label), multi-hot floats (multi-label) or targets (regression, `num_labels == 1`),
+            following `config.problem_type`.
+        """
+        wants_all_tokens = any(
+            kwargs.get(flag, getattr(self.config, flag, False)) for flag in ("output_hidden_states", "output_attentions")
+        )
+        outputs = self.illama(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, pooled_only=not wants_all_tokens, **kwargs
+        )
+        logits = self.classifier(outputs.pooler_output)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels, logits, self.config, **kwargs)
+
+        return ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+__all__ = [
+    "ILlamaForImageClassification",
+    "ILlamaModel",
+    "ILlamaPreTrainedModel",
+    "interpolate_position_table",
+    "soft_attention_mask",
+]
