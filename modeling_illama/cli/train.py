@@ -1,0 +1,120 @@
+"""`illama-train`: train or fine-tune an iLLaMA classifier with a recipe (Trainer; accelerate for several processes).
+
+    illama-train --recipe cifar10-mini --dataset data/cifar10-mini --output-dir runs/demo
+    accelerate launch --num_processes 8 scripts/train.py --recipe illama-tiny-in1k \
+        --model illama-tiny-224 --dataset ILSVRC/imagenet-1k --streaming --output-dir runs/tiny epochs=300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+from transformers.utils import logging as hf_logging
+
+
+logger = logging.getLogger("modeling_illama")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="illama-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--recipe", required=True, help="recipe name (configuration/recipes/NAME.yaml) or YAML file")
+    parser.add_argument("--model", help="preset name (train from scratch) or saved model folder (fine-tune); "
+                                        "default: the recipe's `model`")
+    parser.add_argument("--dataset", required=True, help="Hub id, local image folder, parquet folder or file")
+    parser.add_argument("--eval-dataset", help="evaluation data when it lives elsewhere (default: --dataset)")
+    parser.add_argument("--streaming", action="store_true", help="stream the training split (IterableDataset)")
+    parser.add_argument("--image-column", help="image column (default: auto-detected)")
+    parser.add_argument("--label-column", help="label column (default: auto-detected)")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    parser.add_argument("--no-plot", action="store_true", help="do not write training_curves.png")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe field overrides, e.g. epochs=10")
+    return parser.parse_args(argv)
+
+
+def setup_logging(output_dir: str, is_main: bool) -> None:
+    """Console + `<output_dir>/train.log` for this package and transformers (main process only writes the file)."""
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(formatter)
+    package = logging.getLogger("modeling_illama")
+    package.addHandler(console)
+    package.propagate = False
+    level = logging.INFO if is_main else logging.WARNING
+    package.setLevel(level)
+    hf_logging.set_verbosity(level)  # transformers keeps its own console handler
+    if is_main:
+        os.makedirs(output_dir, exist_ok=True)
+        to_file = logging.FileHandler(os.path.join(output_dir, "train.log"))
+        to_file.setFormatter(formatter)
+        package.addHandler(to_file)
+        hf_logging.get_logger().addHandler(to_file)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from accelerate import PartialState
+
+    from modeling_illama.training.recipes import load_recipe, merge_overrides, parse_overrides, recipe_from_dict
+
+    state = PartialState()
+    setup_logging(args.output_dir, state.is_main_process)
+    overrides = parse_overrides(args.overrides)
+    if args.image_column:
+        overrides["image_column"] = args.image_column
+    if args.label_column:
+        overrides["label_column"] = args.label_column
+    recipe = load_recipe(args.recipe, overrides)
+    model = args.model or recipe.model
+    if not model:
+        raise SystemExit("illama-train: no model: pass --model PRESET|DIR or set `model:` in the recipe")
+
+    from modeling_illama.training.trainer import build_training, last_checkpoint, save_final_model
+
+    resume = None
+    if args.resume:
+        resume = last_checkpoint(args.output_dir)
+        if resume is None:
+            raise SystemExit(f"illama-train: --resume given but {args.output_dir} holds no checkpoint-* folder")
+        logger.info("resuming from %s", resume)
+    elif last_checkpoint(args.output_dir):
+        raise SystemExit(f"illama-train: {args.output_dir} already holds checkpoints; pass --resume to continue "
+                         "or choose another --output-dir")
+
+    run = build_training(recipe, model, args.dataset, args.output_dir, args.streaming, args.eval_dataset)
+    if state.is_main_process:
+        with open(os.path.join(args.output_dir, "recipe.json"), "w") as f:
+            json.dump({**recipe.to_dict(), "model": model, "dataset": args.dataset}, f, indent=2)
+    logger.info("model: %s, %.2fM parameters, labels %s", model,
+                sum(p.numel() for p in run.trainer.model.parameters()) / 1e6, run.train_data.label_names)
+
+    start = time.time()
+    result = run.trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.time() - start
+    save_final_model(run, args.output_dir)
+    metrics = dict(result.metrics, train_wall_seconds=train_seconds)
+    if run.eval_data is not None:
+        eval_metrics = run.trainer.evaluate()
+        metrics.update(eval_metrics)
+    run.trainer.save_metrics("all", metrics)
+    run.trainer.save_state()
+    if state.is_main_process:
+        logger.info("final metrics: %s", json.dumps(metrics, default=float))
+        if not args.no_plot:
+            from modeling_illama.training.plots import plot_training_curves
+
+            path = plot_training_curves(run.trainer.state.log_history, os.path.join(args.output_dir,
+                                                                                    "training_curves.png"))
+            logger.info("training curves: %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Image-classification data through `datasets`: Hub ids, local image folders and parquet files, streaming.
+
+Images are decoded here (not by `datasets`) so that an undecodable file becomes a skipped example,
+counted in the training log, instead of an exception hours into a run.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import datasets
+import torch
+from datasets import ClassLabel, Image as ImageFeature
+from datasets.distributed import split_dataset_by_node
+from PIL import Image
+
+
+logger = logging.getLogger(__name__)
+
+IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "pixel_values")
+LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "cls", "class", "target")
+PARQUET_SPLIT_PATTERNS = ("{split}.parquet", "{split}-*.parquet", "{split}_*.parquet", "{split}/*.parquet",
+                          "data/{split}-*.parquet", "data/{split}/*.parquet")
+
+
+@dataclass
+class ImageDataset:
+    """A loaded split with the columns the rest of the pipeline needs."""
+
+    dataset: datasets.Dataset | datasets.IterableDataset
+    image_column: str
+    label_column: str
+    label_names: list[str] | None
+    streaming: bool
+
+    @property
+    def num_labels(self) -> int | None:
+        return len(self.label_names) if self.label_names else None
+
+
+def _parquet_files(folder: str, split: str) -> list[str]:
+    for pattern in PARQUET_SPLIT_PATTERNS:
+        files = sorted(glob.glob(os.path.join(folder, pattern.format(split=split))))
+        if files:
+            return files
+    return []
+
+
+def available_splits(source: str) -> list[str] | None:
+    """Split names of a local folder (parquet files or image sub-folders); None for a Hub id or a file."""
+    if not os.path.isdir(source):
+        return None
+    names = set()
+    for split in ("train", "validation", "val", "test"):
+        if _parquet_files(source, split) or os.path.isdir(os.path.join(source, split)):
+            names.add(split)
+    return sorted(names) or ["train"]
+
+
+def _load_kwargs(source: str, split: str) -> dict[str, Any]:
+    """Arguments of datasets.load_dataset for a Hub id, a parquet file/glob, or a local folder."""
+    if source.endswith(".parquet") or (("*" in source) and "parquet" in source):
+        files = sorted(glob.glob(source))
+        if not files:
+            raise FileNotFoundError(f"no parquet file matches {source!r}")
+        return {"path": "parquet", "data_files": {split: files}}
+    if os.path.isdir(source):
+        files = _parquet_files(source, split)
+        if files:
+            return {"path": "parquet", "data_files": {split: files}}
+        if glob.glob(os.path.join(source, "*.parquet")) or glob.glob(os.path.join(source, "*", "*.parquet")):
+            raise ValueError(
+                f"no parquet file for split {split!r} in {source}; expected a name like {split}.parquet or "
+                f"{split}-00000-of-00001.parquet; found splits {available_splits(source)}"
+            )
+        return {"path": "imagefolder", "data_dir": source}
+    if os.path.exists(source):
+        raise ValueError(f"{source} is a file but not a .parquet file; give a parquet file, a folder or a Hub id")
+    return {"path": source}
+
+
+def detect_columns(
+    features: datasets.Features | None, column_names: list[str], image_column: str | None = None,
+    label_column: str | None = None,
+) -> tuple[str, str]:
+    """The image column (an Image feature, else a usual name) and the label column (a ClassLabel, else a usual name)."""
+    for given, kind in ((image_column, "image"), (label_column, "label")):
+        if given is not None and given not in column_names:
+            raise ValueError(f"{kind} column {given!r} is not in the dataset; its columns are {column_names}")
+    features = features or {}
+    if image_column is None:
+        typed = [name for name, feat in features.items() if isinstance(feat, ImageFeature)]
+        named = [name for name in IMAGE_COLUMN_NAMES if name in column_names]
+        if not (typed or named):
+            raise ValueError(f"no image column found among {column_names}; pass --image-column")
+        image_column = (typed or named)[0]
+    if label_column is None:
+        typed = [name for name, feat in features.items() if isinstance(feat, ClassLabel)]
+        named = [name for name in LABEL_COLUMN_NAMES if name in column_names]
+        if not (typed or named):
+            raise ValueError(f"no label column found among {column_names}; pass --label-column")
+        label_column = (typed or named)[0]
+    return image_column, label_column
+
+
+def load_image_dataset(
+    source: str,
+    split: str,
+    streaming: bool = False,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    shuffle_buffer: int = 10_000,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle: bool = True,
+) -> ImageDataset:
+    """Load one split. Streaming data is shuffled through a buffer and split across processes by node."""
+    kwargs = _load_kwargs(str(source), split)
+    try:
+        dataset = datasets.load_dataset(**kwargs, split=split, streaming=streaming)
+    except ValueError as error:
+        if "Unknown split" in str(error) or "split" in str(error).lower():
+            raise ValueError(f"split {split!r} not found in {source}: {error}") from error
+        raise
+    column_names = list(dataset.column_names or (dataset.features or {}).keys())
+    image_column, label_column = detect_columns(dataset.features, column_names, image_column, label_column)
+    features = dataset.features or {}
+    names = features[label_column].names if isinstance(features.get(label_column), ClassLabel) else None
+    if isinstance(features.get(image_column), ImageFeature):
+        dataset = dataset.cast_column(image_column, ImageFeature(decode=False))
+    extra = [c for c in column_names if c not in (image_column, label_column)]
+    if extra:
+        dataset = dataset.remove_columns(extra)
+    if streaming:
+        if shuffle:
+            dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
+        if world_size > 1:
+            dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+    if names is None and not streaming:
+        names = [str(v) for v in sorted(set(dataset[label_column]))]
+        if any(not isinstance(v, int) for v in sorted(set(dataset[label_column]))):
+            raise ValueError(f"label column {label_column!r} must hold integer class ids or be a ClassLabel")
+    return ImageDataset(dataset, image_column, label_column, names, streaming)
+
+
+def decode_image(value: Any) -> Image.Image | None:
+    """PIL RGB image from a datasets image value ({bytes, path}, a PIL image or a path); None if undecodable."""
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        elif isinstance(value, dict):
+            if value.get("bytes") is not None:
+                image = Image.open(io.BytesIO(value["bytes"]))
+            else:
+                image = Image.open(value["path"])
+        else:
+            image = Image.open(value)
+        image.load()
+        return image.convert("RGB")
+    except Exception as error:  # any decoder failure: the example is skipped and counted
+        logger.warning("skipping an undecodable image (%s: %s)", type(error).__name__, error)
+        return None
+
+
+class ExampleTransform:
+    """datasets transform: decode + image transform -> {"pixel_values", "labels"} (pixel_values None if bad)."""
+
+    def __init__(self, image_transform: Callable, image_column: str, label_column: str):
+        self.image_transform = image_transform
+        self.image_column = image_column
+        self.label_column = label_column
+
+    def _one(self, value):
+        image = decode_image(value)
+        return None if image is None else self.image_transform(image)
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        return {
+            "pixel_values": [self._one(v) for v in batch[self.image_column]],
+            "labels": list(batch[self.label_column]),
+        }
+
+    def example(self, example: dict) -> dict:
+        return {"pixel_values": self._one(example[self.image_column]), "labels": example[self.label_column]}
+
+
+def with_transform(data: ImageDataset, image_transform: Callable):
+    """The dataset yielding {"pixel_values": tensor | None, "labels": int} per example."""
+    transform = ExampleTransform(image_transform, data.image_column, data.label_column)
+    if isinstance(data.dataset, datasets.IterableDataset):
+        return data.dataset.map(transform.example, remove_columns=[data.image_column, data.label_column])
+    return data.dataset.with_transform(transform)
+
+
+def collate_images(examples: list[dict]) -> dict[str, Any]:
+    """Stack decoded examples; drop undecodable ones and report their number as `num_undecodable`."""
+    kept = [e for e in examples if e["pixel_values"] is not None]
+    if kept:
+        pixel_values = torch.stack([e["pixel_values"] for e in kept])
+    else:
+        pixel_values = torch.empty(0)
+    labels = torch.tensor([int(e["labels"]) for e in kept], dtype=torch.long)
+    return {"pixel_values": pixel_values, "labels": labels, "num_undecodable": len(examples) - len(kept)}

@@ -1,0 +1,71 @@
+"""Image transforms (timm), mixup/cutmix and the soft-target loss of the paper's recipes."""
+
+from __future__ import annotations
+
+import torch
+from timm.data import Mixup, create_transform
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.loss import SoftTargetCrossEntropy
+
+from .recipes import Recipe
+
+
+def train_transform(recipe: Recipe, image_size: int, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD):
+    """RandomResizedCrop + flip + RandAugment + random erasing (timm.create_transform), PIL image -> tensor."""
+    return create_transform(
+        input_size=image_size,
+        is_training=True,
+        scale=recipe.crop_scale,
+        ratio=recipe.crop_ratio,
+        hflip=recipe.hflip,
+        color_jitter=recipe.color_jitter or 0.0,
+        auto_augment=recipe.rand_augment,
+        interpolation=recipe.interpolation,
+        re_prob=recipe.random_erasing,
+        re_mode="pixel",
+        re_count=1,
+        mean=mean,
+        std=std,
+    )
+
+
+def eval_transform(recipe: Recipe, image_size: int, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD):
+    """Resize (crop_pct) + centre crop, timm's evaluation transform."""
+    return create_transform(
+        input_size=image_size,
+        is_training=False,
+        crop_pct=recipe.eval_crop_pct,
+        interpolation=recipe.interpolation,
+        mean=mean,
+        std=std,
+    )
+
+
+def create_mixup(recipe: Recipe, num_labels: int) -> Mixup | None:
+    """timm Mixup (mixup/cutmix with switch probability and label smoothing), or None when both are off."""
+    if recipe.mixup <= 0 and recipe.cutmix <= 0:
+        return None
+    return Mixup(
+        mixup_alpha=recipe.mixup,
+        cutmix_alpha=recipe.cutmix,
+        prob=recipe.mixup_prob,
+        switch_prob=recipe.mixup_switch_prob,
+        mode="batch",
+        label_smoothing=recipe.label_smoothing,
+        num_classes=num_labels,
+    )
+
+
+class ClassificationLoss(torch.nn.Module):
+    """Soft-target cross-entropy for (B, C) targets (mixup), label-smoothed cross-entropy for (B,) targets."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+        self.soft = SoftTargetCrossEntropy()
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if targets.ndim == 2:
+            return self.soft(logits, targets.to(logits.dtype))
+        return torch.nn.functional.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
