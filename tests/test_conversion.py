@@ -220,8 +220,9 @@ def test_num_heads_override(tmp_path):
     torch.testing.assert_close(hf_logits(out, pixels, "eager"), plain_logits(sd, pixels, heads=4), atol=2e-5, rtol=0)
 
 
-def test_export_round_trip_is_bit_exact(tmp_path):
-    sd = authors_state_dict(seed=7)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_export_round_trip_is_bit_exact(tmp_path, dtype):
+    sd = {key: tensor.to(dtype) for key, tensor in authors_state_dict(seed=7).items()}
     torch.save(sd, tmp_path / "original.pth")
     out = convert_checkpoint(tmp_path / "original.pth", tmp_path / "converted")
     assert export_main(["--model", str(out), "--output", str(tmp_path / "back.pth")]) == 0
@@ -262,9 +263,9 @@ def test_full_size_shapes_map_to_presets(preset):
 def test_convert_all_full_tiny_fills_its_card(tmp_path):
     """A full-size tiny checkpoint under its released name: converted, verified, card numbers filled."""
     src = tmp_path / "downloads"
-    src.mkdir()
+    (src / "checkpoints").mkdir(parents=True)
     sd = authors_state_dict(dim=192, depth=12, image=224, mlp=512, classes=1000, seed=8)
-    torch.save({"model": sd, "epoch": "best"}, src / "illama-tiny-in1k-75.0.pth")
+    torch.save({"model": sd, "epoch": "best"}, src / "checkpoints" / "illama-tiny-in1k-75.0.pth")  # found below SRC_DIR
     (src / "notes.txt").write_text("not a checkpoint")
     assert convert_main(["--all", str(src), str(tmp_path / "hub"), "--verify"]) == 0
     assert [p.name for p in (tmp_path / "hub").iterdir()] == ["illama-tiny-224-in1k"]

@@ -106,7 +106,7 @@ def convert_checkpoint(checkpoint: str | Path, output_dir: str | Path, model: st
           + (f", epoch {extras['epoch']}" if "epoch" in extras else "") + ")")
 
     hf_model = ILlamaForImageClassification(config)
-    hf_model.load_state_dict(official_to_hf(official), strict=True)
+    hf_model.load_state_dict(official_to_hf(official), strict=True, assign=True)  # keeps the checkpoint's dtype
     hf_model.eval()
 
     tmp_dir = _atomic_output(output_dir, overwrite)
@@ -130,11 +130,16 @@ def convert_checkpoint(checkpoint: str | Path, output_dir: str | Path, model: st
 
 
 def convert_all(source_dir: str | Path, output_dir: str | Path, verify: bool = False, overwrite: bool = False) -> list[Path]:
-    """Convert every released file name present in `source_dir` into `output_dir/<variant name>`."""
+    """Convert every released file name found in `source_dir` (or below it) into `output_dir/<variant name>`."""
     source_dir, output_dir = Path(source_dir), Path(output_dir)
     if not source_dir.is_dir():
         raise NotADirectoryError(f"source folder not found: {source_dir}")
-    found = [variant for variant in RELEASED_VARIANTS if (source_dir / variant.filename).is_file()]
+    files = {}
+    for variant in RELEASED_VARIANTS:
+        matches = sorted(path for path in source_dir.rglob(variant.filename) if path.is_file())
+        if matches:
+            files[variant] = matches[0]
+    found = list(files)
     if not found:
         raise FileNotFoundError(
             f"no released iLLaMA checkpoint in {source_dir}; expected any of "
@@ -142,7 +147,7 @@ def convert_all(source_dir: str | Path, output_dir: str | Path, verify: bool = F
         )
     written = []
     for variant in found:
-        written.append(convert_checkpoint(source_dir / variant.filename, output_dir / variant.name,
+        written.append(convert_checkpoint(files[variant], output_dir / variant.name,
                                           model=variant.preset, verify=verify, overwrite=overwrite, variant=variant))
     return written
 
