@@ -1,0 +1,75 @@
+"""`illama-select-weights`: initialise an iLLaMA from a Hugging Face LLaMA checkpoint by weight selection."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="illama-select-weights",
+        description="Initialise an iLLaMA from a Hugging Face LLaMA checkpoint (safetensors, sharded or not) by "
+        "uniform weight selection (ILLAMA_SPEC section 5). Reads only the needed tensors, one at a time, and writes "
+        "a folder that loads with from_pretrained and trains with illama-train.",
+    )
+    parser.add_argument("--llama", required=True, metavar="DIR", help="LLaMA checkpoint folder (config.json + safetensors)")
+    parser.add_argument("--model", required=True,
+                        help="iLLaMA preset (e.g. illama-tiny-224) or a config.json / model folder")
+    parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--num-labels", type=int, help="classes of the (randomly initialised) head")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random init of the non-selected parameters")
+    parser.add_argument("--overwrite", action="store_true", help="write into an existing non-empty output folder")
+    return parser
+
+
+def load_config(model: str, num_labels: int | None):
+    from ..configuration_illama import ILlamaConfig
+    from ..presets import list_presets, load_preset
+
+    overrides = {} if num_labels is None else {"num_labels": num_labels}
+    if os.path.exists(model):
+        config = ILlamaConfig.from_pretrained(model)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        return config
+    if model not in list_presets():
+        raise ValueError(f"--model {model!r} is neither a preset ({', '.join(list_presets())}) nor an existing path")
+    return load_preset(model, **overrides)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..llm.weight_selection import init_model_from_llama
+    from ..modeling_illama import ILlamaForImageClassification
+
+    try:
+        if os.path.isdir(args.output) and os.listdir(args.output) and not args.overwrite:
+            raise FileExistsError(f"output folder {args.output!r} is not empty (pass --overwrite)")
+        config = load_config(args.model, args.num_labels)
+        torch.manual_seed(args.seed)
+        model = ILlamaForImageClassification(config)
+        report = init_model_from_llama(model, args.llama)
+        model.save_pretrained(args.output)
+        try:
+            from ..image_processing import build_image_processor
+
+            build_image_processor(config.image_size).save_pretrained(args.output)
+        except ValueError as error:  # non-square inputs have no eval transform
+            print(f"illama-select-weights: no preprocessor_config.json written: {error}", file=sys.stderr)
+        with open(os.path.join(args.output, "weight_selection_report.json"), "w", encoding="utf-8") as handle:
+            json.dump(report.to_dict(), handle, indent=2)
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
+        print(f"illama-select-weights: error: {error}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    print(f"saved to {args.output} (report: weight_selection_report.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
