@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         if args.all:
             if args.output or args.model or image_size or args.num_heads:
                 parser.error("--all takes SRC_DIR OUT_DIR only (sizes come from the released file names)")
-            convert_all(*args.all, verify=args.verify, overwrite=args.overwrite)
+            convert_all(*args.all, verify=args.verify, num_verify_inputs=args.verify_inputs, overwrite=args.overwrite)
         else:
             if not args.output:
                 parser.error("--checkpoint needs --output DIR")

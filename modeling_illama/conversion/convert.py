@@ -129,7 +129,8 @@ def convert_checkpoint(checkpoint: str | Path, output_dir: str | Path, model: st
     return output_dir
 
 
-def convert_all(source_dir: str | Path, output_dir: str | Path, verify: bool = False, overwrite: bool = False) -> list[Path]:
+def convert_all(source_dir: str | Path, output_dir: str | Path, verify: bool = False, num_verify_inputs: int = 2,
+                overwrite: bool = False) -> list[Path]:
     """Convert every released file name found in `source_dir` (or below it) into `output_dir/<variant name>`."""
     source_dir, output_dir = Path(source_dir), Path(output_dir)
     if not source_dir.is_dir():
@@ -148,7 +149,8 @@ def convert_all(source_dir: str | Path, output_dir: str | Path, verify: bool = F
     written = []
     for variant in found:
         written.append(convert_checkpoint(files[variant], output_dir / variant.name,
-                                          model=variant.preset, verify=verify, overwrite=overwrite, variant=variant))
+                                          model=variant.preset, verify=verify, num_verify_inputs=num_verify_inputs,
+                                          overwrite=overwrite, variant=variant))
     return written
 
 
