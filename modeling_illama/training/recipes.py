@@ -88,6 +88,7 @@ class Recipe:
                 setattr(self, name, "no")
         if self.soft_mask is False or self.soft_mask is None:
             self.soft_mask = "none"
+        self._coerce_numbers()
         for name in ("crop_scale", "crop_ratio", "adam_betas"):
             value = getattr(self, name)
             if not isinstance(value, (list, tuple)) or len(value) != 2:
@@ -104,6 +105,19 @@ class Recipe:
             )
         if not isinstance(self.model_overrides, dict):
             raise ValueError(f"recipe field 'model_overrides' must be a mapping, got {self.model_overrides!r}")
+
+    def _coerce_numbers(self) -> None:
+        """YAML 1.1 reads `4e-3` (no dot) as a string: convert numeric fields, with a clear error if impossible."""
+        for f in dataclasses.fields(self):
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+            value = getattr(self, f.name)
+            if value is None or isinstance(value, bool) or kind.split(" | ")[0] not in ("float", "int"):
+                continue
+            try:
+                number = float(value)
+                setattr(self, f.name, number if kind.startswith("float") else int(number))
+            except (TypeError, ValueError):
+                raise ValueError(f"recipe field {f.name!r} must be a number, got {value!r}") from None
 
     def gradient_accumulation_steps(self, num_processes: int) -> int:
         """Micro-batches per optimizer step so that the global batch equals `batch_size`."""

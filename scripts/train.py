@@ -1,0 +1,8 @@
+#!/usr/bin/env python
+"""Same as `illama-train`; usable with `accelerate launch scripts/train.py ...`."""
+import sys
+
+from modeling_illama.cli.train import main
+
+if __name__ == "__main__":
+    sys.exit(main())
