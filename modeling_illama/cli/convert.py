@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..conversion import CheckpointError, VerificationError, convert_all, convert_checkpoint
+from ..conversion import VerificationError, convert_all, convert_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
             convert_checkpoint(args.checkpoint, args.output, model=args.model, image_size=image_size,
                                num_heads=args.num_heads, verify=args.verify, num_verify_inputs=args.verify_inputs,
                                overwrite=args.overwrite)
-    except (CheckpointError, VerificationError, FileNotFoundError, FileExistsError, NotADirectoryError) as error:
+    except (ValueError, VerificationError, OSError) as error:  # CheckpointError is a ValueError
         print(f"illama-convert: error: {error}", file=sys.stderr)
         return 1
     return 0

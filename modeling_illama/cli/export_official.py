@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..conversion import CheckpointError, export_official
+from ..conversion import export_official
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         export_official(args.model, args.output)
-    except (CheckpointError, FileNotFoundError, OSError, ValueError) as error:
+    except (OSError, ValueError) as error:  # CheckpointError is a ValueError
         print(f"illama-export-official: error: {error}", file=sys.stderr)
         return 1
     return 0
