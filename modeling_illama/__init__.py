@@ -10,6 +10,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 from .configuration_illama import ILlamaConfig
 from .image_processing import build_image_processor
 from .modeling_illama import ILlamaForImageClassification, ILlamaModel, ILlamaPreTrainedModel
+from .modeling_vit_frozen_llm import ViTWithFrozenLLMConfig, ViTWithFrozenLLMForImageClassification, ViTWithFrozenLLMModel
 from .presets import list_presets, load_preset
 
 __version__ = "0.1.0"
@@ -20,12 +21,21 @@ AutoModelForImageClassification.register(ILlamaConfig, ILlamaForImageClassificat
 ILlamaConfig.register_for_auto_class()
 ILlamaModel.register_for_auto_class("AutoModel")
 ILlamaForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+AutoConfig.register(ViTWithFrozenLLMConfig.model_type, ViTWithFrozenLLMConfig, exist_ok=True)
+AutoModel.register(ViTWithFrozenLLMConfig, ViTWithFrozenLLMModel, exist_ok=True)
+AutoModelForImageClassification.register(ViTWithFrozenLLMConfig, ViTWithFrozenLLMForImageClassification, exist_ok=True)
+ViTWithFrozenLLMConfig.register_for_auto_class()
+ViTWithFrozenLLMModel.register_for_auto_class("AutoModel")
+ViTWithFrozenLLMForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 __all__ = [
     "ILlamaConfig",
     "ILlamaForImageClassification",
     "ILlamaModel",
     "ILlamaPreTrainedModel",
+    "ViTWithFrozenLLMConfig",
+    "ViTWithFrozenLLMForImageClassification",
+    "ViTWithFrozenLLMModel",
     "build_image_processor",
     "list_presets",
     "load_preset",
