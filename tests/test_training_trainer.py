@@ -1,0 +1,142 @@
+"""A real Trainer run on a tiny model: the soft-mask callback under gradient accumulation, the mixup loss,
+the learning-rate schedule, evaluation at r = 0, checkpoints and the saved Hub-ready folder."""
+
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from datasets import ClassLabel, Dataset, Features, Image as ImageFeature
+from PIL import Image
+
+from modeling_illama.training.recipes import recipe_from_dict
+from modeling_illama.training.trainer import build_training, save_final_model
+
+TINY_MODEL = {"hidden_size": 32, "num_attention_heads": 1, "num_hidden_layers": 2, "image_size": 16,
+              "patch_size": 8}
+
+
+def write_data(root, n_train=24, n_test=8, broken=(5,)):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        rows = {"image": [], "label": []}
+        for i in range(n):
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buffer, format="PNG")
+            data = b"broken" if (split == "train" and i in broken) else buffer.getvalue()
+            rows["image"].append({"bytes": data, "path": None})
+            rows["label"].append(i % 3)
+        features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b", "c"])})
+        Dataset.from_dict(rows, features=features).to_parquet(str(root / f"{split}.parquet"))
+    return root
+
+
+def tiny_recipe(**changes):
+    fields = dict(
+        model_overrides=TINY_MODEL, train_split="train", eval_split="test", dataloader_num_workers=0,
+        crop_scale=[0.5, 1.0], rand_augment=None, random_erasing=0.0, eval_crop_pct=1.0,
+        mixup=0.8, cutmix=1.0, label_smoothing=0.1, epochs=2, batch_size=8, per_device_batch_size=4,
+        learning_rate=1e-3, min_lr=1e-5, warmup_epochs=1, weight_decay=0.05, soft_mask="linear",
+        soft_mask_cutoff_epochs=1, logging_steps=1, eval_strategy="epoch", save_strategy="epoch",
+        save_total_limit=1, seed=0,
+    )
+    fields.update(changes)
+    return recipe_from_dict(fields)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    data = write_data(tmp_path_factory.mktemp("data"))
+    out = tmp_path_factory.mktemp("run")
+    run = build_training(tiny_recipe(), "illama-tiny-224", str(data), str(out))
+    model = run.trainer.model
+    seen = []  # (global step, training?, r) at every forward
+    model.register_forward_pre_hook(
+        lambda module, args: seen.append((run.trainer.state.global_step, module.training,
+                                          module.config.soft_mask_rate)))
+    run.trainer.train()
+    save_final_model(run, out)
+    return run, seen, out
+
+
+def test_steps_per_epoch_and_accumulation(finished_run):
+    run, _, _ = finished_run
+    # 24 images, 4 per micro-batch -> 6 micro-batches, accumulation 2 -> 3 optimizer steps per epoch
+    assert run.trainer.args.gradient_accumulation_steps == 2
+    assert run.steps_per_epoch == 3 and run.trainer.state.global_step == 6
+
+
+def test_every_micro_batch_of_a_step_sees_the_scheduled_rate(finished_run):
+    _, seen, _ = finished_run
+    train = [(step, r) for step, training, r in seen if training]
+    assert len(train) == 12  # 6 optimizer steps x 2 micro-batches
+    # linear over cutoff = 1 epoch = 3 steps: linspace(1, 0, 3) = 1, .5, 0 then 0
+    expected = {0: 1.0, 1: 0.5, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0}
+    for step, r in train:
+        assert r == pytest.approx(expected[step])
+    assert sorted({step for step, _ in train}) == list(range(6))
+
+
+def test_evaluation_runs_the_deployed_model(finished_run):
+    _, seen, _ = finished_run
+    evals = [(step, r) for step, training, r in seen if not training]
+    assert evals and all(r == 0.0 for _, r in evals)
+    assert any(step == 3 for step, _ in evals)  # the end-of-epoch-1 evaluation happened while r was scheduled
+
+
+def test_log_history_has_loss_rate_and_learning_rate_per_step(finished_run):
+    run, _, _ = finished_run
+    logs = [e for e in run.trainer.state.log_history if "loss" in e]
+    assert [e["step"] for e in logs] == [1, 2, 3, 4, 5, 6]
+    assert [e["soft_mask_rate"] for e in logs] == pytest.approx([1.0, 0.5, 0.0, 0.0, 0.0, 0.0])
+    # warmup 1 epoch = 3 steps: linspace(0, 1e-3, 3); then cosine over the 3 remaining steps to 1e-5
+    cosine = [1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * i / 3)) for i in range(3)]
+    assert [e["learning_rate"] for e in logs] == pytest.approx([0.0, 5e-4, 1e-3] + cosine)
+    assert all(math.isfinite(e["loss"]) for e in logs)
+    assert logs[-1]["undecodable_images"] == 2  # the broken image, once per epoch
+    evals = [e for e in run.trainer.state.log_history if "eval_top1" in e]
+    assert len(evals) == 2 and all(0.0 <= e["eval_top1"] <= e["eval_top5"] <= 1.0 for e in evals)
+
+
+def test_checkpoint_stores_the_schedule_and_the_saved_model_is_causal(finished_run):
+    run, _, out = finished_run
+    state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
+    stored = state["stateful_callbacks"]["SoftMaskCallback"]
+    assert stored["args"] == {"schedule": "linear", "cutoff_steps": 3}
+    assert stored["attributes"]["step"] == 5 and stored["attributes"]["rate"] == 0.0
+    config = json.loads((out / "config.json").read_text())
+    assert config["soft_mask_rate"] == 0.0 and config["id2label"] == {"0": "a", "1": "b", "2": "c"}
+    assert (out / "model.safetensors").is_file() and (out / "preprocessor_config.json").is_file()
+    assert run.trainer.model.config.soft_mask_rate == 0.0
+
+
+def test_saved_folder_classifies_with_pipeline(finished_run):
+    from transformers import pipeline
+
+    _, _, out = finished_run
+    classifier = pipeline("image-classification", model=str(out))
+    image = Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8))
+    predictions = classifier(image, top_k=3)
+    assert sorted(p["label"] for p in predictions) == ["a", "b", "c"]
+    assert sum(p["score"] for p in predictions) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_mixup_loss_is_soft_target_cross_entropy(finished_run):
+    run, _, _ = finished_run
+    trainer, model = run.trainer, run.trainer.model
+    torch.manual_seed(0)
+    pixel_values, labels = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
+    model.train()
+    np.random.seed(1)
+    loss = trainer.compute_loss(model, {"pixel_values": pixel_values.clone(), "labels": labels})
+    # the same mixup draw again, then soft-target cross-entropy written out
+    np.random.seed(1)
+    mixed, targets = trainer.mixup_fn(pixel_values.clone(), labels)
+    assert targets.shape == (4, 3) and torch.allclose(targets.sum(1), torch.ones(4))
+    # drop path is 0, so the forward is deterministic
+    logits = model(pixel_values=mixed).logits
+    expected = (-targets * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    model.eval()
