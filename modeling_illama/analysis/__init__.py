@@ -1,0 +1,1 @@
+"""Analyses of trained models: attention maps and rank, activation ("information filtering") maps."""

@@ -1,0 +1,66 @@
+"""`illama-activation-maps`: "information filtering" maps (token magnitude and FFT phase) of chosen layers, drawn
+over the image as a PNG.
+
+    illama-activation-maps --model runs/tiny-llama31 --image cat.jpg --layers 11 frozen_llm --output maps.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="illama-activation-maps", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True, help="saved model folder (iLLaMA, ViT, or either with frozen LLM layers)")
+    parser.add_argument("--image", required=True, help="image file")
+    parser.add_argument("--layers", nargs="+", default=None,
+                        help="block numbers (output of block i; negative counts from the end) and/or submodule names "
+                        "of the base model such as frozen_llm or frozen_llm.layers.0 (default: the last block, "
+                        "and frozen_llm when the model has one)")
+    parser.add_argument("--output", required=True, help="PNG file to write")
+    parser.add_argument("--json", help="also write the maps (lists of lists) to this JSON file")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    import modeling_illama  # noqa: F401  (registers the Auto classes)
+    from modeling_illama.analysis.activation_maps import activation_maps, denormalize, draw_activation_maps
+
+    try:
+        model = AutoModelForImageClassification.from_pretrained(args.model, dtype=torch.float32)
+        if os.path.isfile(os.path.join(args.model, "preprocessor_config.json")):
+            processor = AutoImageProcessor.from_pretrained(args.model)
+        else:
+            processor = modeling_illama.build_image_processor(model.config.image_size)
+        image = Image.open(args.image).convert("RGB")
+        pixel_values = processor(images=image, return_tensors="pt")["pixel_values"]
+        layers = args.layers
+        if layers is None:
+            layers = ["-1"] + (["frozen_llm"] if getattr(model.config, "frozen_llm", None) else [])
+        layers = [int(layer) if layer.lstrip("-").isdigit() else layer for layer in layers]
+        maps = activation_maps(model, pixel_values, layers)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        print(f"illama-activation-maps: error: {error}", file=sys.stderr)
+        return 1
+    first = {layer: {kind: value[0] for kind, value in kinds.items()} for layer, kinds in maps.items()}
+    shown = denormalize(pixel_values[0], processor.image_mean, processor.image_std)
+    draw_activation_maps(shown, first, args.output)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({str(k): {kind: v.tolist() for kind, v in kinds.items()} for k, kinds in first.items()}, handle)
+    print(f"wrote {args.output} (layers {', '.join(map(str, layers))})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

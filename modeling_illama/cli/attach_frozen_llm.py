@@ -1,0 +1,82 @@
+"""`python -m modeling_illama.cli.attach_frozen_llm`: insert frozen LLaMA decoder layer(s) (Pang et al.) after
+the last block of an iLLaMA (preset or folder) or of a Transformers ViT/DeiT folder, and save the result.
+
+    python -m modeling_illama.cli.attach_frozen_llm --llama Llama-2-7b-hf --model illama-tiny-224 \
+        --output runs/tiny-llama31 --num-labels 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m modeling_illama.cli.attach_frozen_llm",
+        description="Insert frozen LLaMA decoder layer(s) between two bias-free adapters after the last vision "
+        "block (ILLAMA_SPEC section 6) and save a folder that loads with from_pretrained / AutoModel*.",
+    )
+    parser.add_argument("--llama", required=True, metavar="DIR", help="LLaMA checkpoint folder (config.json + safetensors)")
+    parser.add_argument("--model", required=True,
+                        help="iLLaMA preset (e.g. illama-tiny-224), iLLaMA folder, or ViT/DeiT (ViT architecture) folder")
+    parser.add_argument("--output", required=True, metavar="DIR")
+    parser.add_argument("--layers", type=int, nargs="+", metavar="N", help="LLaMA layer indices (default: the last)")
+    parser.add_argument("--reference-only", action="store_true",
+                        help="save only the path, layer indices and checksum of the LLaMA layers, not their tensors")
+    parser.add_argument("--num-labels", type=int, help="classes of a new iLLaMA from a preset")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def load_vision_model(model: str, num_labels: int | None):
+    from transformers import AutoConfig, ViTForImageClassification
+
+    from ..modeling_illama import ILlamaForImageClassification
+    from ..presets import list_presets, load_preset
+
+    if os.path.isdir(model):
+        model_type = AutoConfig.from_pretrained(model).model_type
+        if model_type == "vit":
+            return ViTForImageClassification.from_pretrained(model, dtype=torch.float32), True
+        if model_type == "illama":
+            return ILlamaForImageClassification.from_pretrained(model, dtype=torch.float32), False
+        raise ValueError(f"{model!r} is a {model_type!r} model; expected an iLLaMA or a ViT folder")
+    if model not in list_presets():
+        raise ValueError(f"--model {model!r} is neither a folder nor a preset ({', '.join(list_presets())})")
+    overrides = {} if num_labels is None else {"num_labels": num_labels}
+    return ILlamaForImageClassification(load_preset(model, **overrides)), False
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..llm.frozen import attach_frozen_llm, vit_with_frozen_llm
+
+    try:
+        torch.manual_seed(args.seed)
+        model, is_vit = load_vision_model(args.model, args.num_labels)
+        store_weights = not args.reference_only
+        if is_vit:
+            model = vit_with_frozen_llm(model, args.llama, args.layers, store_weights)
+        else:
+            attach_frozen_llm(model, args.llama, args.layers, store_weights)
+        model.save_pretrained(args.output)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        print(f"attach_frozen_llm: error: {error}", file=sys.stderr)
+        return 1
+    settings = model.config.frozen_llm
+    frozen = sum(p.numel() for n, p in model.named_parameters() if "frozen_llm.layers." in n)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(
+        f"{type(model).__name__}: LLaMA layers {settings['layer_indices']} from {settings['source_path']} "
+        f"({frozen:,} frozen parameters, {'stored' if store_weights else 'referenced, ' + settings['checksum']}); "
+        f"{trainable:,} trainable parameters; saved to {args.output}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
