@@ -231,3 +231,35 @@ def test_vit_wrapper_auto_class_and_reload(llama_dir, tmp_path):
         torch.testing.assert_close(reloaded(pixel_values=pixels).logits, got, rtol=0, atol=0)
     assert not any(p.requires_grad for n, p in reloaded.named_parameters() if "frozen_llm.layers." in n)
     assert all(p.requires_grad for n, p in reloaded.named_parameters() if "frozen_llm.layers." not in n)
+
+
+def test_remote_code_files_are_standalone_and_load(llama_dir, tmp_path):
+    """The copied modeling files import only the standard library, torch, transformers, safetensors and
+    huggingface_hub (plus single-dot siblings), and a saved folder loads through trust_remote_code."""
+    import ast
+
+    import modeling_illama
+
+    allowed = {"hashlib", "json", "os", "torch", "transformers", "safetensors", "huggingface_hub"}
+    for file in ("modeling_frozen_llm.py", "modeling_vit_frozen_llm.py"):
+        tree = ast.parse(open(os.path.join(os.path.dirname(modeling_illama.__file__), file)).read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert all(alias.name.split(".")[0] in allowed for alias in node.names), (file, ast.dump(node))
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 1 or node.module.split(".")[0] in allowed, (file, node.module)
+
+    model = tiny_illama()
+    attach_frozen_llm(model, llama_dir, store_weights=False)
+    model.save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "modeling_frozen_llm.py").is_file()
+    # the copied code, not this package (which the Auto classes would prefer in this process)
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    remote_class = get_class_from_dynamic_module("modeling_illama.ILlamaForImageClassification", str(tmp_path / "saved"))
+    assert remote_class.__module__.startswith("transformers_modules")
+    remote = remote_class.from_pretrained(tmp_path / "saved")
+    assert not any(p.requires_grad for n, p in remote.named_parameters() if "frozen_llm.layers." in n)
+    pixels = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(remote.eval()(pixel_values=pixels).logits, model.eval()(pixel_values=pixels).logits)

@@ -51,6 +51,18 @@ def load_vision_model(model: str, num_labels: int | None):
     return ILlamaForImageClassification(load_preset(model, **overrides)), False
 
 
+def save_image_processor(source: str, config, output: str) -> None:
+    """Copy the source folder's preprocessing, or write the iLLaMA eval transform for a preset."""
+    from transformers import AutoImageProcessor
+
+    from ..image_processing import build_image_processor
+
+    if os.path.isfile(os.path.join(source, "preprocessor_config.json")):
+        AutoImageProcessor.from_pretrained(source).save_pretrained(output)
+    elif not os.path.isdir(source):
+        build_image_processor(config.image_size).save_pretrained(output)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..llm.frozen import attach_frozen_llm, vit_with_frozen_llm
@@ -64,6 +76,7 @@ def main(argv=None) -> int:
         else:
             attach_frozen_llm(model, args.llama, args.layers, store_weights)
         model.save_pretrained(args.output)
+        save_image_processor(args.model, model.config, args.output)
     except (FileNotFoundError, ValueError, KeyError) as error:
         print(f"attach_frozen_llm: error: {error}", file=sys.stderr)
         return 1
