@@ -223,6 +223,9 @@ def post_softmax_sdpa_attention(
 
     With r the soft-mask rate and LSE the log-sum-exp of a row's scaled scores (spec section 1):
         out_i = r * full_i + (1 - r) * causal_i * exp(LSE_causal_i - LSE_full_i)
+    At r = 0 the full pass is needed only for its LSE (the CPU kernel insists on equal q/k/v head dims, so
+    it cannot be run with a narrower value). r is read from `module.config.soft_mask_rate`, from which the
+    mask was built (ILlamaModel._attention_mask), so no tensor is read back and torch.compile sees no break.
     The fused kernels return no gradient for the LSE, so when autograd needs one (training), or on devices
     without the kernel, the exact materialised form is used.
     """
@@ -235,11 +238,14 @@ def post_softmax_sdpa_attention(
     if needs_grad or query.device.type != "cpu" or (dropout and module.training):
         attn_output, _ = post_softmax_eager_attention(module, query, key, value, attention_mask, scaling, dropout)
         return attn_output, None
-    rate = attention_mask[0, -1].to(torch.float32)  # the off-diagonal entry of M is r
+    rate = float(module.config.soft_mask_rate)
     causal_out, causal_lse = _fused_attention_with_lse(query, key, value, True, scaling)
     full_out, full_lse = _fused_attention_with_lse(query, key, value, False, scaling)
-    causal_weight = (causal_lse - full_lse).exp().unsqueeze(-1) * (1.0 - rate)
-    attn_output = full_out.float() * rate + causal_out.float() * causal_weight
+    causal_weight = (causal_lse - full_lse).exp_().unsqueeze(-1)
+    if rate == 0.0:
+        attn_output = causal_out * causal_weight
+    else:
+        attn_output = torch.addcmul(full_out.float() * rate, causal_out.float(), causal_weight, value=1.0 - rate)
     return attn_output.to(query.dtype).transpose(1, 2).contiguous(), None
 
 
