@@ -205,7 +205,10 @@ def iter_source_tensors(source_path: str, names: list[str]):
     handles = {}
     for name in names:
         if files[name] not in handles:
-            handles[files[name]] = safe_open(files[name], framework="pt")
+            try:  # pread (safetensors >= 0.8) keeps the bytes read out of this process's mappings
+                handles[files[name]] = safe_open(files[name], framework="pt", backend="pread")
+            except TypeError:
+                handles[files[name]] = safe_open(files[name], framework="pt")
         yield name, handles[files[name]].get_tensor(name)
 
 

@@ -2,7 +2,7 @@
 
 A sharded checkpoint is a folder with `model.safetensors.index.json` (whose `weight_map` says which shard
 holds each tensor) and the shards; an unsharded one is a folder with `model.safetensors`. Only the
-requested tensor is copied into memory: the shards are memory-mapped by `safetensors.safe_open`, so a
+requested tensor is copied into memory: the shards are opened with `safetensors.safe_open` (pread where available), so a
 7B checkpoint never has to fit in RAM.
 """
 
@@ -74,7 +74,7 @@ class SafetensorsCheckpoint:
             shard_path = os.path.join(self.path, shard)
             if not os.path.isfile(shard_path):
                 raise FileNotFoundError(f"shard {shard!r} listed for {name!r} is missing from {self.path!r}")
-            self._handles[shard] = safe_open(shard_path, framework="pt")
+            self._handles[shard] = open_shard(shard_path)
         return self._handles[shard]
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -91,6 +91,15 @@ class SafetensorsCheckpoint:
         """Yield `(name, tensor)` one at a time; the caller drops each before the next is read."""
         for name in names:
             yield name, self.get_tensor(name)
+
+
+def open_shard(path: str):
+    """`safe_open` reading with pread (safetensors >= 0.8) rather than mmap, so the bytes of tensors already read
+    do not stay mapped into this process; older safetensors fall back to mmap."""
+    try:
+        return safe_open(path, framework="pt", backend="pread")
+    except TypeError:
+        return safe_open(path, framework="pt")
 
 
 def read_llama_config(path: str | os.PathLike) -> dict:
