@@ -158,7 +158,9 @@ class ILlamaRotaryEmbedding(nn.Module):
         self.register_buffer("sin", sin, persistent=False)
 
     def forward(self, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if num_tokens == self.cos.shape[0]:
+        # `model.to(bfloat16)` also casts these buffers: the spec wants the table in float32 (and the complex
+        # rotary product has no bfloat16 kernel), so a cast table is recomputed rather than used.
+        if num_tokens == self.cos.shape[0] and self.cos.dtype == torch.float32:
             return self.cos, self.sin
         return rotary_angles(num_tokens, self.head_dim, self.theta, device=self.cos.device)
 
