@@ -94,7 +94,10 @@ def frozen_llm_settings(frozen_llm: dict) -> dict:
         raise ValueError(f"config.frozen_llm['layer_indices'] must be a non-empty list of layer numbers, got {indices!r}")
     if llm_config["num_attention_heads"] % llm_config["num_key_value_heads"]:
         raise ValueError("llm_config: num_attention_heads must be a multiple of num_key_value_heads")
-    return {**FROZEN_LLM_DEFAULTS, **frozen_llm, "llm_config": llm_config, "layer_indices": list(indices)}
+    settings = {**FROZEN_LLM_DEFAULTS, **frozen_llm, "llm_config": llm_config, "layer_indices": list(indices)}
+    if not settings["store_weights"] and not settings["source_path"]:
+        raise ValueError("config.frozen_llm: store_weights=False needs a source_path to read the LLaMA layers from")
+    return settings
 
 
 def rms_norm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

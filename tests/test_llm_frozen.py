@@ -263,3 +263,22 @@ def test_remote_code_files_are_standalone_and_load(llama_dir, tmp_path):
     pixels = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(remote.eval()(pixel_values=pixels).logits, model.eval()(pixel_values=pixels).logits)
+
+
+def test_attach_cli_on_a_vit_folder(llama_dir, tmp_path):
+    from modeling_illama.cli.attach_frozen_llm import main as attach_main
+
+    torch.manual_seed(0)
+    ViTForImageClassification(ViTConfig(
+        image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=128, num_labels=3,
+    )).save_pretrained(tmp_path / "vit")
+    code = attach_main(["--llama", llama_dir, "--model", str(tmp_path / "vit"), "--output", str(tmp_path / "out"),
+                        "--layers", "0", "3", "--reference-only"])
+    assert code == 0
+    model = AutoModelForImageClassification.from_pretrained(tmp_path / "out")
+    assert isinstance(model, ViTWithFrozenLLMForImageClassification)
+    assert model.config.frozen_llm["layer_indices"] == [0, 3] and not model.config.frozen_llm["store_weights"]
+    weights = llama_tensors(llama_dir)
+    assert torch.equal(model.vit.frozen_llm.layers[1].mlp.up_proj.weight, weights["model.layers.3.mlp.up_proj.weight"])
+    assert attach_main(["--llama", str(tmp_path), "--model", str(tmp_path / "vit"), "--output", str(tmp_path / "x")]) == 1
