@@ -60,11 +60,10 @@ def setup_logging(output_dir: str, is_main: bool) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from accelerate import PartialState
+    from modeling_illama.training.recipes import load_recipe, parse_overrides
+    from modeling_illama.training.trainer import distributed_state
 
-    from modeling_illama.training.recipes import load_recipe, merge_overrides, parse_overrides, recipe_from_dict
-
-    state = PartialState()
+    state = distributed_state()
     setup_logging(args.output_dir, state.is_main_process)
     overrides = parse_overrides(args.overrides)
     if args.image_column:
@@ -103,6 +102,8 @@ def main(argv=None) -> int:
     if run.eval_data is not None:
         eval_metrics = run.trainer.evaluate()
         metrics.update(eval_metrics)
+    print(f"[rank {state.process_index}/{state.num_processes}] finished at optimizer step "
+          f"{run.trainer.state.global_step}", flush=True)
     run.trainer.save_metrics("all", metrics)
     run.trainer.save_state()
     if state.is_main_process:

@@ -234,6 +234,23 @@ class TrainingRun:
     image_processor: Any
 
 
+def run_on_cpu() -> bool:
+    """CPU training when there is no GPU (or `accelerate launch --cpu`): several processes then use gloo.
+
+    accelerate only detects multi-process CPU runs when asked for the CPU explicitly, so every place that
+    creates the (shared) distributed state passes this.
+    """
+    from transformers.utils import strtobool
+
+    return not torch.cuda.is_available() or bool(strtobool(os.environ.get("ACCELERATE_USE_CPU", "false")))
+
+
+def distributed_state():
+    from accelerate import PartialState
+
+    return PartialState(cpu=run_on_cpu())
+
+
 def training_arguments(recipe: Recipe, output_dir: str, num_processes: int, max_steps: int) -> TrainingArguments:
     """TrainingArguments (Transformers 5 names) from a recipe."""
     eval_split = recipe.eval_split
@@ -268,6 +285,7 @@ def training_arguments(recipe: Recipe, output_dir: str, num_processes: int, max_
         report_to="none",
         restore_callback_states_from_checkpoint=True,
         ddp_find_unused_parameters=False,
+        use_cpu=run_on_cpu(),
         disable_tqdm=False,
     )
 
@@ -281,9 +299,7 @@ def build_training(
     eval_dataset: str | None = None,
 ) -> TrainingRun:
     """Everything `illama-train` needs: data, model, Trainer, soft-mask callback and schedules."""
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = distributed_state()
     set_seed(recipe.seed)
     train = load_image_dataset(dataset, recipe.train_split, streaming, recipe.image_column, recipe.label_column,
                                recipe.shuffle_buffer, recipe.seed, state.process_index, state.num_processes)
@@ -338,9 +354,23 @@ def build_training(
 
 
 def last_checkpoint(output_dir: str) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest COMPLETE checkpoint-* folder (trainer_state.json is written last); a folder left half-written
+    by a killed run is skipped with a warning."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if not os.path.isdir(output_dir):
+        return None
+    steps = []
+    for name in os.listdir(output_dir):
+        prefix, _, number = name.rpartition("-")
+        if prefix == PREFIX_CHECKPOINT_DIR and number.isdigit() and os.path.isdir(os.path.join(output_dir, name)):
+            steps.append(int(number))
+    for step in sorted(steps, reverse=True):
+        folder = os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")
+        if os.path.isfile(os.path.join(folder, "trainer_state.json")):
+            return folder
+        logger.warning("skipping incomplete checkpoint %s (no trainer_state.json)", folder)
+    return None
 
 
 def save_final_model(run: TrainingRun, output_dir: str | Path) -> None:

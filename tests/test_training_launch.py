@@ -1,0 +1,138 @@
+"""Real training processes: DDP over gloo with `accelerate launch --cpu --num_processes 2`, and a run killed
+after a checkpoint then continued with `--resume` (same step, same soft-mask rate, same schedule)."""
+
+import io
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from datasets import ClassLabel, Dataset, Features, Image as ImageFeature
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_MODEL = {"hidden_size": 32, "num_attention_heads": 1, "num_hidden_layers": 1, "image_size": 16,
+              "patch_size": 8}
+
+
+def write_data(root: Path, n_train: int = 24, n_test: int = 8) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        rows = {"image": [], "label": []}
+        for i in range(n):
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buffer, format="PNG")
+            rows["image"].append({"bytes": buffer.getvalue(), "path": None})
+            rows["label"].append(i % 3)
+        features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b", "c"])})
+        Dataset.from_dict(rows, features=features).to_parquet(str(root / f"{split}.parquet"))
+    return root
+
+
+def write_recipe(path: Path, **changes) -> Path:
+    fields = dict(
+        model="illama-tiny-224", model_overrides=TINY_MODEL, train_split="train", eval_split="test",
+        dataloader_num_workers=0, crop_scale=[0.5, 1.0], rand_augment=None, random_erasing=0.0, eval_crop_pct=1.0,
+        mixup=0.0, cutmix=0.0, label_smoothing=0.1, epochs=2, batch_size=8, per_device_batch_size=4,
+        learning_rate=1e-3, min_lr=1e-5, warmup_epochs=1, weight_decay=0.05, soft_mask="linear",
+        soft_mask_cutoff_epochs=1, logging_steps=1, eval_strategy="no", save_strategy="epoch", save_total_limit=1,
+    )
+    fields.update(changes)
+    path.write_text(yaml.safe_dump(fields))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def environment():
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["CUDA_VISIBLE_DEVICES"] = ""  # CPU DDP over gloo even on a GPU machine
+    return env
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    data = write_data(tmp_path / "data")
+    recipe = write_recipe(tmp_path / "recipe.yaml", eval_strategy="epoch")
+    out = tmp_path / "out"
+    # accelerate 1.x spawns ONE process for `--cpu --num_processes 2` (it needs mpirun for several CPU processes);
+    # `--multi_gpu` spawns two through torchrun and, without a GPU, the package picks gloo on the CPU.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--main_process_port", str(free_port()),
+               str(REPO / "scripts" / "train.py"), "--recipe", str(recipe), "--dataset", str(data),
+               "--output-dir", str(out)]
+    result = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # 24 images / (4 per process x 2 processes) = 3 optimizer steps per epoch, 2 epochs
+    assert "[rank 0/2] finished at optimizer step 6" in result.stdout
+    assert "[rank 1/2] finished at optimizer step 6" in result.stdout
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-6"]
+    state = json.loads((out / "trainer_state.json").read_text())
+    losses = [e["loss"] for e in state["log_history"] if "loss" in e]
+    assert len(losses) == 6 and all(math.isfinite(v) for v in losses)
+    assert [e["soft_mask_rate"] for e in state["log_history"] if "loss" in e] == pytest.approx(
+        [1.0, 0.5, 0.0, 0.0, 0.0, 0.0])
+    assert any("eval_top1" in e for e in state["log_history"])
+    assert (out / "model.safetensors").is_file() and (out / "train.log").is_file()
+    assert json.loads((out / "config.json").read_text())["soft_mask_rate"] == 0.0
+
+
+def test_killed_run_resumes_with_the_same_step_rate_and_schedule(tmp_path):
+    data = write_data(tmp_path / "data", n_train=24)
+    # 6 steps per epoch x 8 epochs = 48 steps; soft mask linear over 4 epochs = 24 steps; warmup 6 steps
+    recipe = write_recipe(tmp_path / "recipe.yaml", epochs=8, batch_size=4, soft_mask_cutoff_epochs=4,
+                          save_strategy="steps", save_steps=2, save_total_limit=2)
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO / "scripts" / "train.py"), "--recipe", str(recipe), "--dataset", str(data),
+               "--output-dir", str(out), "--no-plot"]
+    first = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             start_new_session=True)
+    deadline = time.time() + 180
+    try:
+        while not (out / "checkpoint-4" / "trainer_state.json").exists():
+            assert first.poll() is None, "training ended before it could be killed: " + first.stderr.read()[-2000:]
+            assert time.time() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.05)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert not (out / "model.safetensors").exists(), "the first run finished before the kill"
+    from transformers.trainer_utils import get_last_checkpoint
+
+    killed_at = int(get_last_checkpoint(str(out)).rsplit("-", 1)[1])
+    assert 4 <= killed_at < 48
+
+    resumed = subprocess.run(command + ["--resume"], env=environment(), capture_output=True, text=True,
+                             timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = (out / "train.log").read_text()
+    assert "resuming from" in log
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 48
+    steps = {e["step"]: e for e in state["log_history"] if "loss" in e}
+    # the resumed run's history starts from the checkpoint's and continues at the next step
+    assert sorted(steps) == list(range(1, 49))
+    for step, entry in steps.items():
+        i = step - 1  # the rate and lr logged at `step` were used for optimizer step i
+        rate = 1.0 - i / 23 if i < 24 else 0.0  # numpy.linspace(1, 0, 24) then 0
+        assert entry["soft_mask_rate"] == pytest.approx(rate, abs=1e-9), step
+        lr = 1e-3 * i / 5 if i < 6 else 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * (i - 6) / 42))
+        assert entry["learning_rate"] == pytest.approx(lr, rel=1e-6), step
+        assert math.isfinite(entry["loss"])
+    stored = json.loads((out / "checkpoint-48" / "trainer_state.json").read_text())["stateful_callbacks"]
+    assert stored["SoftMaskCallback"]["args"] == {"schedule": "linear", "cutoff_steps": 24}
+    assert json.loads((out / "config.json").read_text())["soft_mask_rate"] == 0.0
