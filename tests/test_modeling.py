@@ -3,7 +3,7 @@
 `reference_forward` below is written from the spec alone, deliberately plainly, and shares no code with
 the package: F.conv2d patch embedding, class token appended LAST, position table added, then per block an
 fp32 RMSNorm, the fused qkv split as [q heads | k heads | v heads], Meta-style interleaved RoPE through
-complex numbers (torch.polar / view_as_complex, a different arithmetic from the package's cos/sin pairs),
+complex numbers (torch.polar / view_as_complex; itself checked against the rotation written out in float64),
 A = softmax(QK^T d^-0.5), out = (A * M) V with M = r + (1 - r) tril, SwiGLU, final norm, last token, head.
 Every test uses a tiny model (D = 64, 2 layers, 32 px, patch 8) on fixed seeds, with weights scaled up so
 attention is peaked and a wrong mask, pairing or token order shows up far above the 1e-5 tolerance.
@@ -257,6 +257,19 @@ def test_reference_is_sensitive_to_pairing_and_mask():
     assert max_diff(logits, reference_logits(model, x, 0.0, "renormalized")["logits"]) > 1e-2
 
 
+def test_reference_rope_is_the_interleaved_rotation_written_out():
+    """Checks the reference itself: pair (2i, 2i+1) at position t turned by t * theta^(-2i/d)."""
+    x = torch.randn(1, 2, 9, 8, generator=torch.Generator().manual_seed(5))
+    expected = torch.empty(1, 2, 9, 8, dtype=torch.float64)
+    for t in range(9):
+        for i in range(4):
+            angle = t * 10000.0 ** (-2 * i / 8)
+            a, b = x[..., t, 2 * i].double(), x[..., t, 2 * i + 1].double()
+            expected[..., t, 2 * i] = a * math.cos(angle) - b * math.sin(angle)
+            expected[..., t, 2 * i + 1] = a * math.sin(angle) + b * math.cos(angle)
+    assert_close(ref_rope_interleaved(x, 10000.0), expected.float(), tol=1e-6)
+
+
 def test_set_soft_mask_rate_changes_the_next_forward_and_rejects_bad_rates():
     model = make_model(soft_mask_rate=1.0)
     x = pixels()
@@ -451,6 +464,19 @@ def test_save_then_from_pretrained_gives_identical_outputs_and_rotary_tables(tmp
         assert torch.equal(loaded(x).logits, model(x).logits)
         assert torch.equal(loaded(x, output_hidden_states=True).hidden_states[-1],
                            model(x, output_hidden_states=True).hidden_states[-1])
+
+
+def test_from_pretrained_in_bfloat16_keeps_a_float32_rotary_table(tmp_path):
+    model = make_model(soft_mask_rate=0.37)
+    model.save_pretrained(tmp_path)
+    loaded = ILlamaForImageClassification.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    assert loaded.dtype == torch.bfloat16 and loaded.illama.rotary_emb.cos.dtype == torch.float32
+    assert torch.equal(loaded.illama.rotary_emb.cos, model.illama.rotary_emb.cos)
+    x = pixels()
+    with torch.no_grad():
+        expected, got = model(x).logits, loaded(x).logits
+    assert got.dtype == torch.bfloat16
+    assert max_diff(got, expected) <= 0.05 * expected.abs().max().item() + 0.02
 
 
 # ---------------------------------------------------------------------------------------------------------
