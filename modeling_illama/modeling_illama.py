@@ -138,7 +138,7 @@ def apply_interleaved_rotary(states: torch.Tensor, cos: torch.Tensor, sin: torch
     (even * cos - odd * sin, even * sin + odd * cos) in a single kernel, about 20x faster on CPU than
     four strided multiplications and a stack.
     """
-    rotated = torch.view_as_real(_as_complex_pairs(states) * torch.complex(cos, sin))
+    rotated = torch.view_as_real(_as_complex_pairs(states) * torch.complex(cos.float(), sin.float()))
     return rotated.flatten(-2).to(states.dtype)
 
 
@@ -484,7 +484,11 @@ class ILlamaModel(ILlamaPreTrainedModel):
         if config.mask_style == "renormalized" and config._attn_implementation == "sdpa" and config.soft_mask_rate == 0:
             value = (None, True)  # lets SDPA pick its causal kernels
         else:
-            value = (soft_attention_mask(num_tokens, config.soft_mask_rate, config.mask_style, dtype, device), False)
+            # built as a normal tensor even under torch.inference_mode(): an inference tensor in the cache
+            # would make a later training forward fail ("Inference tensors cannot be saved for backward")
+            with torch.inference_mode(False):
+                mask = soft_attention_mask(num_tokens, config.soft_mask_rate, config.mask_style, dtype, device)
+            value = (mask, False)
         self._mask_cache = (key, value)
         return value
 
