@@ -5,10 +5,11 @@ Importing this package registers the model with the Auto classes and marks the c
 folder on a machine without this package).
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
 from .configuration_illama import ILlamaConfig
 from .image_processing import build_image_processor
+from .image_processing_illama import ILlamaImageProcessor
 from .modeling_illama import ILlamaForImageClassification, ILlamaModel, ILlamaPreTrainedModel
 from .modeling_vit_frozen_llm import ViTWithFrozenLLMConfig, ViTWithFrozenLLMForImageClassification, ViTWithFrozenLLMModel
 from .presets import list_presets, load_preset
@@ -21,6 +22,8 @@ AutoModelForImageClassification.register(ILlamaConfig, ILlamaForImageClassificat
 ILlamaConfig.register_for_auto_class()
 ILlamaModel.register_for_auto_class("AutoModel")
 ILlamaForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+AutoImageProcessor.register(ILlamaConfig, image_processor_classes={"pil": ILlamaImageProcessor}, exist_ok=True)
+ILlamaImageProcessor.register_for_auto_class("AutoImageProcessor")
 AutoConfig.register(ViTWithFrozenLLMConfig.model_type, ViTWithFrozenLLMConfig, exist_ok=True)
 AutoModel.register(ViTWithFrozenLLMConfig, ViTWithFrozenLLMModel, exist_ok=True)
 AutoModelForImageClassification.register(ViTWithFrozenLLMConfig, ViTWithFrozenLLMForImageClassification, exist_ok=True)
@@ -31,6 +34,7 @@ ViTWithFrozenLLMForImageClassification.register_for_auto_class("AutoModelForImag
 __all__ = [
     "ILlamaConfig",
     "ILlamaForImageClassification",
+    "ILlamaImageProcessor",
     "ILlamaModel",
     "ILlamaPreTrainedModel",
     "ViTWithFrozenLLMConfig",

@@ -1,21 +1,14 @@
-"""The authors' evaluation transform as a stock Transformers image processor (no custom code to ship).
+"""Building the image processor that reproduces the authors' evaluation transform at a given resolution."""
 
-224 px: shorter side to int(224 / 0.875) = 256 (bicubic), centre crop 224. 384 px: bicubic warp to 384 x 384.
-ImageNet mean/std. Grayscale, RGBA (composited on white), CMYK and palette images are converted to RGB.
-ConvNeXt's processor implements exactly this crop_pct rule (crop below 384, warp at 384 and above).
-"""
-
-IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
-BICUBIC = 3  # PIL.Image.Resampling.BICUBIC
-
-EVAL_CROP_PCT = 0.875
+from .image_processing_illama import EVAL_CROP_PCT, ILlamaImageProcessor
 
 
 def build_image_processor(image_size: int = 224, backend: str = "pil"):
-    """Image processor reproducing the authors' eval transform at `image_size` (square).
+    """The authors' eval transform at `image_size` (square): crop below 384 px, warp at 384 and above.
 
-    `backend="pil"` matches timm's PIL pipeline exactly; `"torchvision"` is faster and differs by up to ~0.02.
+    `backend="pil"` (default) matches the authors' PIL + torchvision pipeline exactly. `"torchvision"` returns
+    Transformers' ConvNeXt torchvision-backend processor: faster on batches, but its bicubic resize differs by up
+    to ~0.02 and its centre crop truncates instead of rounding.
     """
     if isinstance(image_size, (tuple, list)):
         if image_size[0] != image_size[1]:
@@ -24,17 +17,17 @@ def build_image_processor(image_size: int = 224, backend: str = "pil"):
     if backend not in ("pil", "torchvision"):
         raise ValueError(f"backend must be 'pil' or 'torchvision', got {backend!r}.")
     if backend == "pil":
-        from transformers import ConvNextImageProcessorPil as processor_class
-    else:  # imported on demand: torchvision is slow to import and optional
-        from transformers import ConvNextImageProcessor as processor_class
-    return processor_class(
+        return ILlamaImageProcessor(size={"shortest_edge": int(image_size)})
+    from transformers import ConvNextImageProcessor  # torchvision is slow to import and optional
+
+    return ConvNextImageProcessor(
         size={"shortest_edge": int(image_size)},
         crop_pct=EVAL_CROP_PCT,
-        resample=BICUBIC,
-        image_mean=list(IMAGENET_DEFAULT_MEAN),
-        image_std=list(IMAGENET_DEFAULT_STD),
+        resample=ILlamaImageProcessor.resample,
+        image_mean=ILlamaImageProcessor.image_mean,
+        image_std=ILlamaImageProcessor.image_std,
         do_convert_rgb=True,
     )
 
 
-__all__ = ["build_image_processor", "EVAL_CROP_PCT"]
+__all__ = ["build_image_processor"]

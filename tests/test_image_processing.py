@@ -19,9 +19,6 @@ from modeling_illama import build_image_processor
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 EXACT = 1e-5  # float32 rounding only
 TORCHVISION_BACKEND_TOL = 0.05  # documented: the torchvision backend's bicubic differs by ~1/255 / std
-# HF's center_crop truncates (h - 224) / 2 where torchvision rounds it: one pixel apart when that margin is
-# 3 (mod 4). Among the sample images only the golf ball (169 x 240 -> 256 x 363, margin 139) is affected.
-OFF_BY_ONE_CROP = {"n03445777_golf_ball.JPEG"}
 
 
 def authors_eval_transform(size):
@@ -54,8 +51,6 @@ def test_processor_equals_authors_transform_on_real_jpegs(processors, imagenet_s
     reference = authors_eval_transform(size)
     checked = 0
     for path in imagenet_sample_files:
-        if size < 384 and path.name in OFF_BY_ONE_CROP:
-            continue  # see test_center_crop_rounds_like_torchvision
         image = Image.open(path)
         out = process(processors[size], image)
         assert out.shape == (3, size, size) and out.dtype == torch.float32
@@ -64,21 +59,18 @@ def test_processor_equals_authors_transform_on_real_jpegs(processors, imagenet_s
     assert checked >= 7
 
 
-@pytest.mark.xfail(strict=True, reason="HF center_crop truncates the margin, torchvision rounds it (reported)")
-def test_center_crop_rounds_like_torchvision(processors, imagenet_sample_dir):
-    """The authors' CenterCrop puts the crop at round((363 - 224) / 2) = 70; Transformers at 69."""
-    image = Image.open(imagenet_sample_dir / "n03445777_golf_ball.JPEG")
-    assert max_diff(process(processors[224], image), authors_eval_transform(224)(image.convert("RGB"))) <= EXACT
-
-
-def test_off_by_one_crop_is_exactly_a_one_row_shift(processors, imagenet_sample_dir):
-    """Pins the size of the known discrepancy: rows shifted by one, nothing else."""
+def test_center_crop_offset_is_rounded_like_torchvision(processors, imagenet_sample_dir):
+    """The golf ball (169 x 240 -> 256 x 363) has an odd crop margin, 139: torchvision's CenterCrop puts the crop
+    at round(139 / 2) = 70, where Transformers' stock centre crop truncates to 69. Ours must give 70."""
     image = Image.open(imagenet_sample_dir / "n03445777_golf_ball.JPEG").convert("RGB")
     resized = T.Resize(256, interpolation=T.InterpolationMode.BICUBIC)(image)
     assert resized.size == (256, 363)
     normalize = T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
+    rounded = normalize(resized.crop((16, 70, 16 + 224, 70 + 224)))
     truncated = normalize(resized.crop((16, 69, 16 + 224, 69 + 224)))
-    assert max_diff(process(processors[224], image), truncated) <= EXACT
+    out = process(processors[224], image)
+    assert max_diff(out, rounded) <= EXACT
+    assert max_diff(out, truncated) > 0.01
 
 
 @pytest.mark.parametrize("size", [224, 384])
@@ -127,14 +119,29 @@ def test_saved_preprocessor_config_reloads_with_auto_image_processor(processors,
     assert saved["size"] == {"shortest_edge": size} and saved["crop_pct"] == 0.875 and saved["resample"] == 3
     assert saved["image_mean"] == list(MEAN) and saved["image_std"] == list(STD)
     pil = AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
-    default = AutoImageProcessor.from_pretrained(tmp_path)  # torchvision backend when torchvision is installed
+    assert saved["image_processor_type"] == "ILlamaImageProcessor"
+    assert saved["auto_map"] == {"AutoImageProcessor": "image_processing_illama.ILlamaImageProcessor"}
+    default = AutoImageProcessor.from_pretrained(tmp_path)
+    assert type(default).__name__ == "ILlamaImageProcessor"
     for path in imagenet_sample_files:
         image = Image.open(path)
         expected = process(processors[size], image)
         assert torch.equal(process(pil, image), expected), path.name
-        assert max_diff(process(default, image), expected) <= TORCHVISION_BACKEND_TOL, path.name
+        assert torch.equal(process(default, image), expected), path.name
 
 
 def test_non_square_size_is_rejected():
     with pytest.raises(ValueError, match="square"):
         build_image_processor((224, 160))
+
+
+def test_torchvision_backend_is_close_to_the_exact_pil_processor(processors, imagenet_sample_files):
+    fast = build_image_processor(384, backend="torchvision")
+    for path in imagenet_sample_files:
+        image = Image.open(path)
+        assert max_diff(process(fast, image), process(processors[384], image)) <= TORCHVISION_BACKEND_TOL, path.name
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(ValueError, match="backend"):
+        build_image_processor(224, backend="opencv")

@@ -1,0 +1,46 @@
+"""Image processor for iLLaMA: the authors' (timm's) evaluation transform.
+
+224 px: shorter side to int(224 / 0.875) = 256 (bicubic), centre crop 224. 384 px and above: bicubic warp to a
+square. ImageNet mean/std. Grayscale, RGBA (composited on white), CMYK and palette images are converted to RGB.
+
+This is ConvNeXt's crop_pct processor with one fix: the centre crop's offset is rounded as torchvision's
+CenterCrop rounds it (Transformers truncates, which moves the crop by one pixel when the margin is odd).
+This file is copied next to saved processors for `trust_remote_code`: it imports only transformers.
+"""
+
+from transformers import ConvNextImageProcessorPil
+from transformers.image_processing_backends import PilBackend
+from transformers.image_transforms import get_resize_output_image_size
+from transformers.image_utils import ChannelDimension, SizeDict
+
+IMAGENET_DEFAULT_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_DEFAULT_STD = [0.229, 0.224, 0.225]
+BICUBIC = 3  # PIL.Image.Resampling.BICUBIC
+EVAL_CROP_PCT = 0.875
+
+
+class ILlamaImageProcessor(ConvNextImageProcessorPil):
+    """PIL-backend processor reproducing the authors' eval transform exactly (see the module docstring)."""
+
+    resample = BICUBIC
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    size = {"shortest_edge": 224}
+    crop_pct = EVAL_CROP_PCT
+    do_convert_rgb = True
+
+    def resize(self, image, size: SizeDict, resample=None, crop_pct: float = EVAL_CROP_PCT, **kwargs):
+        """Below 384: resize the shorter side to size / crop_pct, then centre crop with torchvision's rounding.
+        At 384 and above: warp to a square (no crop)."""
+        crop = size.shortest_edge
+        if not crop or crop >= 384:
+            return super().resize(image, size, resample, crop_pct, **kwargs)
+        height, width = get_resize_output_image_size(
+            image, size=int(crop / crop_pct), default_to_square=False, input_data_format=ChannelDimension.FIRST
+        )
+        image = PilBackend.resize(self, image, size=SizeDict(height=height, width=width), resample=resample, **kwargs)
+        top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+        return image[..., top : top + crop, left : left + crop]
+
+
+__all__ = ["ILlamaImageProcessor"]
