@@ -140,3 +140,43 @@ def test_mixup_loss_is_soft_target_cross_entropy(finished_run):
     expected = (-targets * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     model.eval()
+
+
+def test_streaming_training_uses_steps_for_the_schedules(tmp_path):
+    (tmp_path / "data").mkdir()
+    data = write_data(tmp_path / "data", broken=())
+    recipe = tiny_recipe(eval_split=None, max_steps=4, soft_mask="constant", soft_mask_cutoff_steps=2,
+                         warmup_steps=1, save_strategy="no", mixup=0.0, cutmix=0.0, shuffle_buffer=8)
+    run = build_training(recipe, "illama-tiny-224", str(data), str(tmp_path / "out"), streaming=True)
+    assert run.steps_per_epoch is None  # unknown length: schedules are given in steps
+    run.trainer.train()
+    logs = [e for e in run.trainer.state.log_history if "loss" in e]
+    assert [e["soft_mask_rate"] for e in logs] == [1.0, 1.0, 0.0, 0.0]
+    assert logs[0]["learning_rate"] == pytest.approx(1e-3)  # one warmup step: linspace(0, lr, 1) = [lr]
+    with pytest.raises(ValueError, match="streaming data has no length"):
+        build_training(tiny_recipe(eval_split=None), "illama-tiny-224", str(data), str(tmp_path / "o2"),
+                       streaming=True)
+
+
+def test_fine_tuning_a_folder_replaces_the_head_and_resizes_positions(tmp_path):
+    from modeling_illama import ILlamaForImageClassification, load_preset
+    from modeling_illama.training.trainer import build_model
+
+    config = load_preset("illama-tiny-224", **TINY_MODEL, num_labels=3, id2label={0: "a", 1: "b", 2: "c"},
+                         label2id={"a": 0, "b": 1, "c": 2})
+    ILlamaForImageClassification(config).save_pretrained(tmp_path / "pretrained")
+    saved = ILlamaForImageClassification.from_pretrained(tmp_path / "pretrained")
+
+    same = build_model(str(tmp_path / "pretrained"), tiny_recipe(), ["a", "b", "c"])
+    assert torch.equal(same.classifier.weight, saved.classifier.weight)  # same labels: head kept
+
+    tuned = build_model(str(tmp_path / "pretrained"), tiny_recipe(image_size=32, drop_path_rate=0.1), ["x", "y"])
+    assert tuned.config.id2label == {0: "x", 1: "y"} and tuned.classifier.weight.shape == (2, 32)
+    assert tuned.config.image_size == 32 and tuned.config.drop_path_rate == 0.1
+    assert tuned.illama.embeddings.position_embeddings.shape == (1, 4 * 4 + 1, 32)
+    old = saved.illama.embeddings.position_embeddings
+    assert torch.equal(tuned.illama.embeddings.position_embeddings[:, -1], old[:, -1])  # cls row kept aside
+    name = "illama.layers.0.self_attn.qkv_proj.weight"
+    assert torch.equal(tuned.state_dict()[name], saved.state_dict()[name])  # backbone kept
+    logits = tuned(pixel_values=torch.randn(1, 3, 32, 32)).logits
+    assert logits.shape == (1, 2)

@@ -71,7 +71,8 @@ def build_model(model: str, recipe: Recipe, label_names: list[str]):
     if recipe.init_from_llama:
         from modeling_illama.llm.weight_selection import init_model_from_llama
 
-        init_model_from_llama(net, recipe.init_from_llama)
+        report = init_model_from_llama(net, recipe.init_from_llama)
+        logger.info("weight selection from %s: %s", recipe.init_from_llama, report)
     net.set_soft_mask_rate(0.0)
     return net
 
