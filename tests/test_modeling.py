@@ -181,12 +181,14 @@ def test_model_matches_plain_reference_logits_and_hidden_states_on_both_backends
     model = make_model(mask_style=style, soft_mask_rate=rate)
     x = pixels()
     ref = reference_logits(model, x, rate, style)
+    per_backend = {}
     for backend in BACKENDS:
         model.set_attn_implementation(backend)
         with torch.no_grad():
             out = model(x, output_hidden_states=True)
             fast = model(x)  # default classifier path: last block for the class token only
             base = model.illama(x)
+        per_backend[backend] = out
         assert_close(out.logits, ref["logits"], what=f"{backend} logits")
         assert_close(fast.logits, ref["logits"], what=f"{backend} pooled-only logits")
         assert len(out.hidden_states) == TINY["num_hidden_layers"] + 1
@@ -194,6 +196,9 @@ def test_model_matches_plain_reference_logits_and_hidden_states_on_both_backends
             assert_close(got, want, what=f"{backend} hidden_states[{i}]")
         assert_close(base.last_hidden_state, ref["last_hidden_state"], what=f"{backend} last_hidden_state")
         assert_close(base.pooler_output, ref["pooled"], what=f"{backend} pooler_output")
+    assert_close(per_backend["sdpa"].logits, per_backend["eager"].logits, what="sdpa vs eager logits")
+    for i, (sdpa, eager) in enumerate(zip(per_backend["sdpa"].hidden_states, per_backend["eager"].hidden_states)):
+        assert_close(sdpa, eager, what=f"sdpa vs eager hidden_states[{i}]")
 
 
 @pytest.mark.parametrize("style", STYLES)
@@ -268,6 +273,24 @@ def test_reference_rope_is_the_interleaved_rotation_written_out():
             expected[..., t, 2 * i] = a * math.cos(angle) - b * math.sin(angle)
             expected[..., t, 2 * i + 1] = a * math.sin(angle) + b * math.cos(angle)
     assert_close(ref_rope_interleaved(x, 10000.0), expected.float(), tol=1e-6)
+
+
+def test_mask_is_built_once_and_rebuilt_only_when_rate_changes(monkeypatch):
+    import modeling_illama.modeling_illama as modeling
+
+    calls = []
+    original = modeling.soft_attention_mask
+    monkeypatch.setattr(modeling, "soft_attention_mask", lambda *a, **k: calls.append(a) or original(*a, **k))
+    model = make_model(soft_mask_rate=0.37)
+    x = pixels()
+    with torch.no_grad():
+        for _ in range(3):
+            model(x)
+        assert len(calls) == 1
+        model.set_soft_mask_rate(0.5)
+        model(x)
+        model(x)
+    assert len(calls) == 2
 
 
 def test_set_soft_mask_rate_changes_the_next_forward_and_rejects_bad_rates():
