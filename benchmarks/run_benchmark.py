@@ -1,0 +1,528 @@
+#!/usr/bin/env python
+"""Speed and memory of iLLaMA against timm DeiT and Transformers' ViT, in ONE command.
+
+    python benchmarks/run_benchmark.py            # full run (~10 min on 2 CPU cores)
+    python benchmarks/run_benchmark.py --quick    # smoke run: one round, small batches
+
+What it measures (CPU: fp32, 224 px; CUDA: bf16, larger batches):
+- inference images/s at batch 32 and batch 1 (CUDA: 256 and 1), training step images/s at batch 32
+  (CUDA: 128; forward + cross-entropy + backward + AdamW step), for iLLaMA-T/-S with the default
+  backend ("sdpa") and "eager", timm deit_{tiny,small}_patch16_224 and Transformers'
+  ViTForImageClassification of the same width/depth/heads (attn_implementation="sdpa");
+- every model is timed once per round, rounds interleave all models (order rotated per round), and
+  the report gives medians over rounds and the MEDIAN OF PER-ROUND RATIOS to the peers, so that a
+  noisy shared machine slows both sides of a ratio alike;
+- achieved FLOP/s: model FLOPs counted with torch.utils.flop_counter.FlopCounterMode (attention forced
+  to the math kernels so that it is counted; iLLaMA counted on its eager backend: the same nominal
+  work for both backends) divided by the median time, as a fraction of a large matmul timed in the
+  same rounds;
+- peak memory: one fresh subprocess per model; the peak resident set size (Linux VmHWM, reset through
+  /proc/self/clear_refs before each workload) minus the RSS after the imports, i.e. weights +
+  optimizer state + activations + workspace + allocator slack, as the OS sees it (CUDA:
+  torch.cuda.max_memory_allocated);
+- import time of `import modeling_illama` vs `import transformers; from transformers import
+  ViTForImageClassification` (and `import torch` alone), each in a fresh interpreter.
+Results: benchmarks/results/benchmark_<device>.json, .png and .md (the table the README quotes).
+"""
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+SIZES = {
+    "T": {"width": 192, "depth": 12, "heads": 3, "mlp": 768, "image": 224, "deit": "deit_tiny_patch16_224",
+          "preset": "illama-tiny-224"},
+    "S": {"width": 384, "depth": 12, "heads": 6, "mlp": 1536, "image": 224, "deit": "deit_small_patch16_224",
+          "preset": "illama-small-224"},
+}
+# --smoke: a 2-block, 64-wide, 32 px stand-in of every model, for the test suite
+SMOKE_SIZES = {"T": {"width": 64, "depth": 2, "heads": 1, "mlp": 256, "image": 32, "deit": "deit_tiny_patch16_224",
+                     "preset": "illama-tiny-224"}}
+KINDS = ("illama-sdpa", "illama-eager", "deit-timm", "vit-hf")
+PEERS = {"deit": "deit-timm", "hf_vit": "vit-hf"}
+IMPORT_SNIPPETS = {
+    "modeling_illama": "import modeling_illama",
+    "transformers_vit": "import transformers; from transformers import ViTForImageClassification",
+    "torch": "import torch",
+}
+
+
+# ----------------------------------------------------------------------------------------------- models
+class _Logits(nn.Module):
+    """Wraps a Transformers classifier so that every model maps pixels -> logits."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        return self.model(pixel_values=pixel_values).logits
+
+
+def build_model(kind: str, size: dict, smoke: bool = False) -> nn.Module:
+    """A randomly initialised model of `kind` at `size` (pretrained=False everywhere)."""
+    if kind.startswith("illama"):
+        from modeling_illama import ILlamaForImageClassification, load_preset
+
+        overrides = {}
+        if smoke:
+            overrides = {"hidden_size": size["width"], "num_hidden_layers": size["depth"],
+                         "num_attention_heads": size["heads"], "image_size": size["image"]}
+        config = load_preset(size["preset"], **overrides)
+        config._attn_implementation = kind.split("-")[1]
+        return _Logits(ILlamaForImageClassification(config))
+    if kind == "deit-timm":
+        import timm
+
+        overrides = {}
+        if smoke:
+            overrides = {"embed_dim": size["width"], "depth": size["depth"], "num_heads": size["heads"],
+                         "img_size": size["image"]}
+        return timm.create_model(size["deit"], pretrained=False, **overrides)
+    if kind == "vit-hf":
+        from transformers import ViTConfig, ViTForImageClassification
+
+        config = ViTConfig(hidden_size=size["width"], num_hidden_layers=size["depth"],
+                           num_attention_heads=size["heads"], intermediate_size=size["mlp"],
+                           image_size=size["image"], patch_size=16, num_labels=1000)
+        config._attn_implementation = "sdpa"
+        return _Logits(ViTForImageClassification(config))
+    raise ValueError(f"unknown model kind {kind!r}")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def machine_description(device) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import timm
+    import transformers
+
+    info = {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "timm": timm.__version__,
+        "device": str(device),
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _workloads(device, quick: bool, smoke: bool) -> dict:
+    """name -> (mode, batch, calls per measurement)."""
+    if device.type == "cuda":
+        big, train = (256, 128) if not quick else (32, 16)
+    else:
+        big, train = (32, 32) if not quick else (8, 8)
+    if smoke:
+        big, train = 4, 4
+    return {f"infer_b{big}": ("infer", big, 1), "infer_b1": ("infer", 1, 3 if quick else 8),
+            f"train_b{train}": ("train", train, 1)}
+
+
+class Runner:
+    """One model, its inputs and optimizer, and a timed call per workload."""
+
+    def __init__(self, kind, size, device, dtype, smoke):
+        self.kind, self.device, self.dtype = kind, device, dtype
+        self.model = build_model(kind, size, smoke).to(device)
+        self.image = size["image"]
+        self.optimizer = None
+        self.inputs = {}
+
+    def _batch(self, batch):
+        if batch not in self.inputs:
+            generator = torch.Generator().manual_seed(batch)
+            pixels = torch.randn(batch, 3, self.image, self.image, generator=generator).to(self.device)
+            labels = torch.randint(0, 1000, (batch,), generator=generator).to(self.device)
+            self.inputs[batch] = (pixels, labels)
+        return self.inputs[batch]
+
+    def infer(self, batch):
+        pixels, _ = self._batch(batch)
+        self.model.eval()
+        if self.device.type == "cuda":
+            self.model.to(self.dtype)
+        with torch.inference_mode():
+            return self.model(pixels.to(self.dtype))
+
+    def train_step(self, batch):
+        pixels, labels = self._batch(batch)
+        self.model.train()
+        if self.device.type == "cuda":
+            self.model.float()
+        if self.optimizer is None:
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.05)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.device.type == "cuda"):
+            loss = F.cross_entropy(self.model(pixels), labels)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    def run(self, mode, batch, calls=1):
+        for _ in range(calls):
+            self.infer(batch) if mode == "infer" else self.train_step(batch)
+
+    def timed(self, mode, batch, calls) -> float:
+        """Seconds per image of `calls` consecutive calls."""
+        _sync(self.device)
+        start = time.perf_counter()
+        self.run(mode, batch, calls)
+        _sync(self.device)
+        return (time.perf_counter() - start) / (calls * batch)
+
+
+def count_flops(kind, size, device, smoke, mode, batch) -> int:
+    """Model FLOPs of one call (math attention kernels so that attention is counted)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    runner = Runner(kind.replace("illama-sdpa", "illama-eager"), size, torch.device("cpu"), torch.float32, smoke)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        runner.run(mode, batch)
+    del runner
+    return int(counter.get_total_flops())
+
+
+def matmul_seconds(device, dtype, n) -> float:
+    """Best of three n x n x n matmuls (the machine's attainable FLOP/s in this run)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(3):
+        _sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+# --------------------------------------------------------------------------------- subprocess measures
+def _rss_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_worker(kind, size_name, device_name, smoke, quick, threads) -> dict:
+    """Runs in a fresh process: peak memory of inference at the big batch, then of training steps."""
+    import resource
+
+    torch.set_num_threads(threads)
+    device = torch.device(device_name)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if kind.startswith("illama") or kind == "vit-hf":
+        import modeling_illama  # noqa: F401  (imports transformers too)
+    else:
+        import timm  # noqa: F401
+    sizes = SMOKE_SIZES if smoke else SIZES
+    gc.collect()
+    base_rss = _rss_mb("VmRSS")
+    result = {"kind": kind, "size": size_name, "rss_after_imports_mb": base_rss}
+    runner = Runner(kind, sizes[size_name], device, dtype, smoke)
+    result["parameters"] = sum(p.numel() for p in runner.model.parameters())
+    for name, (mode, batch, _) in _workloads(device, quick, smoke).items():
+        if name == "infer_b1":
+            continue
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            runner.run(mode, batch, 2)
+            torch.cuda.synchronize()
+            result[name] = {"peak_mb": (torch.cuda.max_memory_allocated() - base) / 2**20,
+                            "method": "torch.cuda.max_memory_allocated minus allocated before the workload"}
+            continue
+        reset = _reset_peak_rss()
+        runner.run(mode, batch, 2)  # two calls: AdamW allocates its state on the first step
+        if reset:
+            peak, method = _rss_mb("VmHWM"), "VmHWM (reset via clear_refs) minus RSS after imports"
+        else:
+            peak, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "ru_maxrss minus RSS after imports"
+        result[name] = {"peak_mb": peak - base_rss, "process_peak_mb": peak, "method": method}
+    return result
+
+
+def measure_memory(args, sizes) -> list:
+    rows = []
+    for size_name in sizes:
+        for kind in KINDS:
+            command = [sys.executable, str(Path(__file__).resolve()), "--_memory-worker", kind, size_name,
+                       "--device", args.device, "--threads", str(args.threads)]
+            command += ["--smoke"] * args.smoke + ["--quick"] * args.quick
+            done = subprocess.run(command, capture_output=True, text=True, cwd=HERE.parent)
+            if done.returncode != 0:
+                rows.append({"kind": kind, "size": size_name, "error": done.stderr.strip()[-2000:]})
+                continue
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"  memory {size_name} {kind}: " + ", ".join(
+                f"{k} {v['peak_mb']:.0f} MB" for k, v in rows[-1].items() if isinstance(v, dict)), flush=True)
+    return rows
+
+
+def measure_import_times(repeats: int) -> dict:
+    times = {name: [] for name in IMPORT_SNIPPETS}
+    for _ in range(repeats):
+        for name, snippet in IMPORT_SNIPPETS.items():
+            code = f"import time; t = time.perf_counter(); {snippet}; print(time.perf_counter() - t)"
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE.parent)
+            if done.returncode == 0:
+                times[name].append(float(done.stdout.strip().splitlines()[-1]))
+    return {name: {"median_s": statistics.median(v) if v else None, "runs_s": v} for name, v in times.items()}
+
+
+# ------------------------------------------------------------------------------------------------ main
+def timing_rounds(args, device, dtype, sizes, workloads):
+    runners = {(s, k): Runner(k, sizes[s], device, dtype, args.smoke) for s in sizes for k in KINDS}
+    for runner in runners.values():  # warm-up: one call of each workload
+        for mode, batch, _ in workloads.values():
+            runner.run(mode, batch)
+    per_round = {w: {f"{s}/{k}": [] for s, k in runners} for w in workloads}
+    matmul = []
+    matmul_n = 256 if args.smoke else (8192 if device.type == "cuda" else 2048)
+    started = time.perf_counter()
+    rounds = 0
+    while rounds < args.max_rounds and (rounds < args.min_rounds or time.perf_counter() - started < args.budget_s):
+        order = list(runners)
+        order = order[rounds % len(order):] + order[: rounds % len(order)]
+        for workload, (mode, batch, calls) in workloads.items():
+            for key in order:
+                per_round[workload][f"{key[0]}/{key[1]}"].append(runners[key].timed(mode, batch, calls))
+        matmul.append(matmul_seconds(device, dtype, matmul_n))
+        rounds += 1
+        print(f"  round {rounds} done at {time.perf_counter() - started:.0f} s", flush=True)
+    del runners
+    gc.collect()
+    return per_round, matmul, matmul_n, rounds
+
+
+def summarise(per_round, sizes, flops, matmul, matmul_n):
+    matmul_flops = statistics.median([2 * matmul_n**3 / t for t in matmul])
+    timing = {}
+    for workload, models in per_round.items():
+        batch = int(workload.split("_b")[1])
+        timing[workload] = {}
+        for key, seconds in models.items():
+            size, kind = key.split("/")
+            entry = {"images_per_s_median": 1.0 / statistics.median(seconds),
+                     "seconds_per_image_per_round": seconds}
+            for peer_name, peer_kind in PEERS.items():
+                peer = models[f"{size}/{peer_kind}"]
+                entry[f"ratio_to_{peer_name}_median"] = statistics.median(p / s for s, p in zip(seconds, peer))
+            flop = flops.get((size, kind, workload))
+            if flop:
+                achieved = flop / batch / statistics.median(seconds)
+                entry["gflops_per_image"] = flop / batch / 1e9
+                entry["achieved_gflop_s"] = achieved / 1e9
+                entry["fraction_of_matmul"] = achieved / matmul_flops
+            timing[workload][key] = entry
+    return timing, matmul_flops
+
+
+def targets_for(timing, memory, workloads):
+    names = list(workloads)
+    infer, train = names[0], names[2]
+    mem = {(row["size"], row["kind"]): row for row in memory if "error" not in row}
+
+    def mem_ratio(workload):
+        ours, peer = mem.get(("T", "illama-sdpa")), mem.get(("T", "deit-timm"))
+        if not ours or not peer or workload not in ours:
+            return None
+        return ours[workload]["peak_mb"] / peer[workload]["peak_mb"]
+
+    out = {
+        f"T {infer} images/s vs deit_tiny": {"target": ">= 1.10", "measured": timing[infer]["T/illama-sdpa"]["ratio_to_deit_median"]},
+        f"T {train} images/s vs deit_tiny": {"target": ">= 1.0", "measured": timing[train]["T/illama-sdpa"]["ratio_to_deit_median"]},
+        f"T {infer} peak memory vs deit_tiny": {"target": "<= 1.0", "measured": mem_ratio(infer)},
+        f"T {train} peak memory vs deit_tiny": {"target": "(reported)", "measured": mem_ratio(train)},
+    }
+    for entry in out.values():
+        value, target = entry["measured"], entry["target"]
+        if value is None or not target[0] in "<>":
+            entry["met"] = None
+        else:
+            bound = float(target.split()[1])
+            entry["met"] = value >= bound if target.startswith(">=") else value <= bound
+    return out
+
+
+def markdown_table(result) -> str:
+    timing, workloads = result["timing"], list(result["timing"])
+    mem = {(r["size"], r["kind"]): r for r in result["memory"] if "error" not in r}
+    head = ["model"] + [f"{w} img/s (x deit, x HF ViT)" for w in workloads] + \
+        [f"peak MB {workloads[0]}", f"peak MB {workloads[2]}", f"% of matmul ({workloads[0]})"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in timing[workloads[0]]:
+        size, kind = key.split("/")
+        cells = [f"{kind} {size}"]
+        for w in workloads:
+            e = timing[w][key]
+            cells.append(f"{e['images_per_s_median']:.1f} ({e['ratio_to_deit_median']:.2f}x, {e['ratio_to_hf_vit_median']:.2f}x)")
+        row = mem.get((size, kind), {})
+        for w in (workloads[0], workloads[2]):
+            cells.append(f"{row[w]['peak_mb']:.0f}" if w in row else "n/a")
+        frac = timing[workloads[0]][key].get("fraction_of_matmul")
+        cells.append(f"{100 * frac:.0f}%" if frac else "n/a")
+        lines.append("| " + " | ".join(cells) + " |")
+    imports = result["import_time_s"]
+    measured = [f"`{IMPORT_SNIPPETS[k]}` {v['median_s']:.2f} s" for k, v in imports.items() if v["median_s"] is not None]
+    if measured:
+        lines += ["", "Import time (median, fresh interpreter): " + ", ".join(measured)]
+    return "\n".join(lines)
+
+
+def draw_chart(result, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timing = result["timing"]
+    workloads = list(timing)
+    keys = list(timing[workloads[0]])
+    mem = {(r["size"], r["kind"]): r for r in result["memory"] if "error" not in r}
+    panels = [(w, [timing[w][k]["images_per_s_median"] for k in keys], "images/s") for w in workloads]
+    for w in (workloads[0], workloads[2]):
+        panels.append((f"peak memory {w}", [mem.get(tuple(k.split("/")), {}).get(w, {}).get("peak_mb", 0) for k in keys], "MB"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2))
+    colors = {"illama-sdpa": "tab:blue", "illama-eager": "tab:cyan", "deit-timm": "tab:orange", "vit-hf": "tab:green"}
+    for ax, (title, values, unit) in zip(axes, panels):
+        ax.bar(range(len(keys)), values, color=[colors[k.split("/")[1]] for k in keys])
+        ax.set_xticks(range(len(keys)), [k.replace("/", " ") for k in keys], rotation=60, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(unit)
+    machine = result["machine"]
+    fig.suptitle(f"{machine['cpu']} ({machine['torch_threads']} threads), torch {machine['torch']}, "
+                 f"{'bf16' if machine['device'].startswith('cuda') else 'fp32'}; medians of {result['settings']['rounds']} interleaved rounds",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: one round, small batches, T only")
+    parser.add_argument("--smoke", action="store_true", help="2-block 64-wide 32 px stand-ins (for tests)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--sizes", default="T,S", help="comma-separated subset of T,S")
+    parser.add_argument("--min-rounds", type=int, default=3)
+    parser.add_argument("--max-rounds", type=int, default=7)
+    parser.add_argument("--budget-s", type=float, default=300.0, help="stop starting rounds after this many s")
+    parser.add_argument("--import-repeats", type=int, default=3)
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--_memory-worker", nargs=2, metavar=("KIND", "SIZE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.quick:
+        args.min_rounds = args.max_rounds = 1
+        args.import_repeats = 1
+        args.sizes = "T"
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args._memory_worker:
+        kind, size_name = args._memory_worker
+        print(json.dumps(memory_worker(kind, size_name, args.device, args.smoke, args.quick, args.threads)))
+        return 0
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    sizes = {s: (SMOKE_SIZES if args.smoke else SIZES)[s] for s in args.sizes.split(",") if s in (SMOKE_SIZES if args.smoke else SIZES)}
+    workloads = _workloads(device, args.quick, args.smoke)
+    started = time.time()
+    machine = machine_description(device)
+    print(f"machine: {machine['cpu']}, {machine['torch_threads']} threads, torch {machine['torch']}, device {device}", flush=True)
+
+    print("import times ...", flush=True)
+    import_times = measure_import_times(args.import_repeats)
+    print("model FLOPs ...", flush=True)
+    flops = {}
+    for s in sizes:
+        for kind in KINDS:
+            for workload, (mode, batch, _) in workloads.items():
+                # FLOPs are linear in the batch: counted at batch 2, scaled to the workload's batch
+                flops[(s, kind, workload)] = count_flops(kind, sizes[s], device, args.smoke, mode, 2) * batch // 2
+    print("timing rounds ...", flush=True)
+    per_round, matmul, matmul_n, rounds = timing_rounds(args, device, dtype, sizes, workloads)
+    timing, matmul_flops = summarise(per_round, sizes, flops, matmul, matmul_n)
+    memory = [] if args.skip_memory else (print("memory (fresh subprocess per model) ...", flush=True) or measure_memory(args, sizes))
+    machine["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    result = {
+        "machine": machine,
+        "settings": {"dtype": str(dtype).replace("torch.", ""), "workloads": {k: list(v) for k, v in workloads.items()},
+                     "rounds": rounds, "quick": args.quick, "smoke": args.smoke, "soft_mask_rate": 0.0,
+                     "wall_time_s": None},
+        "import_time_s": import_times,
+        "matmul_reference": {"n": matmul_n, "median_gflop_s": matmul_flops / 1e9},
+        "timing": timing,
+        "memory": memory,
+    }
+    result["targets"] = targets_for(timing, memory, workloads) if "T" in sizes else {}
+    result["settings"]["wall_time_s"] = time.time() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"benchmark_{device.type}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    table = markdown_table(result)
+    stem.with_suffix(".md").write_text(table + "\n")
+    draw_chart(result, stem.with_suffix(".png"))
+    print(table)
+    for name, entry in result["targets"].items():
+        measured = "n/a" if entry["measured"] is None else f"{entry['measured']:.3f}"
+        print(f"target {name}: {entry['target']}, measured {measured}, met {entry['met']}")
+    print(f"wrote {stem}.json/.md/.png in {result['settings']['wall_time_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
