@@ -65,9 +65,11 @@ def test_saved_folder_has_remote_code_and_auto_map(saved_folder):
     assert config["model_type"] == "illama"
     assert config["auto_map"]["AutoConfig"] == "configuration_illama.ILlamaConfig"
     assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_illama.ILlamaForImageClassification"
-    for name in ("configuration_illama.py", "modeling_illama.py", "model.safetensors", "preprocessor_config.json"):
+    for name in ("configuration_illama.py", "modeling_illama.py", "image_processing_illama.py", "model.safetensors",
+                 "preprocessor_config.json"):
         assert (folder / name).is_file(), name
-    code = (folder / "modeling_illama.py").read_text() + (folder / "configuration_illama.py").read_text()
+    code = "".join((folder / name).read_text() for name in ("modeling_illama.py", "configuration_illama.py",
+                                                           "image_processing_illama.py"))
     assert "import modeling_illama" not in code and "from modeling_illama" not in code
 
 
@@ -114,6 +116,7 @@ REMOTE_SCRIPT = textwrap.dedent(
     leaked = sorted(m for m in sys.modules if m.split(".")[0] == "modeling_illama")
     json.dump({"class": type(model).__module__ + "." + type(model).__name__,
                "pipeline_model": type(classifier.model).__module__, "predictions": predictions,
+               "processor": type(classifier.image_processor).__module__ + "." + type(classifier.image_processor).__name__,
                "leaked": leaked}, open(out + ".json", "w"))
     """
 )
@@ -136,12 +139,14 @@ def test_saved_folder_loads_without_the_package_via_remote_code(saved_folder, tm
     assert report["leaked"] == []
     assert report["class"].startswith("transformers_modules.") and report["class"].endswith(".ILlamaForImageClassification")
     assert report["pipeline_model"].startswith("transformers_modules.")
+    assert report["processor"].startswith("transformers_modules.") and report["processor"].endswith(".ILlamaImageProcessor")
 
     with torch.no_grad():
         expected = model(x).logits
     assert torch.allclose(torch.load(tmp_path / "out.pt"), expected, atol=1e-6, rtol=0)
 
-    processor = AutoImageProcessor.from_pretrained(folder)  # the same (default) backend the pipeline used
+    processor = AutoImageProcessor.from_pretrained(folder)  # the package's class, same code as the remote copy
+    assert type(processor).__module__ == "modeling_illama.image_processing_illama"
     with torch.no_grad():
         probs = model(processor(Image.open(image), return_tensors="pt")["pixel_values"]).logits.softmax(-1)[0]
     top = probs.topk(3)
