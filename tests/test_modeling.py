@@ -94,8 +94,8 @@ def reference_forward(sd, config, pixels, rate, kind, rope=ref_rope_interleaved)
     x = x.flatten(2).transpose(1, 2)  # raster order
     B = x.shape[0]
     x = torch.cat([x, sd["embeddings.cls_token"].expand(B, 1, D)], dim=1)  # cls LAST
-    old_side = config.image_size // patch
-    x = x + ref_position_table(sd["embeddings.position_embeddings"], (old_side, old_side), new_grid)
+    image_h, image_w = (config.image_size,) * 2 if isinstance(config.image_size, int) else config.image_size
+    x = x + ref_position_table(sd["embeddings.position_embeddings"], (image_h // patch, image_w // patch), new_grid)
     N = x.shape[1]
     hidden_states, attentions = [x], []
     for i in range(L):
@@ -433,6 +433,19 @@ def test_interpolate_pos_encoding_matches_plain_reference(size):
         assert_close(out.hidden_states[0], ref["hidden_states"][0], what=f"{backend} embeddings")
         assert_close(out.logits, ref["logits"], what=f"{backend} logits")
         assert_close(fast.logits, ref["logits"], what=f"{backend} pooled-only logits")
+
+
+def test_non_square_model_interpolates_to_another_non_square_size():
+    model = make_model(image_size=(24, 40), soft_mask_rate=0.37)  # a 3 x 5 grid
+    x = pixels(height=40, width=32)  # -> 5 x 4
+    with torch.no_grad():
+        native = model(pixels(height=24, width=40)).logits
+        out = model(x, interpolate_pos_encoding=True, output_hidden_states=True)
+    assert_close(native, reference_logits(model, pixels(height=24, width=40), 0.37, "post_softmax")["logits"])
+    ref = reference_logits(model, x, 0.37, "post_softmax")
+    assert out.hidden_states[0].shape == (2, 21, 64)
+    assert_close(out.hidden_states[0], ref["hidden_states"][0], what="embeddings")
+    assert_close(out.logits, ref["logits"], what="logits")
 
 
 def test_other_size_without_interpolation_names_the_expected_size():
