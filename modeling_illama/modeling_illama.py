@@ -126,7 +126,7 @@ def _as_complex_pairs(states: torch.Tensor) -> torch.Tensor:
     strides do not allow a view (never for the q/k views of the fused qkv output: head_dim is even)."""
     pairs = states.float().unflatten(-1, (-1, 2))
     if not torch.compiler.is_compiling() and (pairs.storage_offset() % 2 or any(s % 2 for s in pairs.stride()[:-1])):
-        pairs = pairs.contiguous()
+        pairs = pairs.clone(memory_format=torch.contiguous_format)  # offset 0 (contiguous() may keep an odd one)
     return torch.view_as_complex(pairs)
 
 
