@@ -103,12 +103,23 @@ def evaluate_model(model, loader, device, mapping: np.ndarray | None = None, tot
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        return run(args)
+    except (OSError, ValueError) as error:  # missing model folder, bad dataset/split/columns, label mismatch
+        raise SystemExit(f"illama-eval: {error}") from None
+
+
+def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import modeling_illama  # noqa: F401  (registers the Auto classes)
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     from modeling_illama.training.data import collate_images, load_image_dataset, with_transform
 
+    looks_local = os.path.exists(args.model) or args.model.startswith((os.sep, ".")) or args.model.count("/") > 1
+    if looks_local and not os.path.isfile(os.path.join(args.model, "config.json")):
+        raise ValueError(f"{args.model} is not a saved model folder (no config.json); pass the folder written "
+                         "by illama-train or illama-convert")
     model = AutoModelForImageClassification.from_pretrained(args.model, dtype=torch.float32)
     model.set_soft_mask_rate(0.0)
     if os.path.isfile(os.path.join(args.model, "preprocessor_config.json")):

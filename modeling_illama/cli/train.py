@@ -70,7 +70,10 @@ def main(argv=None) -> int:
         overrides["image_column"] = args.image_column
     if args.label_column:
         overrides["label_column"] = args.label_column
-    recipe = load_recipe(args.recipe, overrides)
+    try:
+        recipe = load_recipe(args.recipe, overrides)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"illama-train: {error}") from None
     model = args.model or recipe.model
     if not model:
         raise SystemExit("illama-train: no model: pass --model PRESET|DIR or set `model:` in the recipe")
@@ -87,7 +90,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"illama-train: {args.output_dir} already holds checkpoints; pass --resume to continue "
                          "or choose another --output-dir")
 
-    run = build_training(recipe, model, args.dataset, args.output_dir, args.streaming, args.eval_dataset)
+    try:
+        run = build_training(recipe, model, args.dataset, args.output_dir, args.streaming, args.eval_dataset)
+    except (FileNotFoundError, ValueError) as error:  # bad data, columns, preset or schedule settings
+        raise SystemExit(f"illama-train: {error}") from None
     if state.is_main_process:
         with open(os.path.join(args.output_dir, "recipe.json"), "w") as f:
             json.dump({**recipe.to_dict(), "model": model, "dataset": args.dataset}, f, indent=2)
