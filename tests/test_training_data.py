@@ -130,3 +130,18 @@ def test_train_and_eval_transforms():
                 - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
     assert torch.allclose(eval_transform(mini, 32)(small), expected, atol=1e-5)  # crop_pct 1 at 32 px: identity
     assert torch.allclose(processed, expected, atol=1e-5)
+
+
+def test_padded_crop_is_a_shifted_window_of_the_reflect_padded_image():
+    recipe = load_recipe("cifar10-mini", ["hflip=0"])
+    assert recipe.crop_padding == 4
+    array = np.random.default_rng(2).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    padded = np.pad(array, ((4, 4), (4, 4), (0, 0)), mode="reflect").astype(np.float32) / 255
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    transform = train_transform(recipe, 32)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        out = transform(Image.fromarray(array)).permute(1, 2, 0).numpy()
+        matches = [(dy, dx) for dy in range(9) for dx in range(9)
+                   if np.allclose(out, (padded[dy:dy + 32, dx:dx + 32] - mean) / std, atol=1e-5)]
+        assert len(matches) >= 1

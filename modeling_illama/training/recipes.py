@@ -36,6 +36,7 @@ class Recipe:
     dataloader_num_workers: int = 4
 
     # augmentation (timm)
+    crop_padding: int = 0  # > 0: pad + random crop instead of RandomResizedCrop (small images)
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5

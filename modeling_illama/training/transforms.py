@@ -11,7 +11,13 @@ from .recipes import Recipe
 
 
 def train_transform(recipe: Recipe, image_size: int, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD):
-    """RandomResizedCrop + flip + RandAugment + random erasing (timm.create_transform), PIL image -> tensor."""
+    """RandomResizedCrop + flip + RandAugment + random erasing (timm.create_transform), PIL image -> tensor.
+
+    With `crop_padding > 0` (small images such as CIFAR) the crop is instead the classic resize + pad +
+    random crop (torchvision), which keeps the object scale of the evaluation images.
+    """
+    if recipe.crop_padding > 0:
+        return padded_crop_transform(recipe, image_size, mean, std)
     return create_transform(
         input_size=image_size,
         is_training=True,
@@ -27,6 +33,29 @@ def train_transform(recipe: Recipe, image_size: int, mean=IMAGENET_DEFAULT_MEAN,
         mean=mean,
         std=std,
     )
+
+
+def padded_crop_transform(recipe: Recipe, image_size: int, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD):
+    """Resize to image_size, reflect-pad by crop_padding, random crop, flip, [RandAugment], normalise, [erasing]."""
+    from timm.data.auto_augment import rand_augment_transform
+    from timm.data.random_erasing import RandomErasing
+    from timm.data.transforms import str_to_interp_mode
+    from torchvision import transforms as T
+
+    steps = [
+        T.Resize((image_size, image_size), interpolation=str_to_interp_mode(recipe.interpolation)),
+        T.RandomCrop(image_size, padding=recipe.crop_padding, padding_mode="reflect"),
+    ]
+    if recipe.hflip > 0:
+        steps.append(T.RandomHorizontalFlip(recipe.hflip))
+    if recipe.rand_augment:
+        fill = tuple(round(255 * m) for m in mean)
+        steps.append(rand_augment_transform(recipe.rand_augment, {"translate_const": int(image_size * 0.45),
+                                                                  "img_mean": fill}))
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    if recipe.random_erasing > 0:
+        steps.append(RandomErasing(recipe.random_erasing, mode="pixel", device="cpu"))
+    return T.Compose(steps)
 
 
 def eval_transform(recipe: Recipe, image_size: int, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD):
