@@ -455,7 +455,7 @@ def parse_args(argv=None):
     parser.add_argument("--min-rounds", type=int, default=3)
     parser.add_argument("--max-rounds", type=int, default=7)
     parser.add_argument("--budget-s", type=float, default=300.0, help="stop starting rounds after this many s")
-    parser.add_argument("--import-repeats", type=int, default=3)
+    parser.add_argument("--import-repeats", type=int, default=None, help="default 3 (1 with --quick)")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--_memory-worker", nargs=2, metavar=("KIND", "SIZE"), help=argparse.SUPPRESS)
@@ -464,8 +464,10 @@ def parse_args(argv=None):
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.quick:
         args.min_rounds = args.max_rounds = 1
-        args.import_repeats = 1
+        args.import_repeats = 1 if args.import_repeats is None else args.import_repeats
         args.sizes = "T"
+    if args.import_repeats is None:
+        args.import_repeats = 3
     return args
 
 
@@ -491,8 +493,10 @@ def main(argv=None):
     for s in sizes:
         for kind in KINDS:
             for workload, (mode, batch, _) in workloads.items():
-                # FLOPs are linear in the batch: counted at batch 2, scaled to the workload's batch
-                flops[(s, kind, workload)] = count_flops(kind, sizes[s], device, args.smoke, mode, 2) * batch // 2
+                # FLOPs are linear in the batch: counted once per mode at batch 2, scaled to the workload's batch
+                if (s, kind, mode) not in flops:
+                    flops[(s, kind, mode)] = count_flops(kind, sizes[s], device, args.smoke, mode, 2) // 2
+                flops[(s, kind, workload)] = flops[(s, kind, mode)] * batch
     print("timing rounds ...", flush=True)
     per_round, matmul, matmul_n, rounds = timing_rounds(args, device, dtype, sizes, workloads)
     timing, matmul_flops = summarise(per_round, sizes, flops, matmul, matmul_n)

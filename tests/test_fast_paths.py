@@ -1,0 +1,237 @@
+"""The fast inference paths are exact: pooled-only last block, fused post-softmax attention (log-sum-exp
+identity), complex rotary, the cached mask; torch.compile sees no graph break in a block; the benchmark runs."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import modeling_illama.modeling_illama as modeling
+from modeling_illama import ILlamaForImageClassification, ILlamaModel, load_preset
+
+RATES = (0.0, 0.37, 1.0)
+STYLES = ("post_softmax", "renormalized")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_config(**overrides):
+    fields = {"hidden_size": 128, "num_attention_heads": 2, "num_hidden_layers": 3, "image_size": 64,
+              "intermediate_size": 256, "num_labels": 10}
+    fields.update(overrides)
+    return load_preset("illama-tiny-224", **fields)
+
+
+def make_classifier(rate=0.0, style="post_softmax", seed=0):
+    torch.manual_seed(seed)
+    model = ILlamaForImageClassification(make_config(mask_style=style, soft_mask_rate=rate)).eval()
+    # random non-trivial norms and biases so that every term of the block matters
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias") or "layernorm" in name or name.endswith("norm.weight"):
+                parameter.add_(0.1 * torch.randn_like(parameter))
+    return model
+
+
+def pixels(batch=3, size=64, seed=1):
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def real_interleaved_rotary(states, cos, sin):
+    """The plain real-arithmetic definition (spec section 1), for comparison."""
+    even, odd = states[..., 0::2].float(), states[..., 1::2].float()
+    return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2).to(states.dtype)
+
+
+# ------------------------------------------------------------------------------------------- exactness
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("rate", RATES)
+def test_default_fast_classifier_equals_full_eager(rate, style):
+    """sdpa backend + pooled-only last block (the default inference path) vs eager over every token."""
+    model = make_classifier(rate, style)
+    images = pixels()
+    with torch.no_grad():
+        model.config._attn_implementation = "eager"
+        reference = model(images, output_hidden_states=True)
+        model.config._attn_implementation = "sdpa"
+        fast = model(images)
+        fast_inference_mode = None
+    with torch.inference_mode():
+        fast_inference_mode = model(images)
+    assert reference.hidden_states[-1].shape[1] == 17  # the reference really ran every token
+    torch.testing.assert_close(fast.logits, reference.logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fast_inference_mode.logits, reference.logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("rate", RATES)
+def test_sdpa_backbone_equals_eager_on_every_token(rate, style):
+    model = make_classifier(rate, style)
+    images = pixels()
+    with torch.no_grad():
+        model.config._attn_implementation = "eager"
+        reference = model(images, output_hidden_states=True).hidden_states
+        model.config._attn_implementation = "sdpa"
+        fast = model(images, output_hidden_states=True).hidden_states
+    for expected, got in zip(reference, fast):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_pooled_only_computes_the_class_token_exactly(rate):
+    torch.manual_seed(0)
+    backbone = ILlamaModel(make_config(soft_mask_rate=rate)).eval()
+    images = pixels()
+    with torch.no_grad():
+        full = backbone(images)
+        pooled = backbone(images, pooled_only=True)
+    assert full.last_hidden_state.shape[1] == 17 and pooled.last_hidden_state.shape[1] == 1
+    torch.testing.assert_close(pooled.pooler_output, full.pooler_output, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_post_softmax_sdpa_function_matches_eager_and_uses_the_fused_kernel(rate, monkeypatch):
+    """The log-sum-exp identity, called directly (B=2, H=3, N=23, d=64)."""
+    generator = torch.Generator().manual_seed(3)
+    query, key, value = (torch.randn(2, 3, 23, 64, generator=generator) for _ in range(3))
+    module = SimpleNamespace(training=False, config=SimpleNamespace(soft_mask_rate=rate))
+    mask = modeling.soft_attention_mask(23, rate, "post_softmax", torch.float32)
+    calls = []
+    original = modeling._fused_attention_with_lse
+    monkeypatch.setattr(modeling, "_fused_attention_with_lse", lambda *a, **k: calls.append(a[3]) or original(*a, **k))
+    with torch.no_grad():
+        expected, _ = modeling.post_softmax_eager_attention(module, query, key, value, mask, 64**-0.5)
+        got, weights = modeling.post_softmax_sdpa_attention(module, query, key, value, mask, 64**-0.5)
+    assert weights is None
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    # r = 1: M is all ones, no mask is passed and plain SDPA runs; otherwise one causal + one full fused pass
+    assert sorted(calls) == ([] if mask is None else [False, True])
+
+
+def test_fused_attention_falls_back_to_exact_gradients_in_training():
+    generator = torch.Generator().manual_seed(4)
+    tensors = [torch.randn(2, 3, 19, 64, generator=generator, requires_grad=True) for _ in range(3)]
+    module = SimpleNamespace(training=True, config=SimpleNamespace(soft_mask_rate=0.37))
+    mask = modeling.soft_attention_mask(19, 0.37, "post_softmax", torch.float32)
+    grad_out = torch.randn(2, 19, 3, 64, generator=generator)
+    expected, _ = modeling.post_softmax_eager_attention(module, *tensors, mask, 0.125)
+    expected_grads = torch.autograd.grad(expected, tensors, grad_out)
+    got, _ = modeling.post_softmax_sdpa_attention(module, *tensors, mask, 0.125)
+    got_grads = torch.autograd.grad(got, tensors, grad_out)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    for g, e in zip(got_grads, expected_grads):
+        torch.testing.assert_close(g, e, atol=1e-6, rtol=0)
+
+
+def test_complex_rotary_equals_the_real_definition_forward_and_backward():
+    cos, sin = modeling.rotary_angles(17, 64, 10000.0)
+    fused = torch.randn(2, 17, 3, 2, 64, requires_grad=True)  # (batch, tokens, qkv, heads, head_dim)
+    key = fused.permute(2, 0, 3, 1, 4)[1]  # a strided view, as in ILlamaAttention
+    grad = torch.randn(2, 2, 17, 64)
+    got = modeling.apply_interleaved_rotary(key, cos, sin)
+    expected = real_interleaved_rotary(key, cos, sin)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    (g_got,) = torch.autograd.grad(got, fused, grad)
+    (g_expected,) = torch.autograd.grad(expected, fused, grad)
+    torch.testing.assert_close(g_got, g_expected, atol=1e-6, rtol=0)
+    odd_offset = torch.randn(2 * 17 * 64 + 1)[1:].view(2, 1, 17, 64)  # no complex view possible: copied
+    torch.testing.assert_close(modeling.apply_interleaved_rotary(odd_offset, cos, sin),
+                               real_interleaved_rotary(odd_offset, cos, sin), atol=1e-6, rtol=0)
+    last = key[:, :, -1:]  # the pooled-only query slice
+    torch.testing.assert_close(modeling.apply_interleaved_rotary(last, cos[-1:], sin[-1:]),
+                               real_interleaved_rotary(last, cos[-1:], sin[-1:]), atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------- mask cache
+def test_mask_is_built_once_and_rebuilt_only_when_r_changes(monkeypatch):
+    calls = []
+    original = modeling.soft_attention_mask
+    monkeypatch.setattr(modeling, "soft_attention_mask", lambda *a, **k: calls.append(a) or original(*a, **k))
+    model = make_classifier(0.0)
+    images = pixels(batch=1)
+    with torch.no_grad():
+        for _ in range(3):
+            model(images)
+        model(images, output_hidden_states=True)
+    assert len(calls) == 1
+    model.set_soft_mask_rate(0.5)
+    with torch.no_grad():
+        model(images)
+        model(images)
+    assert len(calls) == 2 and calls[-1][1] == 0.5
+
+
+def test_mask_cached_under_inference_mode_still_trains():
+    model = make_classifier(0.0)
+    images = pixels(batch=2)
+    with torch.inference_mode():
+        model(images)
+    model.train()
+    loss = model(images, labels=torch.tensor([1, 2])).loss
+    loss.backward()  # raised "Inference tensors cannot be saved for backward" before the fix
+    assert model.illama.layers[0].self_attn.qkv_proj.weight.grad is not None
+
+
+# ---------------------------------------------------------------------------------------- compile
+@pytest.mark.parametrize("backend", ("sdpa", "eager"))
+def test_torch_compile_sees_no_graph_break_inside_a_layer(backend):
+    torch._dynamo.reset()
+    model = make_classifier(0.37)
+    model.config._attn_implementation = backend
+    base, layer = model.illama, model.illama.layers[0]
+    hidden = torch.randn(2, 17, 128)
+    position_embeddings = base.rotary_emb(17)
+    mask, is_causal = base._attention_mask(17, torch.float32, hidden.device)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            for last_token_only in (False, True):
+                explained = torch._dynamo.explain(layer)(hidden, position_embeddings, mask, is_causal,
+                                                         last_token_only=last_token_only)
+                assert explained.graph_break_count == 0, explained.break_reasons
+
+
+def test_torch_compile_whole_model_breaks_only_at_the_mask_cache():
+    torch._dynamo.reset()
+    model = make_classifier(0.0)
+    with torch.no_grad():
+        explained = torch._dynamo.explain(model)(pixels(batch=1))
+    reasons = [reason.reason for reason in explained.break_reasons]
+    assert reasons and all("_attention_mask" in reason for reason in reasons), reasons
+
+
+# ---------------------------------------------------------------------------------------- benchmark
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("run_benchmark", ROOT / "benchmarks" / "run_benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_quick_mode_runs_on_a_tiny_config(tmp_path):
+    benchmark = _load_benchmark()
+    assert benchmark.main(["--quick", "--smoke", "--skip-memory", "--import-repeats", "0", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "benchmark_cpu.json").read_text())
+    assert result["settings"]["rounds"] == 1 and result["machine"]["torch"] == torch.__version__
+    assert set(result["timing"]) == {"infer_b4", "infer_b1", "train_b4"}
+    for workload in result["timing"].values():
+        assert set(workload) == {f"T/{kind}" for kind in benchmark.KINDS}
+        for entry in workload.values():
+            assert entry["images_per_s_median"] > 0 and entry["gflops_per_image"] > 0
+        assert workload["T/deit-timm"]["ratio_to_deit_median"] == 1.0
+    assert (tmp_path / "benchmark_cpu.png").stat().st_size > 1000
+    assert "illama-sdpa T" in (tmp_path / "benchmark_cpu.md").read_text()
+
+
+def test_benchmark_memory_worker_reports_a_positive_peak():
+    """One fresh worker process, as the benchmark runs it (an in-process peak would be hidden by pytest's RSS)."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "run_benchmark.py"), "--_memory-worker", "illama-sdpa", "T",
+               "--smoke", "--quick", "--device", "cpu"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    assert row["parameters"] > 0 and row["rss_after_imports_mb"] > 0
+    assert row["infer_b4"]["peak_mb"] > 0 and row["train_b4"]["peak_mb"] > 0
