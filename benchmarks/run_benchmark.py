@@ -147,8 +147,14 @@ def _workloads(device, quick: bool, smoke: bool) -> dict:
         big, train = (32, 32) if not quick else (8, 8)
     if smoke:
         big, train = 4, 4
-    return {f"infer_b{big}": ("infer", big, 1), "infer_b1": ("infer", 1, 3 if quick else 8),
+    return {f"infer_b{big}": ("infer", big, 1), "infer_b1": ("infer", 1, 2 if quick else 4),
             f"train_b{train}": ("train", train, 1)}
+
+
+def takes_part(args, size: str, kind: str, mode: str) -> bool:
+    """Training is timed for --train-sizes only, and not for illama-eager: with gradients the "sdpa"
+    backend runs the very same materialised attention (post_softmax_sdpa_attention falls back to eager)."""
+    return mode != "train" or (size in args.train_sizes.split(",") and kind != "illama-eager")
 
 
 class Runner:
@@ -249,7 +255,7 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def memory_worker(kind, size_name, device_name, smoke, quick, threads) -> dict:
+def memory_worker(kind, size_name, device_name, smoke, quick, threads, train=True) -> dict:
     """Runs in a fresh process: peak memory of inference at the big batch, then of training steps."""
     import resource
 
@@ -267,7 +273,7 @@ def memory_worker(kind, size_name, device_name, smoke, quick, threads) -> dict:
     runner = Runner(kind, sizes[size_name], device, dtype, smoke)
     result["parameters"] = sum(p.numel() for p in runner.model.parameters())
     for name, (mode, batch, _) in _workloads(device, quick, smoke).items():
-        if name == "infer_b1":
+        if name == "infer_b1" or (mode == "train" and not train):
             continue
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -295,6 +301,7 @@ def measure_memory(args, sizes) -> list:
             command = [sys.executable, str(Path(__file__).resolve()), "--_memory-worker", kind, size_name,
                        "--device", args.device, "--threads", str(args.threads)]
             command += ["--smoke"] * args.smoke + ["--quick"] * args.quick
+            command += ["--train-sizes", args.train_sizes if takes_part(args, size_name, kind, "train") else ""]
             done = subprocess.run(command, capture_output=True, text=True, cwd=HERE.parent)
             if done.returncode != 0:
                 rows.append({"kind": kind, "size": size_name, "error": done.stderr.strip()[-2000:]})
@@ -319,10 +326,12 @@ def measure_import_times(repeats: int) -> dict:
 # ------------------------------------------------------------------------------------------------ main
 def timing_rounds(args, device, dtype, sizes, workloads):
     runners = {(s, k): Runner(k, sizes[s], device, dtype, args.smoke) for s in sizes for k in KINDS}
-    for runner in runners.values():  # warm-up: one call of each workload
+    for (size, kind), runner in runners.items():  # warm-up: one call of each workload
         for mode, batch, _ in workloads.values():
-            runner.run(mode, batch)
-    per_round = {w: {f"{s}/{k}": [] for s, k in runners} for w in workloads}
+            if takes_part(args, size, kind, mode):
+                runner.run(mode, batch)
+    per_round = {w: {f"{s}/{k}": [] for s, k in runners if takes_part(args, s, k, mode)}
+                 for w, (mode, _, _) in workloads.items()}
     matmul = []
     matmul_n = 256 if args.smoke else (8192 if device.type == "cuda" else 2048)
     started = time.perf_counter()
@@ -332,10 +341,12 @@ def timing_rounds(args, device, dtype, sizes, workloads):
         order = order[rounds % len(order):] + order[: rounds % len(order)]
         for workload, (mode, batch, calls) in workloads.items():
             for key in order:
-                per_round[workload][f"{key[0]}/{key[1]}"].append(runners[key].timed(mode, batch, calls))
+                if takes_part(args, key[0], key[1], mode):
+                    per_round[workload][f"{key[0]}/{key[1]}"].append(runners[key].timed(mode, batch, calls))
         matmul.append(matmul_seconds(device, dtype, matmul_n))
         rounds += 1
-        print(f"  round {rounds} done at {time.perf_counter() - started:.0f} s", flush=True)
+        took = {w: f"{sum(v[-1] for v in m.values()) * workloads[w][1] * workloads[w][2]:.0f}s" for w, m in per_round.items()}
+        print(f"  round {rounds} done at {time.perf_counter() - started:.0f} s ({took})", flush=True)
     del runners
     gc.collect()
     return per_round, matmul, matmul_n, rounds
@@ -352,8 +363,9 @@ def summarise(per_round, sizes, flops, matmul, matmul_n):
             entry = {"images_per_s_median": 1.0 / statistics.median(seconds),
                      "seconds_per_image_per_round": seconds}
             for peer_name, peer_kind in PEERS.items():
-                peer = models[f"{size}/{peer_kind}"]
-                entry[f"ratio_to_{peer_name}_median"] = statistics.median(p / s for s, p in zip(seconds, peer))
+                peer = models.get(f"{size}/{peer_kind}")
+                if peer:
+                    entry[f"ratio_to_{peer_name}_median"] = statistics.median(p / s for s, p in zip(seconds, peer))
             flop = flops.get((size, kind, workload))
             if flop:
                 achieved = flop / batch / statistics.median(seconds)
@@ -401,8 +413,9 @@ def markdown_table(result) -> str:
         size, kind = key.split("/")
         cells = [f"{kind} {size}"]
         for w in workloads:
-            e = timing[w][key]
-            cells.append(f"{e['images_per_s_median']:.1f} ({e['ratio_to_deit_median']:.2f}x, {e['ratio_to_hf_vit_median']:.2f}x)")
+            e = timing[w].get(key)
+            cells.append(f"{e['images_per_s_median']:.1f} ({e['ratio_to_deit_median']:.2f}x, {e['ratio_to_hf_vit_median']:.2f}x)"
+                         if e else "(as sdpa)" if kind == "illama-eager" and key.replace("eager", "sdpa") in timing[w] else "-")
         row = mem.get((size, kind), {})
         for w in (workloads[0], workloads[2]):
             cells.append(f"{row[w]['peak_mb']:.0f}" if w in row else "n/a")
@@ -426,7 +439,7 @@ def draw_chart(result, path):
     workloads = list(timing)
     keys = list(timing[workloads[0]])
     mem = {(r["size"], r["kind"]): r for r in result["memory"] if "error" not in r}
-    panels = [(w, [timing[w][k]["images_per_s_median"] for k in keys], "images/s") for w in workloads]
+    panels = [(w, [timing[w].get(k, {}).get("images_per_s_median", 0) for k in keys], "images/s") for w in workloads]
     for w in (workloads[0], workloads[2]):
         panels.append((f"peak memory {w}", [mem.get(tuple(k.split("/")), {}).get(w, {}).get("peak_mb", 0) for k in keys], "MB"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2))
@@ -452,6 +465,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
     parser.add_argument("--sizes", default="T,S", help="comma-separated subset of T,S")
+    parser.add_argument("--train-sizes", default="T", help="sizes whose training step is timed (S adds ~1 min/round)")
     parser.add_argument("--min-rounds", type=int, default=3)
     parser.add_argument("--max-rounds", type=int, default=7)
     parser.add_argument("--budget-s", type=float, default=300.0, help="stop starting rounds after this many s")
@@ -476,7 +490,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     if args._memory_worker:
         kind, size_name = args._memory_worker
-        print(json.dumps(memory_worker(kind, size_name, args.device, args.smoke, args.quick, args.threads)))
+        train = size_name in args.train_sizes.split(",")
+        print(json.dumps(memory_worker(kind, size_name, args.device, args.smoke, args.quick, args.threads, train)))
         return 0
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -493,6 +508,8 @@ def main(argv=None):
     for s in sizes:
         for kind in KINDS:
             for workload, (mode, batch, _) in workloads.items():
+                if not takes_part(args, s, kind, mode):
+                    continue
                 # FLOPs are linear in the batch: counted once per mode at batch 2, scaled to the workload's batch
                 if (s, kind, mode) not in flops:
                     flops[(s, kind, mode)] = count_flops(kind, sizes[s], device, args.smoke, mode, 2) // 2
