@@ -40,7 +40,7 @@ from transformers import pipeline
 import modeling_illama  # noqa: F401  (registers the Auto classes)
 
 out, data = sys.argv[1], sys.argv[2]
-classifier = pipeline("image-classification", model=out)
+classifier = pipeline("image-classification", model=out, trust_remote_code=False)  # the installed package
 test = datasets.load_dataset("parquet", data_files={"test": f"{data}/test.parquet"}, split="test")
 names = test.features["label"].names
 for i in (0, 1, 2, 3, 4, 5):

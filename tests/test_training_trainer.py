@@ -116,7 +116,7 @@ def test_saved_folder_classifies_with_pipeline(finished_run):
     from transformers import pipeline
 
     _, _, out = finished_run
-    classifier = pipeline("image-classification", model=str(out))
+    classifier = pipeline("image-classification", model=str(out), trust_remote_code=False)
     image = Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8))
     predictions = classifier(image, top_k=3)
     assert sorted(p["label"] for p in predictions) == ["a", "b", "c"]
