@@ -48,9 +48,17 @@ def real_interleaved_rotary(states, cos, sin):
 
 
 # ------------------------------------------------------------------------------------------- exactness
+@pytest.fixture(params=("materialised", "fused"))
+def small_n_path(request, monkeypatch):
+    """Run the "sdpa" post-softmax backend through its materialised (N < 256) and its fused (N >= 256) path."""
+    if request.param == "fused":
+        monkeypatch.setattr(modeling, "FUSED_POST_SOFTMAX_MIN_TOKENS", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("rate", RATES)
-def test_default_fast_classifier_equals_full_eager(rate, style):
+def test_default_fast_classifier_equals_full_eager(rate, style, small_n_path):
     """sdpa backend + pooled-only last block (the default inference path) vs eager over every token."""
     model = make_classifier(rate, style)
     images = pixels()
@@ -69,7 +77,7 @@ def test_default_fast_classifier_equals_full_eager(rate, style):
 
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("rate", RATES)
-def test_sdpa_backbone_equals_eager_on_every_token(rate, style):
+def test_sdpa_backbone_equals_eager_on_every_token(rate, style, small_n_path):
     model = make_classifier(rate, style)
     images = pixels()
     with torch.no_grad():
@@ -95,7 +103,8 @@ def test_pooled_only_computes_the_class_token_exactly(rate):
 
 @pytest.mark.parametrize("rate", RATES)
 def test_post_softmax_sdpa_function_matches_eager_and_uses_the_fused_kernel(rate, monkeypatch):
-    """The log-sum-exp identity, called directly (B=2, H=3, N=23, d=64)."""
+    """The log-sum-exp identity, called directly (B=2, H=3, N=23, d=64; fused path forced)."""
+    monkeypatch.setattr(modeling, "FUSED_POST_SOFTMAX_MIN_TOKENS", 0)
     generator = torch.Generator().manual_seed(3)
     query, key, value = (torch.randn(2, 3, 23, 64, generator=generator) for _ in range(3))
     module = SimpleNamespace(training=False, config=SimpleNamespace(soft_mask_rate=rate))
@@ -110,6 +119,22 @@ def test_post_softmax_sdpa_function_matches_eager_and_uses_the_fused_kernel(rate
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     # r = 1: M is all ones, no mask is passed and plain SDPA runs; otherwise one causal + one full fused pass
     assert sorted(calls) == ([] if mask is None else [False, True])
+
+
+def test_sdpa_routes_224px_to_the_materialised_pass_and_384px_to_the_fused_passes(monkeypatch):
+    calls = []
+    original = modeling._fused_attention_with_lse
+    monkeypatch.setattr(modeling, "_fused_attention_with_lse", lambda *a, **k: calls.append(a[3]) or original(*a, **k))
+    module = SimpleNamespace(training=False, config=SimpleNamespace(soft_mask_rate=0.0))
+    for tokens, expected_calls in ((197, 0), (577, 2)):
+        calls.clear()
+        query, key, value = (torch.randn(1, 1, tokens, 64, generator=torch.Generator().manual_seed(i)) for i in range(3))
+        mask = modeling.soft_attention_mask(tokens, 0.0, "post_softmax", torch.float32)
+        with torch.no_grad():
+            expected, _ = modeling.post_softmax_eager_attention(module, query, key, value, mask, 0.125)
+            got, _ = modeling.post_softmax_sdpa_attention(module, query, key, value, mask, 0.125)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+        assert len(calls) == expected_calls
 
 
 def test_fused_attention_falls_back_to_exact_gradients_in_training():
