@@ -242,8 +242,10 @@ def test_benchmark_quick_mode_runs_on_a_tiny_config(tmp_path):
     result = json.loads((tmp_path / "benchmark_cpu.json").read_text())
     assert result["settings"]["rounds"] == 1 and result["machine"]["torch"] == torch.__version__
     assert set(result["timing"]) == {"infer_b4", "infer_b1", "train_b4"}
-    for workload in result["timing"].values():
-        assert set(workload) == {f"T/{kind}" for kind in benchmark.KINDS}
+    for name, workload in result["timing"].items():
+        # training is not timed for illama-eager: with gradients "sdpa" runs the same materialised attention
+        expected = {f"T/{kind}" for kind in benchmark.KINDS if not (name.startswith("train") and kind == "illama-eager")}
+        assert set(workload) == expected
         for entry in workload.values():
             assert entry["images_per_s_median"] > 0 and entry["gflops_per_image"] > 0
         assert workload["T/deit-timm"]["ratio_to_deit_median"] == 1.0
