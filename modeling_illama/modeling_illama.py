@@ -526,6 +526,12 @@ class ILlamaModel(ILlamaPreTrainedModel):
         """
         if pixel_values is None:
             raise ValueError("pixel_values is required.")
+        if kwargs.get("output_attentions", self.config.output_attentions) and self.config._attn_implementation != "eager":
+            raise ValueError(
+                f"output_attentions=True needs the 'eager' attention backend (this model uses "
+                f"{self.config._attn_implementation!r}, which returns no weights): call "
+                "model.set_attn_implementation('eager') or load with attn_implementation='eager'."
+            )
         expected_dtype = self.embeddings.patch_embeddings.projection.weight.dtype
         if pixel_values.dtype != expected_dtype:
             pixel_values = pixel_values.to(expected_dtype)

@@ -532,3 +532,14 @@ def test_size_not_a_multiple_of_the_patch_is_a_clear_error():
 def test_three_dimensional_input_is_a_clear_error():
     with pytest.raises(ValueError, match=r"\(batch, 3, height, width\)"):
         make_model()(torch.randn(3, 32, 32))
+
+
+def test_attention_maps_on_sdpa_raise_instead_of_returning_nothing():
+    """sdpa computes no weights; asking for them must say so rather than return an empty tuple."""
+    config = ILlamaConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=1, num_attention_heads=2)
+    model = ILlamaModel(config).eval()
+    model.set_attn_implementation("sdpa")
+    with pytest.raises(ValueError, match="eager"):
+        model(torch.randn(1, 3, 32, 32), output_attentions=True)
+    model.set_attn_implementation("eager")
+    assert len(model(torch.randn(1, 3, 32, 32), output_attentions=True).attentions) == 1
