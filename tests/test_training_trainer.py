@@ -180,3 +180,18 @@ def test_fine_tuning_a_folder_replaces_the_head_and_resizes_positions(tmp_path):
     assert torch.equal(tuned.state_dict()[name], saved.state_dict()[name])  # backbone kept
     logits = tuned(pixel_values=torch.randn(1, 3, 32, 32)).logits
     assert logits.shape == (1, 2)
+
+
+def test_bf16_recipe_flag_trains_under_autocast_on_cpu(tmp_path):
+    """`bf16=true` reaches Trainer/accelerate: the forward runs under bf16 autocast, weights stay fp32, loss finite."""
+    (tmp_path / "data").mkdir()
+    data = write_data(tmp_path / "data")
+    run = build_training(tiny_recipe(bf16=True, epochs=1, eval_strategy="no", save_strategy="no", mixup=0.0,
+                                     cutmix=0.0), "illama-tiny-224", str(data), str(tmp_path / "run"))
+    assert run.trainer.args.bf16
+    dtypes = []
+    run.trainer.model.classifier.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    result = run.trainer.train()
+    assert dtypes and all(dtype == torch.bfloat16 for dtype in dtypes)
+    assert next(run.trainer.model.parameters()).dtype == torch.float32
+    assert math.isfinite(result.training_loss)
