@@ -81,6 +81,8 @@ class ILlamaConfig(PreTrainedConfig):
         if isinstance(self.patch_size, list):
             self.patch_size = tuple(self.patch_size)
         super().__post_init__(**kwargs)
+        if self.id2label and not getattr(self, "label2id", None):
+            self.label2id = {label: index for index, label in self.id2label.items()}
 
     @property
     def head_dim(self) -> int:

@@ -32,6 +32,8 @@ def load_preset(name: str, **overrides) -> ILlamaConfig:
     if name not in files:
         raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(sorted(files))}.")
     fields = json.loads(files[name].read_text())
+    if "id2label" in overrides or "label2id" in overrides:
+        fields.pop("num_labels", None)  # the user's label set decides the number of classes
     fields.update(overrides)
     return ILlamaConfig(**fields)
 

@@ -121,3 +121,9 @@ def test_load_preset_applies_overrides_and_validates_them():
 def test_load_preset_unknown_name_lists_the_available_ones():
     with pytest.raises(ValueError, match="unknown preset 'illama-huge'.*illama-tiny-224"):
         load_preset("illama-huge")
+
+
+def test_preset_with_a_label_set_takes_its_size_from_the_labels():
+    config = load_preset("illama-tiny-224", id2label={0: "cat", 1: "dog", 2: "bird"})
+    assert config.num_labels == 3 and config.label2id == {"cat": 0, "dog": 1, "bird": 2}
+    assert load_preset("illama-tiny-224").num_labels == 1000
