@@ -1,11 +1,7 @@
 #!/usr/bin/env python
-"""Same as `illama-train`; usable with `accelerate launch scripts/train.py ...`."""
-import os
-import sys
+"""Train or fine-tune an iLLaMA classifier (same as `illama-train`); usable with `accelerate launch scripts/train.py ...`."""
 
-# This folder holds evaluate.py, which would shadow the `evaluate` library: keep it off the import path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import sys
 
 from modeling_illama.cli.train import main
 
