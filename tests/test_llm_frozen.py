@@ -14,39 +14,23 @@ from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModelForImageClassification,
     LlamaConfig,
-    LlamaForCausalLM,
     ViTConfig,
     ViTForImageClassification,
 )
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
+from llama_checkpoint import read_all_tensors, save_tiny_llama
 from modeling_illama import ILlamaConfig, ILlamaForImageClassification, ViTWithFrozenLLMForImageClassification
 from modeling_illama.llm import attach_frozen_llm, vit_with_frozen_llm
 
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    config = LlamaConfig(
+    return save_tiny_llama(
+        tmp_path_factory.mktemp("llama"),
         hidden_size=96, intermediate_size=200, num_hidden_layers=4, num_attention_heads=4,
         num_key_value_heads=2, vocab_size=64, rms_norm_eps=1e-5,
     )
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name:
-                param.uniform_(0.5, 1.5)
-    path = tmp_path_factory.mktemp("llama")
-    model.save_pretrained(path, max_shard_size="150KB")
-    return str(path)
-
-
-def llama_tensors(path) -> dict:
-    state = {}
-    for name in os.listdir(path):
-        if name.endswith(".safetensors"):
-            state.update(load_file(os.path.join(path, name)))
-    return state
 
 
 def tiny_illama(**overrides):
@@ -79,7 +63,7 @@ def plain_llama_layer(x, w, prefix, eps, heads=4, kv_heads=2):
 def test_chain_matches_plain_arithmetic_and_transformers_layer(llama_dir):
     model = tiny_illama()
     module = attach_frozen_llm(model, llama_dir, layer_indices=[1, 3])
-    weights = llama_tensors(llama_dir)
+    weights = read_all_tensors(llama_dir)
     x = torch.randn(2, 17, 64)
     with torch.no_grad():
         got = module(x)
@@ -183,7 +167,7 @@ def test_save_reload_identical(llama_dir, tmp_path, store_weights):
 
 
 def test_refuses_missing_or_misshaped_layer_keys(llama_dir, tmp_path):
-    weights = llama_tensors(llama_dir)
+    weights = read_all_tensors(llama_dir)
     config_json = open(os.path.join(llama_dir, "config.json")).read()
     for case, change in [
         ("missing", lambda w: w.pop("model.layers.3.self_attn.k_proj.weight")),
@@ -279,6 +263,6 @@ def test_attach_cli_on_a_vit_folder(llama_dir, tmp_path):
     model = AutoModelForImageClassification.from_pretrained(tmp_path / "out")
     assert isinstance(model, ViTWithFrozenLLMForImageClassification)
     assert model.config.frozen_llm["layer_indices"] == [0, 3] and not model.config.frozen_llm["store_weights"]
-    weights = llama_tensors(llama_dir)
+    weights = read_all_tensors(llama_dir)
     assert torch.equal(model.vit.frozen_llm.layers[1].mlp.up_proj.weight, weights["model.layers.3.mlp.up_proj.weight"])
     assert attach_main(["--llama", str(tmp_path), "--model", str(tmp_path / "vit"), "--output", str(tmp_path / "x")]) == 1

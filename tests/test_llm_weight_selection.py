@@ -10,9 +10,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from safetensors.torch import save_file
 
+from llama_checkpoint import read_all_tensors, save_tiny_llama
 from modeling_illama import ILlamaConfig, ILlamaForImageClassification
 from modeling_illama.cli.select_weights import main as select_weights_main
 from modeling_illama.llm import safetensors_index, select_weights_from_llama, selection_indices
@@ -43,28 +43,11 @@ def tiny_student_config(**overrides) -> ILlamaConfig:
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    config = LlamaConfig(
+    return save_tiny_llama(
+        tmp_path_factory.mktemp("llama"),
         hidden_size=88, intermediate_size=200, num_hidden_layers=4, num_attention_heads=4,
         num_key_value_heads=4, vocab_size=64,
     )
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # norms are ones at init: make them informative
-        for name, param in model.named_parameters():
-            if "norm" in name:
-                param.uniform_(0.5, 1.5)
-    path = tmp_path_factory.mktemp("llama")
-    model.save_pretrained(path, max_shard_size="150KB")
-    return str(path)
-
-
-def full_llama_state(path) -> dict:
-    """Every tensor of the checkpoint, read the plain way (test side only)."""
-    state = {}
-    for name in os.listdir(path):
-        if name.endswith(".safetensors"):
-            state.update(load_file(os.path.join(path, name)))
-    return state
 
 
 def reference_indices(teacher: int, student: int) -> list[int]:
@@ -111,7 +94,7 @@ def test_index_rule_both_branches():
 def test_selected_tensors_equal_independent_indexing(llama_dir):
     config = tiny_student_config()
     state, report = select_weights_from_llama(llama_dir, config)
-    llama = full_llama_state(llama_dir)
+    llama = read_all_tensors(llama_dir)
     D, H = config.hidden_size, config.intermediate_size
     for layer in range(config.num_hidden_layers):
         src = {name: llama[f"model.layers.{layer}.{name}"] for name in LLAMA_LAYER_NAMES}
@@ -210,7 +193,7 @@ def test_cli_output_loads_with_from_pretrained(llama_dir, tmp_path):
 
 
 def test_refuses_missing_or_misshaped_keys_with_names(llama_dir, tmp_path):
-    state = full_llama_state(llama_dir)
+    state = read_all_tensors(llama_dir)
     config_json = open(os.path.join(llama_dir, "config.json")).read()
 
     missing = tmp_path / "missing"
