@@ -23,7 +23,6 @@ from modeling_illama.conversion import (
     CheckpointError,
     UnsafeCheckpointError,
     VerificationError,
-    convert_all,
     convert_checkpoint,
     count_parameters,
     detect_config,
