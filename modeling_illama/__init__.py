@@ -16,20 +16,21 @@ from .presets import list_presets, load_preset
 
 __version__ = "0.1.0"
 
-AutoConfig.register(ILlamaConfig.model_type, ILlamaConfig, exist_ok=True)
-AutoModel.register(ILlamaConfig, ILlamaModel, exist_ok=True)
-AutoModelForImageClassification.register(ILlamaConfig, ILlamaForImageClassification, exist_ok=True)
-ILlamaConfig.register_for_auto_class()
-ILlamaModel.register_for_auto_class("AutoModel")
-ILlamaForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
+def _register(config_class, model_class, classifier_class):
+    """Auto classes here, and `auto_map` + copied code in every folder saved with save_pretrained."""
+    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    AutoModel.register(config_class, model_class, exist_ok=True)
+    AutoModelForImageClassification.register(config_class, classifier_class, exist_ok=True)
+    config_class.register_for_auto_class()
+    model_class.register_for_auto_class("AutoModel")
+    classifier_class.register_for_auto_class("AutoModelForImageClassification")
+
+
+_register(ILlamaConfig, ILlamaModel, ILlamaForImageClassification)
+_register(ViTWithFrozenLLMConfig, ViTWithFrozenLLMModel, ViTWithFrozenLLMForImageClassification)
 AutoImageProcessor.register(ILlamaConfig, image_processor_classes={"pil": ILlamaImageProcessor}, exist_ok=True)
 ILlamaImageProcessor.register_for_auto_class("AutoImageProcessor")
-AutoConfig.register(ViTWithFrozenLLMConfig.model_type, ViTWithFrozenLLMConfig, exist_ok=True)
-AutoModel.register(ViTWithFrozenLLMConfig, ViTWithFrozenLLMModel, exist_ok=True)
-AutoModelForImageClassification.register(ViTWithFrozenLLMConfig, ViTWithFrozenLLMForImageClassification, exist_ok=True)
-ViTWithFrozenLLMConfig.register_for_auto_class()
-ViTWithFrozenLLMModel.register_for_auto_class("AutoModel")
-ViTWithFrozenLLMForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 __all__ = [
     "ILlamaConfig",

@@ -94,18 +94,19 @@ def detect_columns(
             raise ValueError(f"{kind} column {given!r} is not in the dataset; its columns are {column_names}")
     features = features or {}
     if image_column is None:
-        typed = [name for name, feat in features.items() if isinstance(feat, ImageFeature)]
-        named = [name for name in IMAGE_COLUMN_NAMES if name in column_names]
-        if not (typed or named):
-            raise ValueError(f"no image column found among {column_names}; pass --image-column")
-        image_column = (typed or named)[0]
+        image_column = _detect_column("image", ImageFeature, IMAGE_COLUMN_NAMES, column_names, features)
     if label_column is None:
-        typed = [name for name, feat in features.items() if isinstance(feat, ClassLabel)]
-        named = [name for name in LABEL_COLUMN_NAMES if name in column_names]
-        if not (typed or named):
-            raise ValueError(f"no label column found among {column_names}; pass --label-column")
-        label_column = (typed or named)[0]
+        label_column = _detect_column("label", ClassLabel, LABEL_COLUMN_NAMES, column_names, features)
     return image_column, label_column
+
+
+def _detect_column(kind: str, feature_type: type, usual_names, column_names: list[str], features: dict) -> str:
+    """The first column typed `feature_type`, else the first with a usual name."""
+    typed = [name for name, feat in features.items() if isinstance(feat, feature_type)]
+    named = [name for name in usual_names if name in column_names]
+    if not (typed or named):
+        raise ValueError(f"no {kind} column found among {column_names}; pass --{kind}-column")
+    return (typed or named)[0]
 
 
 def load_image_dataset(
