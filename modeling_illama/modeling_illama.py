@@ -157,10 +157,16 @@ class ILlamaRotaryEmbedding(nn.Module):
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
+    def _apply(self, fn, recurse=True):
+        # `model.to(bfloat16)` would cast the table too: the spec wants it in float32 (and the complex rotary
+        # product has no bfloat16 kernel), so a cast table is recomputed once, on its new device.
+        super()._apply(fn, recurse)
+        if self.cos.dtype != torch.float32:
+            self.cos, self.sin = rotary_angles(self.cos.shape[0], self.head_dim, self.theta, device=self.cos.device)
+        return self
+
     def forward(self, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # `model.to(bfloat16)` also casts these buffers: the spec wants the table in float32 (and the complex
-        # rotary product has no bfloat16 kernel), so a cast table is recomputed rather than used.
-        if num_tokens == self.cos.shape[0] and self.cos.dtype == torch.float32:
+        if num_tokens == self.cos.shape[0]:
             return self.cos, self.sin
         return rotary_angles(num_tokens, self.head_dim, self.theta, device=self.cos.device)
 
