@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..configuration_illama import _pair
 from .cards import RELEASED_VARIANTS, ReleasedVariant, released_variant, render_card
 from .detect import count_parameters, detect_config
 from .keys import check_official_state_dict, hf_to_official, official_shapes, official_to_hf
@@ -50,7 +51,7 @@ def verify_against_reference(model_dir: str | Path, official_state_dict: dict[st
     """Max |logit difference| between the saved folder (eager and sdpa, fp32) and the reference forward pass."""
     from transformers import AutoModelForImageClassification
 
-    height, width = config.grid_size[0] * _pair(config.patch_size)[0], config.grid_size[1] * _pair(config.patch_size)[1]
+    height, width = _pair(config.image_size)
     generator = torch.Generator().manual_seed(seed)
     pixels = torch.randn(num_inputs, config.num_channels, height, width, generator=generator)
     fp32_state = {key: tensor.float() for key, tensor in official_state_dict.items()}
@@ -75,10 +76,6 @@ def verify_against_reference(model_dir: str | Path, official_state_dict: dict[st
             f"difference {worst:.3e} > {tolerance:.0e} ({differences})."
         )
     return differences
-
-
-def _pair(value):
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 def convert_checkpoint(checkpoint: str | Path, output_dir: str | Path, model: str | None = None, image_size=None,
