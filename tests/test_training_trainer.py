@@ -195,3 +195,32 @@ def test_bf16_recipe_flag_trains_under_autocast_on_cpu(tmp_path):
     assert dtypes and all(dtype == torch.bfloat16 for dtype in dtypes)
     assert next(run.trainer.model.parameters()).dtype == torch.float32
     assert math.isfinite(result.training_loss)
+
+
+def test_illama_eval_writes_metrics_equal_to_a_plain_computation(finished_run, tmp_path, capsys):
+    """illama-eval on the saved folder: its JSON matches top-1/top-5/loss computed here from the same folder."""
+    from datasets import load_dataset
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from modeling_illama.cli.evaluate import main as eval_main
+
+    _, _, out = finished_run
+    data = write_data(tmp_path)  # same seed: the same test images as the training run's
+    report = tmp_path / "eval.json"
+    assert eval_main(["--model", str(out), "--dataset", str(data), "--split", "test", "--output", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert "top-1" in capsys.readouterr().out
+
+    model = AutoModelForImageClassification.from_pretrained(str(out), trust_remote_code=False).eval()
+    processor = AutoImageProcessor.from_pretrained(str(out), trust_remote_code=False)
+    test = load_dataset("parquet", data_files={"test": str(data / "test.parquet")}, split="test")
+    pixels = processor([example["image"] for example in test], return_tensors="pt")["pixel_values"]
+    labels = torch.tensor(test["label"])
+    with torch.no_grad():
+        logits = model(pixels).logits
+    ranked = logits.argsort(dim=-1, descending=True)
+    assert result["num_images"] == len(test) == 8
+    assert result["top1"] == pytest.approx((ranked[:, 0] == labels).float().mean().item())
+    assert result["top5"] == pytest.approx((ranked[:, :5] == labels[:, None]).any(-1).float().mean().item())
+    assert result["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-4)
+    assert 0.0 <= result["ece"] <= 1.0 and result["images_per_second"] > 0

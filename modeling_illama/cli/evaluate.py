@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         size = model.config.image_size
         logger.warning("no preprocessor_config.json in %s: using the authors' eval transform at %s px", args.model, size)
-        processor = modeling_illama.build_image_processor(size if isinstance(size, int) else size[0])
+        processor = modeling_illama.build_image_processor(size)
 
     data = load_image_dataset(args.dataset, args.split, args.streaming, args.image_column, args.label_column,
                               shuffle=False)
