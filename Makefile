@@ -11,11 +11,15 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(VENV)/bin/pip install -q -e ".[dev]"
 	touch $@
 
-.PHONY: install test demo benchmark
+.PHONY: install test lint demo benchmark
 install: $(VENV)/.installed
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed lint
 	$(VENV)/bin/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff format --check --quiet .
+	$(VENV)/bin/ruff check --quiet .
 
 demo: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/run_demo.sh

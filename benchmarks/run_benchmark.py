@@ -44,14 +44,37 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 SIZES = {
-    "T": {"width": 192, "depth": 12, "heads": 3, "mlp": 768, "image": 224, "deit": "deit_tiny_patch16_224",
-          "preset": "illama-tiny-224"},
-    "S": {"width": 384, "depth": 12, "heads": 6, "mlp": 1536, "image": 224, "deit": "deit_small_patch16_224",
-          "preset": "illama-small-224"},
+    "T": {
+        "width": 192,
+        "depth": 12,
+        "heads": 3,
+        "mlp": 768,
+        "image": 224,
+        "deit": "deit_tiny_patch16_224",
+        "preset": "illama-tiny-224",
+    },
+    "S": {
+        "width": 384,
+        "depth": 12,
+        "heads": 6,
+        "mlp": 1536,
+        "image": 224,
+        "deit": "deit_small_patch16_224",
+        "preset": "illama-small-224",
+    },
 }
 # --smoke: a 2-block, 64-wide, 32 px stand-in of every model, for the test suite
-SMOKE_SIZES = {"T": {"width": 64, "depth": 2, "heads": 1, "mlp": 256, "image": 32, "deit": "deit_tiny_patch16_224",
-                     "preset": "illama-tiny-224"}}
+SMOKE_SIZES = {
+    "T": {
+        "width": 64,
+        "depth": 2,
+        "heads": 1,
+        "mlp": 256,
+        "image": 32,
+        "deit": "deit_tiny_patch16_224",
+        "preset": "illama-tiny-224",
+    }
+}
 KINDS = ("illama-sdpa", "illama-eager", "deit-timm", "vit-hf")
 PEERS = {"deit": "deit-timm", "hf_vit": "vit-hf"}
 IMPORT_SNIPPETS = {
@@ -80,8 +103,12 @@ def build_model(kind: str, size: dict, smoke: bool = False) -> nn.Module:
 
         overrides = {}
         if smoke:
-            overrides = {"hidden_size": size["width"], "num_hidden_layers": size["depth"],
-                         "num_attention_heads": size["heads"], "image_size": size["image"]}
+            overrides = {
+                "hidden_size": size["width"],
+                "num_hidden_layers": size["depth"],
+                "num_attention_heads": size["heads"],
+                "image_size": size["image"],
+            }
         config = load_preset(size["preset"], **overrides)
         config._attn_implementation = kind.split("-")[1]
         return _Logits(ILlamaForImageClassification(config))
@@ -90,15 +117,25 @@ def build_model(kind: str, size: dict, smoke: bool = False) -> nn.Module:
 
         overrides = {}
         if smoke:
-            overrides = {"embed_dim": size["width"], "depth": size["depth"], "num_heads": size["heads"],
-                         "img_size": size["image"]}
+            overrides = {
+                "embed_dim": size["width"],
+                "depth": size["depth"],
+                "num_heads": size["heads"],
+                "img_size": size["image"],
+            }
         return timm.create_model(size["deit"], pretrained=False, **overrides)
     if kind == "vit-hf":
         from transformers import ViTConfig, ViTForImageClassification
 
-        config = ViTConfig(hidden_size=size["width"], num_hidden_layers=size["depth"],
-                           num_attention_heads=size["heads"], intermediate_size=size["mlp"],
-                           image_size=size["image"], patch_size=16, num_labels=1000)
+        config = ViTConfig(
+            hidden_size=size["width"],
+            num_hidden_layers=size["depth"],
+            num_attention_heads=size["heads"],
+            intermediate_size=size["mlp"],
+            image_size=size["image"],
+            patch_size=16,
+            num_labels=1000,
+        )
         config._attn_implementation = "sdpa"
         return _Logits(ViTForImageClassification(config))
     raise ValueError(f"unknown model kind {kind!r}")
@@ -147,8 +184,11 @@ def _workloads(device, quick: bool, smoke: bool) -> dict:
         big, train = (32, 32) if not quick else (8, 8)
     if smoke:
         big, train = 4, 4
-    return {f"infer_b{big}": ("infer", big, 1), "infer_b1": ("infer", 1, 2 if quick else 4),
-            f"train_b{train}": ("train", train, 1)}
+    return {
+        f"infer_b{big}": ("infer", big, 1),
+        "infer_b1": ("infer", 1, 2 if quick else 4),
+        f"train_b{train}": ("train", train, 1),
+    }
 
 
 def takes_part(args, size: str, kind: str, mode: str) -> bool:
@@ -281,15 +321,20 @@ def memory_worker(kind, size_name, device_name, smoke, quick, threads, train=Tru
             base = torch.cuda.memory_allocated()
             runner.run(mode, batch, 2)
             torch.cuda.synchronize()
-            result[name] = {"peak_mb": (torch.cuda.max_memory_allocated() - base) / 2**20,
-                            "method": "torch.cuda.max_memory_allocated minus allocated before the workload"}
+            result[name] = {
+                "peak_mb": (torch.cuda.max_memory_allocated() - base) / 2**20,
+                "method": "torch.cuda.max_memory_allocated minus allocated before the workload",
+            }
             continue
         reset = _reset_peak_rss()
         runner.run(mode, batch, 2)  # two calls: AdamW allocates its state on the first step
         if reset:
             peak, method = _rss_mb("VmHWM"), "VmHWM (reset via clear_refs) minus RSS after imports"
         else:
-            peak, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "ru_maxrss minus RSS after imports"
+            peak, method = (
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "ru_maxrss minus RSS after imports",
+            )
         result[name] = {"peak_mb": peak - base_rss, "process_peak_mb": peak, "method": method}
     return result
 
@@ -298,8 +343,17 @@ def measure_memory(args, sizes) -> list:
     rows = []
     for size_name in sizes:
         for kind in KINDS:
-            command = [sys.executable, str(Path(__file__).resolve()), "--_memory-worker", kind, size_name,
-                       "--device", args.device, "--threads", str(args.threads)]
+            command = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--_memory-worker",
+                kind,
+                size_name,
+                "--device",
+                args.device,
+                "--threads",
+                str(args.threads),
+            ]
             command += ["--smoke"] * args.smoke + ["--quick"] * args.quick
             command += ["--train-sizes", args.train_sizes if takes_part(args, size_name, kind, "train") else ""]
             done = subprocess.run(command, capture_output=True, text=True, cwd=HERE.parent)
@@ -307,8 +361,11 @@ def measure_memory(args, sizes) -> list:
                 rows.append({"kind": kind, "size": size_name, "error": done.stderr.strip()[-2000:]})
                 continue
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"  memory {size_name} {kind}: " + ", ".join(
-                f"{k} {v['peak_mb']:.0f} MB" for k, v in rows[-1].items() if isinstance(v, dict)), flush=True)
+            print(
+                f"  memory {size_name} {kind}: "
+                + ", ".join(f"{k} {v['peak_mb']:.0f} MB" for k, v in rows[-1].items() if isinstance(v, dict)),
+                flush=True,
+            )
     return rows
 
 
@@ -330,22 +387,27 @@ def timing_rounds(args, device, dtype, sizes, workloads):
         for mode, batch, _ in workloads.values():
             if takes_part(args, size, kind, mode):
                 runner.run(mode, batch)
-    per_round = {w: {f"{s}/{k}": [] for s, k in runners if takes_part(args, s, k, mode)}
-                 for w, (mode, _, _) in workloads.items()}
+    per_round = {
+        w: {f"{s}/{k}": [] for s, k in runners if takes_part(args, s, k, mode)}
+        for w, (mode, _, _) in workloads.items()
+    }
     matmul = []
     matmul_n = 256 if args.smoke else (8192 if device.type == "cuda" else 2048)
     started = time.perf_counter()
     rounds = 0
     while rounds < args.max_rounds and (rounds < args.min_rounds or time.perf_counter() - started < args.budget_s):
         order = list(runners)
-        order = order[rounds % len(order):] + order[: rounds % len(order)]
+        order = order[rounds % len(order) :] + order[: rounds % len(order)]
         for workload, (mode, batch, calls) in workloads.items():
             for key in order:
                 if takes_part(args, key[0], key[1], mode):
                     per_round[workload][f"{key[0]}/{key[1]}"].append(runners[key].timed(mode, batch, calls))
         matmul.append(matmul_seconds(device, dtype, matmul_n))
         rounds += 1
-        took = {w: f"{sum(v[-1] for v in m.values()) * workloads[w][1] * workloads[w][2]:.0f}s" for w, m in per_round.items()}
+        took = {
+            w: f"{sum(v[-1] for v in m.values()) * workloads[w][1] * workloads[w][2]:.0f}s"
+            for w, m in per_round.items()
+        }
         print(f"  round {rounds} done at {time.perf_counter() - started:.0f} s ({took})", flush=True)
     del runners
     gc.collect()
@@ -360,8 +422,7 @@ def summarise(per_round, sizes, flops, matmul, matmul_n):
         timing[workload] = {}
         for key, seconds in models.items():
             size, kind = key.split("/")
-            entry = {"images_per_s_median": 1.0 / statistics.median(seconds),
-                     "seconds_per_image_per_round": seconds}
+            entry = {"images_per_s_median": 1.0 / statistics.median(seconds), "seconds_per_image_per_round": seconds}
             for peer_name, peer_kind in PEERS.items():
                 peer = models.get(f"{size}/{peer_kind}")
                 if peer:
@@ -388,14 +449,20 @@ def targets_for(timing, memory, workloads):
         return ours[workload]["peak_mb"] / peer[workload]["peak_mb"]
 
     out = {
-        f"T {infer} images/s vs deit_tiny": {"target": ">= 1.10", "measured": timing[infer]["T/illama-sdpa"]["ratio_to_deit_median"]},
-        f"T {train} images/s vs deit_tiny": {"target": ">= 1.0", "measured": timing[train]["T/illama-sdpa"]["ratio_to_deit_median"]},
+        f"T {infer} images/s vs deit_tiny": {
+            "target": ">= 1.10",
+            "measured": timing[infer]["T/illama-sdpa"]["ratio_to_deit_median"],
+        },
+        f"T {train} images/s vs deit_tiny": {
+            "target": ">= 1.0",
+            "measured": timing[train]["T/illama-sdpa"]["ratio_to_deit_median"],
+        },
         f"T {infer} peak memory vs deit_tiny": {"target": "<= 1.0", "measured": mem_ratio(infer)},
         f"T {train} peak memory vs deit_tiny": {"target": "(reported)", "measured": mem_ratio(train)},
     }
     for entry in out.values():
         value, target = entry["measured"], entry["target"]
-        if value is None or not target[0] in "<>":
+        if value is None or target[0] not in "<>":
             entry["met"] = None
         else:
             bound = float(target.split()[1])
@@ -406,16 +473,24 @@ def targets_for(timing, memory, workloads):
 def markdown_table(result) -> str:
     timing, workloads = result["timing"], list(result["timing"])
     mem = {(r["size"], r["kind"]): r for r in result["memory"] if "error" not in r}
-    head = ["model"] + [f"{w} img/s (x deit, x HF ViT)" for w in workloads] + \
-        [f"peak MB {workloads[0]}", f"peak MB {workloads[2]}", f"% of matmul ({workloads[0]})"]
+    head = (
+        ["model"]
+        + [f"{w} img/s (x deit, x HF ViT)" for w in workloads]
+        + [f"peak MB {workloads[0]}", f"peak MB {workloads[2]}", f"% of matmul ({workloads[0]})"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key in timing[workloads[0]]:
         size, kind = key.split("/")
         cells = [f"{kind} {size}"]
         for w in workloads:
             e = timing[w].get(key)
-            cells.append(f"{e['images_per_s_median']:.1f} ({e['ratio_to_deit_median']:.2f}x, {e['ratio_to_hf_vit_median']:.2f}x)"
-                         if e else "(as sdpa)" if kind == "illama-eager" and key.replace("eager", "sdpa") in timing[w] else "-")
+            cells.append(
+                f"{e['images_per_s_median']:.1f} ({e['ratio_to_deit_median']:.2f}x, {e['ratio_to_hf_vit_median']:.2f}x)"
+                if e
+                else "(as sdpa)"
+                if kind == "illama-eager" and key.replace("eager", "sdpa") in timing[w]
+                else "-"
+            )
         row = mem.get((size, kind), {})
         for w in (workloads[0], workloads[2]):
             cells.append(f"{row[w]['peak_mb']:.0f}" if w in row else "n/a")
@@ -423,7 +498,9 @@ def markdown_table(result) -> str:
         cells.append(f"{100 * frac:.0f}%" if frac else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
     imports = result["import_time_s"]
-    measured = [f"`{IMPORT_SNIPPETS[k]}` {v['median_s']:.2f} s" for k, v in imports.items() if v["median_s"] is not None]
+    measured = [
+        f"`{IMPORT_SNIPPETS[k]}` {v['median_s']:.2f} s" for k, v in imports.items() if v["median_s"] is not None
+    ]
     if measured:
         lines += ["", "Import time (median, fresh interpreter): " + ", ".join(measured)]
     return "\n".join(lines)
@@ -441,7 +518,9 @@ def draw_chart(result, path):
     mem = {(r["size"], r["kind"]): r for r in result["memory"] if "error" not in r}
     panels = [(w, [timing[w].get(k, {}).get("images_per_s_median", 0) for k in keys], "images/s") for w in workloads]
     for w in (workloads[0], workloads[2]):
-        panels.append((f"peak memory {w}", [mem.get(tuple(k.split("/")), {}).get(w, {}).get("peak_mb", 0) for k in keys], "MB"))
+        panels.append(
+            (f"peak memory {w}", [mem.get(tuple(k.split("/")), {}).get(w, {}).get("peak_mb", 0) for k in keys], "MB")
+        )
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2))
     colors = {"illama-sdpa": "tab:blue", "illama-eager": "tab:cyan", "deit-timm": "tab:orange", "vit-hf": "tab:green"}
     for ax, (title, values, unit) in zip(axes, panels):
@@ -450,9 +529,11 @@ def draw_chart(result, path):
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(unit)
     machine = result["machine"]
-    fig.suptitle(f"{machine['cpu']} ({machine['torch_threads']} threads), torch {machine['torch']}, "
-                 f"{'bf16' if machine['device'].startswith('cuda') else 'fp32'}; medians of {result['settings']['rounds']} interleaved rounds",
-                 fontsize=10)
+    fig.suptitle(
+        f"{machine['cpu']} ({machine['torch_threads']} threads), torch {machine['torch']}, "
+        f"{'bf16' if machine['device'].startswith('cuda') else 'fp32'}; medians of {result['settings']['rounds']} interleaved rounds",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -495,11 +576,18 @@ def main(argv=None):
         return 0
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    sizes = {s: (SMOKE_SIZES if args.smoke else SIZES)[s] for s in args.sizes.split(",") if s in (SMOKE_SIZES if args.smoke else SIZES)}
+    sizes = {
+        s: (SMOKE_SIZES if args.smoke else SIZES)[s]
+        for s in args.sizes.split(",")
+        if s in (SMOKE_SIZES if args.smoke else SIZES)
+    }
     workloads = _workloads(device, args.quick, args.smoke)
     started = time.time()
     machine = machine_description(device)
-    print(f"machine: {machine['cpu']}, {machine['torch_threads']} threads, torch {machine['torch']}, device {device}", flush=True)
+    print(
+        f"machine: {machine['cpu']}, {machine['torch_threads']} threads, torch {machine['torch']}, device {device}",
+        flush=True,
+    )
 
     print("import times ...", flush=True)
     import_times = measure_import_times(args.import_repeats)
@@ -517,13 +605,23 @@ def main(argv=None):
     print("timing rounds ...", flush=True)
     per_round, matmul, matmul_n, rounds = timing_rounds(args, device, dtype, sizes, workloads)
     timing, matmul_flops = summarise(per_round, sizes, flops, matmul, matmul_n)
-    memory = [] if args.skip_memory else (print("memory (fresh subprocess per model) ...", flush=True) or measure_memory(args, sizes))
+    memory = (
+        []
+        if args.skip_memory
+        else (print("memory (fresh subprocess per model) ...", flush=True) or measure_memory(args, sizes))
+    )
     machine["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     result = {
         "machine": machine,
-        "settings": {"dtype": str(dtype).replace("torch.", ""), "workloads": {k: list(v) for k, v in workloads.items()},
-                     "rounds": rounds, "quick": args.quick, "smoke": args.smoke, "soft_mask_rate": 0.0,
-                     "wall_time_s": None},
+        "settings": {
+            "dtype": str(dtype).replace("torch.", ""),
+            "workloads": {k: list(v) for k, v in workloads.items()},
+            "rounds": rounds,
+            "quick": args.quick,
+            "smoke": args.smoke,
+            "soft_mask_rate": 0.0,
+            "wall_time_s": None,
+        },
         "import_time_s": import_times,
         "matmul_reference": {"n": matmul_n, "median_gflop_s": matmul_flops / 1e9},
         "timing": timing,

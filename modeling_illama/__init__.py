@@ -11,7 +11,11 @@ from .configuration_illama import ILlamaConfig
 from .image_processing import build_image_processor
 from .image_processing_illama import ILlamaImageProcessor
 from .modeling_illama import ILlamaForImageClassification, ILlamaModel, ILlamaPreTrainedModel
-from .modeling_vit_frozen_llm import ViTWithFrozenLLMConfig, ViTWithFrozenLLMForImageClassification, ViTWithFrozenLLMModel
+from .modeling_vit_frozen_llm import (
+    ViTWithFrozenLLMConfig,
+    ViTWithFrozenLLMForImageClassification,
+    ViTWithFrozenLLMModel,
+)
 from .presets import list_presets, load_preset
 
 __version__ = "0.1.0"

@@ -88,10 +88,18 @@ def frozen_llm_settings(frozen_llm: dict) -> dict:
     llm_config = dict(frozen_llm["llm_config"])
     missing = [key for key in LLM_CONFIG_FIELDS if key not in llm_config]
     if missing:
-        raise ValueError(f"config.frozen_llm['llm_config'] lacks {missing} (expected fields: {list(LLM_CONFIG_FIELDS)})")
+        raise ValueError(
+            f"config.frozen_llm['llm_config'] lacks {missing} (expected fields: {list(LLM_CONFIG_FIELDS)})"
+        )
     indices = frozen_llm["layer_indices"]
-    if not isinstance(indices, (list, tuple)) or not indices or not all(isinstance(i, int) and i >= 0 for i in indices):
-        raise ValueError(f"config.frozen_llm['layer_indices'] must be a non-empty list of layer numbers, got {indices!r}")
+    if (
+        not isinstance(indices, (list, tuple))
+        or not indices
+        or not all(isinstance(i, int) and i >= 0 for i in indices)
+    ):
+        raise ValueError(
+            f"config.frozen_llm['layer_indices'] must be a non-empty list of layer numbers, got {indices!r}"
+        )
     if llm_config["num_attention_heads"] % llm_config["num_key_value_heads"]:
         raise ValueError("llm_config: num_attention_heads must be a multiple of num_key_value_heads")
     settings = {**FROZEN_LLM_DEFAULTS, **frozen_llm, "llm_config": llm_config, "layer_indices": list(indices)}

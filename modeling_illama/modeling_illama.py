@@ -503,7 +503,11 @@ class ILlamaModel(ILlamaPreTrainedModel):
         key = (num_tokens, config.soft_mask_rate, config.mask_style, config._attn_implementation, dtype, device)
         if self._mask_cache is not None and self._mask_cache[0] == key:
             return self._mask_cache[1]
-        if config.mask_style == "renormalized" and config._attn_implementation == "sdpa" and config.soft_mask_rate == 0:
+        if (
+            config.mask_style == "renormalized"
+            and config._attn_implementation == "sdpa"
+            and config.soft_mask_rate == 0
+        ):
             value = (None, True)  # lets SDPA pick its causal kernels
         else:
             # built as a normal tensor even under torch.inference_mode(): an inference tensor in the cache
@@ -532,7 +536,10 @@ class ILlamaModel(ILlamaPreTrainedModel):
         """
         if pixel_values is None:
             raise ValueError("pixel_values is required.")
-        if kwargs.get("output_attentions", self.config.output_attentions) and self.config._attn_implementation != "eager":
+        if (
+            kwargs.get("output_attentions", self.config.output_attentions)
+            and self.config._attn_implementation != "eager"
+        ):
             raise ValueError(
                 f"output_attentions=True needs the 'eager' attention backend (this model uses "
                 f"{self.config._attn_implementation!r}, which returns no weights): call "
@@ -589,7 +596,8 @@ class ILlamaForImageClassification(ILlamaPreTrainedModel):
             following `config.problem_type`.
         """
         wants_all_tokens = any(
-            kwargs.get(flag, getattr(self.config, flag, False)) for flag in ("output_hidden_states", "output_attentions")
+            kwargs.get(flag, getattr(self.config, flag, False))
+            for flag in ("output_hidden_states", "output_attentions")
         )
         outputs = self.illama(
             pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, pooled_only=not wants_all_tokens, **kwargs

@@ -23,7 +23,9 @@ def numpy_maps(tokens: np.ndarray):
 
 def tiny_illama():
     torch.manual_seed(0)
-    config = ILlamaConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_labels=3)
+    config = ILlamaConfig(
+        image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_labels=3
+    )
     return ILlamaForImageClassification(config).eval()
 
 
@@ -56,10 +58,17 @@ def test_illama_layers_and_class_token_last():
 
 def test_vit_class_token_first():
     torch.manual_seed(0)
-    vit = ViTForImageClassification(ViTConfig(
-        image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=128, num_labels=3,
-    )).eval()
+    vit = ViTForImageClassification(
+        ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            num_labels=3,
+        )
+    ).eval()
     pixels = torch.randn(1, 3, 32, 32)
     maps = activation_maps(vit, pixels, [1])
     with torch.no_grad():
@@ -73,10 +82,21 @@ def test_cli_writes_png(tmp_path):
     model.save_pretrained(tmp_path / "model")
     image = Image.fromarray((np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8))
     image.save(tmp_path / "image.png")
-    code = activation_maps_main([
-        "--model", str(tmp_path / "model"), "--image", str(tmp_path / "image.png"), "--layers", "0", "1",
-        "--output", str(tmp_path / "maps.png"), "--json", str(tmp_path / "maps.json"),
-    ])
+    code = activation_maps_main(
+        [
+            "--model",
+            str(tmp_path / "model"),
+            "--image",
+            str(tmp_path / "image.png"),
+            "--layers",
+            "0",
+            "1",
+            "--output",
+            str(tmp_path / "maps.png"),
+            "--json",
+            str(tmp_path / "maps.json"),
+        ]
+    )
     assert code == 0
     with Image.open(tmp_path / "maps.png") as png:
         assert png.format == "PNG" and png.size[0] > 300 and png.size[1] > 300
@@ -84,6 +104,16 @@ def test_cli_writes_png(tmp_path):
 
     saved = json.loads((tmp_path / "maps.json").read_text())
     assert set(saved) == {"0", "1"} and np.array(saved["1"]["frequency"]).shape == (4, 4)
-    assert activation_maps_main([
-        "--model", str(tmp_path / "model"), "--image", str(tmp_path / "missing.png"), "--output", str(tmp_path / "x.png"),
-    ]) == 1
+    assert (
+        activation_maps_main(
+            [
+                "--model",
+                str(tmp_path / "model"),
+                "--image",
+                str(tmp_path / "missing.png"),
+                "--output",
+                str(tmp_path / "x.png"),
+            ]
+        )
+        == 1
+    )

@@ -21,8 +21,9 @@ from transformers import (
 import modeling_illama
 from modeling_illama import ILlamaConfig, ILlamaForImageClassification, ILlamaModel, build_image_processor
 
-TINY_224 = dict(image_size=224, patch_size=32, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                intermediate_size=96)
+TINY_224 = dict(
+    image_size=224, patch_size=32, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=96
+)
 
 
 def read_classes(sample_dir):
@@ -52,6 +53,7 @@ def saved_folder(tmp_path_factory, imagenet_sample_dir):
 # Auto classes in-process
 # ---------------------------------------------------------------------------------------------------------
 
+
 def test_auto_classes_resolve_after_import():
     config = AutoConfig.for_model("illama", **TINY_224)
     assert type(config) is ILlamaConfig
@@ -65,11 +67,18 @@ def test_saved_folder_has_remote_code_and_auto_map(saved_folder):
     assert config["model_type"] == "illama"
     assert config["auto_map"]["AutoConfig"] == "configuration_illama.ILlamaConfig"
     assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_illama.ILlamaForImageClassification"
-    for name in ("configuration_illama.py", "modeling_illama.py", "image_processing_illama.py", "model.safetensors",
-                 "preprocessor_config.json"):
+    for name in (
+        "configuration_illama.py",
+        "modeling_illama.py",
+        "image_processing_illama.py",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ):
         assert (folder / name).is_file(), name
-    code = "".join((folder / name).read_text() for name in ("modeling_illama.py", "configuration_illama.py",
-                                                           "image_processing_illama.py"))
+    code = "".join(
+        (folder / name).read_text()
+        for name in ("modeling_illama.py", "configuration_illama.py", "image_processing_illama.py")
+    )
     assert "import modeling_illama" not in code and "from modeling_illama" not in code
 
 
@@ -130,16 +139,30 @@ def test_saved_folder_loads_without_the_package_via_remote_code(saved_folder, tm
     (tmp_path / "remote.py").write_text(REMOTE_SCRIPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     result = subprocess.run(
-        [sys.executable, str(tmp_path / "remote.py"), str(folder), str(tmp_path / "inputs.pt"), str(image),
-         str(tmp_path / "out")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(tmp_path / "remote.py"),
+            str(folder),
+            str(tmp_path / "inputs.pt"),
+            str(image),
+            str(tmp_path / "out"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "out.json").read_text())
     assert report["leaked"] == []
-    assert report["class"].startswith("transformers_modules.") and report["class"].endswith(".ILlamaForImageClassification")
+    assert report["class"].startswith("transformers_modules.") and report["class"].endswith(
+        ".ILlamaForImageClassification"
+    )
     assert report["pipeline_model"].startswith("transformers_modules.")
-    assert report["processor"].startswith("transformers_modules.") and report["processor"].endswith(".ILlamaImageProcessor")
+    assert report["processor"].startswith("transformers_modules.") and report["processor"].endswith(
+        ".ILlamaImageProcessor"
+    )
 
     with torch.no_grad():
         expected = model(x).logits
@@ -157,6 +180,7 @@ def test_saved_folder_loads_without_the_package_via_remote_code(saved_folder, tm
 # ---------------------------------------------------------------------------------------------------------
 # pipeline("image-classification") on the real JPEGs
 # ---------------------------------------------------------------------------------------------------------
+
 
 def test_pipeline_on_real_jpegs_with_top_k_and_id2label(saved_folder, imagenet_sample_files):
     folder, model = saved_folder

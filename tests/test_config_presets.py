@@ -38,8 +38,19 @@ SPEC_PRESETS = {
         (dict(rope_parameters={"rope_type": "linear", "rope_theta": 10000.0}), "rope_parameters"),
         (dict(soft_mask_rate="high"), "soft_mask_rate"),
     ],
-    ids=["heads-not-dividing", "odd-head-dim", "image-not-multiple", "non-square-not-multiple", "r-above-1",
-         "r-below-0", "unknown-style", "drop-path-1", "drop-path-negative", "rope-type", "r-not-a-number"],
+    ids=[
+        "heads-not-dividing",
+        "odd-head-dim",
+        "image-not-multiple",
+        "non-square-not-multiple",
+        "r-above-1",
+        "r-below-0",
+        "unknown-style",
+        "drop-path-1",
+        "drop-path-negative",
+        "rope-type",
+        "r-not-a-number",
+    ],
 )
 def test_invalid_config_fails_at_construction_with_a_clear_message(fields, message):
     with pytest.raises(CONFIG_ERRORS, match=message):
@@ -80,8 +91,15 @@ def test_non_square_image_size_gives_the_right_grid():
 
 def test_save_and_load_round_trip(tmp_path):
     config = ILlamaConfig(
-        image_size=(48, 32), patch_size=8, hidden_size=64, num_attention_heads=2, num_hidden_layers=3,
-        soft_mask_rate=0.37, mask_style="renormalized", drop_path_rate=0.1, id2label={0: "cat", 1: "dog"},
+        image_size=(48, 32),
+        patch_size=8,
+        hidden_size=64,
+        num_attention_heads=2,
+        num_hidden_layers=3,
+        soft_mask_rate=0.37,
+        mask_style="renormalized",
+        drop_path_rate=0.1,
+        id2label={0: "cat", 1: "dog"},
     )
     config.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())

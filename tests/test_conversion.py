@@ -35,8 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DIM, DEPTH, PATCH, MLP, CLASSES = 128, 2, 16, 384, 10  # MLP deliberately not the 8D/3 rule: read from shapes
 
 
-def authors_state_dict(dim=DIM, depth=DEPTH, patch=PATCH, image=32, mlp=MLP, classes=CLASSES, seed=0,
-                       factory=None):
+def authors_state_dict(dim=DIM, depth=DEPTH, patch=PATCH, image=32, mlp=MLP, classes=CLASSES, seed=0, factory=None):
     """The authors' keys and shapes (spec section 3), random values (or `factory(shape)`)."""
     generator = torch.Generator().manual_seed(seed)
     make = factory or (lambda *shape: torch.randn(*shape, generator=generator) * 0.1)
@@ -83,17 +82,23 @@ def plain_logits(sd, pixels, heads):
     def rope(t):  # pairs (2i, 2i+1) rotate by position * 10000^(-2i/d)
         angle = torch.arange(n, dtype=torch.float64)[:, None] * 10000.0 ** (-torch.arange(0, d, 2).double() / d)
         even, odd = t[..., 0::2], t[..., 1::2]
-        return torch.stack([even * angle.cos() - odd * angle.sin(), even * angle.sin() + odd * angle.cos()], -1).flatten(-2)
+        return torch.stack(
+            [even * angle.cos() - odd * angle.sin(), even * angle.sin() + odd * angle.cos()], -1
+        ).flatten(-2)
 
     depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
     for i in range(depth):
         b = f"blocks.{i}."
         h = rms(tokens, sd[b + "norm1.weight"])
         qkv = h @ sd[b + "attn.qkv.weight"].T + sd[b + "attn.qkv.bias"]
-        q, k, v = (qkv[..., j * dim:(j + 1) * dim].reshape(batch, n, heads, d).transpose(1, 2) for j in range(3))
+        q, k, v = (qkv[..., j * dim : (j + 1) * dim].reshape(batch, n, heads, d).transpose(1, 2) for j in range(3))
         probs = torch.softmax(rope(q) @ rope(k).transpose(-1, -2) / math.sqrt(d), dim=-1)
         out = (probs * torch.ones(n, n).tril().double()) @ v
-        tokens = tokens + out.transpose(1, 2).reshape(batch, n, dim) @ sd[b + "attn.proj.weight"].T + sd[b + "attn.proj.bias"]
+        tokens = (
+            tokens
+            + out.transpose(1, 2).reshape(batch, n, dim) @ sd[b + "attn.proj.weight"].T
+            + sd[b + "attn.proj.bias"]
+        )
         h = rms(tokens, sd[b + "norm2.weight"])
         gate, up = h @ sd[b + "mlp.fc1.weight"].T, h @ sd[b + "mlp.fc3.weight"].T
         tokens = tokens + (gate * torch.sigmoid(gate) * up) @ sd[b + "mlp.fc2.weight"].T
@@ -117,8 +122,14 @@ def test_bare_state_dict_converts_and_matches_plain_forward(tmp_path):
     torch.save(sd, tmp_path / "bare.pth")
     out = convert_checkpoint(tmp_path / "bare.pth", tmp_path / "converted")
     files = {p.name for p in out.iterdir()}
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md",
-            "configuration_illama.py", "modeling_illama.py"} <= files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "README.md",
+        "configuration_illama.py",
+        "modeling_illama.py",
+    } <= files
     assert_no_leftovers(tmp_path, {"bare.pth", "converted"})
     model = AutoModelForImageClassification.from_pretrained(out, trust_remote_code=True)
     c = model.config
@@ -134,8 +145,12 @@ def test_bare_state_dict_converts_and_matches_plain_forward(tmp_path):
 def test_training_dict_with_namespace_and_bigger_grid(tmp_path):
     """The authors' training dict (args Namespace, epoch "best", optimizer) with a 384-like longer pos_embed."""
     sd = authors_state_dict(image=64, seed=2)  # 4x4 grid: 17 positions, as 384 px gives 24x24 after 14x14
-    checkpoint = {"model": sd, "args": argparse.Namespace(model="illama_tiny", input_size=64, lr=4e-3),
-                  "epoch": "best", "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3, "params": [0, 1]}]}}
+    checkpoint = {
+        "model": sd,
+        "args": argparse.Namespace(model="illama_tiny", input_size=64, lr=4e-3),
+        "epoch": "best",
+        "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3, "params": [0, 1]}]},
+    }
     torch.save(checkpoint, tmp_path / "wrapped.pth")
     out = convert_checkpoint(tmp_path / "wrapped.pth", tmp_path / "converted")
     model = AutoModelForImageClassification.from_pretrained(out, trust_remote_code=True)
@@ -167,9 +182,18 @@ def test_malicious_pickle_is_refused_and_never_executed(tmp_path):
     "edit, names",
     [
         (lambda sd: sd.pop("blocks.1.mlp.fc3.weight"), ["missing keys", "blocks.1.mlp.fc3.weight"]),
-        (lambda sd: sd.__setitem__("blocks.0.attn.extra.weight", torch.zeros(2)), ["unexpected keys", "blocks.0.attn.extra.weight"]),
-        (lambda sd: sd.__setitem__("norm.weight", torch.zeros(DIM + 1)), ["mis-shaped", "norm.weight: found (129,), expected (128,)"]),
-        (lambda sd: sd.__setitem__("blocks.1.attn.qkv.weight", torch.zeros(DIM, DIM)), ["blocks.1.attn.qkv.weight: found (128, 128), expected (384, 128)"]),
+        (
+            lambda sd: sd.__setitem__("blocks.0.attn.extra.weight", torch.zeros(2)),
+            ["unexpected keys", "blocks.0.attn.extra.weight"],
+        ),
+        (
+            lambda sd: sd.__setitem__("norm.weight", torch.zeros(DIM + 1)),
+            ["mis-shaped", "norm.weight: found (129,), expected (128,)"],
+        ),
+        (
+            lambda sd: sd.__setitem__("blocks.1.attn.qkv.weight", torch.zeros(DIM, DIM)),
+            ["blocks.1.attn.qkv.weight: found (128, 128), expected (384, 128)"],
+        ),
     ],
     ids=["missing", "unexpected", "misshaped-norm", "misshaped-qkv"],
 )
@@ -181,7 +205,10 @@ def test_wrong_keys_and_shapes_are_named(tmp_path, capsys, edit, names):
         convert_checkpoint(tmp_path / "broken.safetensors", tmp_path / "converted")
     for name in names:
         assert name in str(error.value)
-    assert convert_main(["--checkpoint", str(tmp_path / "broken.safetensors"), "--output", str(tmp_path / "converted")]) == 1
+    assert (
+        convert_main(["--checkpoint", str(tmp_path / "broken.safetensors"), "--output", str(tmp_path / "converted")])
+        == 1
+    )
     assert names[-1] in capsys.readouterr().err
     assert_no_leftovers(tmp_path, {"broken.safetensors"})
 
@@ -199,7 +226,9 @@ def test_unknown_layout_and_module_prefix(tmp_path):
 def test_verify_prints_differences_and_fails_on_mismatch(tmp_path, capsys, monkeypatch):
     sd = authors_state_dict(seed=4)
     torch.save(sd, tmp_path / "bare.pth")
-    assert convert_main(["--checkpoint", str(tmp_path / "bare.pth"), "--output", str(tmp_path / "ok"), "--verify"]) == 0
+    assert (
+        convert_main(["--checkpoint", str(tmp_path / "bare.pth"), "--output", str(tmp_path / "ok"), "--verify"]) == 0
+    )
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("verify")]
     assert [line.split("]")[0] for line in lines] == ["verify [eager", "verify [sdpa"]
     assert all(float(line.split("= ")[1].split()[0]) < 1e-4 for line in lines)
@@ -229,8 +258,11 @@ def test_export_round_trip_is_bit_exact(tmp_path, dtype):
     model = AutoModelForImageClassification.from_pretrained(out, trust_remote_code=True)
     export_official(model, tmp_path / "from_model.pth")  # e.g. after fine-tuning, straight from memory
     assert list(torch.load(tmp_path / "back.pth", weights_only=True)) == list(sd)  # the authors' key order too
-    for exported in (torch.load(tmp_path / "back.pth", weights_only=True), load_file(str(tmp_path / "back.safetensors")),
-                     torch.load(tmp_path / "from_model.pth", weights_only=True)):
+    for exported in (
+        torch.load(tmp_path / "back.pth", weights_only=True),
+        load_file(str(tmp_path / "back.safetensors")),
+        torch.load(tmp_path / "from_model.pth", weights_only=True),
+    ):
         assert type(exported) is dict and sorted(exported) == sorted(sd)
         for key, tensor in sd.items():
             assert exported[key].dtype == tensor.dtype and torch.equal(exported[key], tensor), key
@@ -250,8 +282,14 @@ SPEC_SIZES = {  # name: (D, depth, MLP, image, exact params) from ILLAMA_SPEC.md
 def test_full_size_shapes_map_to_presets(preset):
     """Shapes only (meta tensors, no memory): every released size is recognised with its exact parameter count."""
     dim, depth, mlp, image, params = SPEC_SIZES[preset]
-    sd = authors_state_dict(dim=dim, depth=depth, image=image, mlp=mlp, classes=1000,
-                            factory=lambda *shape: torch.empty(*shape, device="meta"))
+    sd = authors_state_dict(
+        dim=dim,
+        depth=depth,
+        image=image,
+        mlp=mlp,
+        classes=1000,
+        factory=lambda *shape: torch.empty(*shape, device="meta"),
+    )
     config, name = detect_config(sd)
     assert name == preset
     assert (config.hidden_size, config.num_attention_heads, config.image_size) == (dim, dim // 64, image)
@@ -264,7 +302,9 @@ def test_convert_all_full_tiny_fills_its_card(tmp_path):
     src = tmp_path / "downloads"
     (src / "checkpoints").mkdir(parents=True)
     sd = authors_state_dict(dim=192, depth=12, image=224, mlp=512, classes=1000, seed=8)
-    torch.save({"model": sd, "epoch": "best"}, src / "checkpoints" / "illama-tiny-in1k-75.0.pth")  # found below SRC_DIR
+    torch.save(
+        {"model": sd, "epoch": "best"}, src / "checkpoints" / "illama-tiny-in1k-75.0.pth"
+    )  # found below SRC_DIR
     (src / "notes.txt").write_text("not a checkpoint")
     assert convert_main(["--all", str(src), str(tmp_path / "hub"), "--verify"]) == 0
     assert [p.name for p in (tmp_path / "hub").iterdir()] == ["illama-tiny-224-in1k"]

@@ -20,8 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_config(**overrides):
-    fields = {"hidden_size": 128, "num_attention_heads": 2, "num_hidden_layers": 3, "image_size": 64,
-              "intermediate_size": 256, "num_labels": 10}
+    fields = {
+        "hidden_size": 128,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 3,
+        "image_size": 64,
+        "intermediate_size": 256,
+        "num_labels": 10,
+    }
     fields.update(overrides)
     return load_preset("illama-tiny-224", **fields)
 
@@ -128,7 +134,9 @@ def test_sdpa_routes_224px_to_the_materialised_pass_and_384px_to_the_fused_passe
     module = SimpleNamespace(training=False, config=SimpleNamespace(soft_mask_rate=0.0))
     for tokens, expected_calls in ((197, 0), (577, 2)):
         calls.clear()
-        query, key, value = (torch.randn(1, 1, tokens, 64, generator=torch.Generator().manual_seed(i)) for i in range(3))
+        query, key, value = (
+            torch.randn(1, 1, tokens, 64, generator=torch.Generator().manual_seed(i)) for i in range(3)
+        )
         mask = modeling.soft_attention_mask(tokens, 0.0, "post_softmax", torch.float32)
         with torch.no_grad():
             expected, _ = modeling.post_softmax_eager_attention(module, query, key, value, mask, 0.125)
@@ -164,11 +172,19 @@ def test_complex_rotary_equals_the_real_definition_forward_and_backward():
     (g_expected,) = torch.autograd.grad(expected, fused, grad)
     torch.testing.assert_close(g_got, g_expected, atol=1e-6, rtol=0)
     odd_offset = torch.randn(2 * 17 * 64 + 1)[1:].view(2, 1, 17, 64)  # no complex view possible: copied
-    torch.testing.assert_close(modeling.apply_interleaved_rotary(odd_offset, cos, sin),
-                               real_interleaved_rotary(odd_offset, cos, sin), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        modeling.apply_interleaved_rotary(odd_offset, cos, sin),
+        real_interleaved_rotary(odd_offset, cos, sin),
+        atol=1e-6,
+        rtol=0,
+    )
     last = key[:, :, -1:]  # the pooled-only query slice
-    torch.testing.assert_close(modeling.apply_interleaved_rotary(last, cos[-1:], sin[-1:]),
-                               real_interleaved_rotary(last, cos[-1:], sin[-1:]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        modeling.apply_interleaved_rotary(last, cos[-1:], sin[-1:]),
+        real_interleaved_rotary(last, cos[-1:], sin[-1:]),
+        atol=1e-6,
+        rtol=0,
+    )
 
 
 # ---------------------------------------------------------------------------------------- mask cache
@@ -214,8 +230,9 @@ def test_torch_compile_sees_no_graph_break_inside_a_layer(backend):
     for grad in (False, True):
         with torch.set_grad_enabled(grad):
             for last_token_only in (False, True):
-                explained = torch._dynamo.explain(layer)(hidden, position_embeddings, mask, is_causal,
-                                                         last_token_only=last_token_only)
+                explained = torch._dynamo.explain(layer)(
+                    hidden, position_embeddings, mask, is_causal, last_token_only=last_token_only
+                )
                 assert explained.graph_break_count == 0, explained.break_reasons
 
 
@@ -238,13 +255,17 @@ def _load_benchmark():
 
 def test_benchmark_quick_mode_runs_on_a_tiny_config(tmp_path):
     benchmark = _load_benchmark()
-    assert benchmark.main(["--quick", "--smoke", "--skip-memory", "--import-repeats", "0", "--out", str(tmp_path)]) == 0
+    assert (
+        benchmark.main(["--quick", "--smoke", "--skip-memory", "--import-repeats", "0", "--out", str(tmp_path)]) == 0
+    )
     result = json.loads((tmp_path / "benchmark_cpu.json").read_text())
     assert result["settings"]["rounds"] == 1 and result["machine"]["torch"] == torch.__version__
     assert set(result["timing"]) == {"infer_b4", "infer_b1", "train_b4"}
     for name, workload in result["timing"].items():
         # training is not timed for illama-eager: with gradients "sdpa" runs the same materialised attention
-        expected = {f"T/{kind}" for kind in benchmark.KINDS if not (name.startswith("train") and kind == "illama-eager")}
+        expected = {
+            f"T/{kind}" for kind in benchmark.KINDS if not (name.startswith("train") and kind == "illama-eager")
+        }
         assert set(workload) == expected
         for entry in workload.values():
             assert entry["images_per_s_median"] > 0 and entry["gflops_per_image"] > 0
@@ -255,8 +276,17 @@ def test_benchmark_quick_mode_runs_on_a_tiny_config(tmp_path):
 
 def test_benchmark_memory_worker_reports_a_positive_peak():
     """One fresh worker process, as the benchmark runs it (an in-process peak would be hidden by pytest's RSS)."""
-    command = [sys.executable, str(ROOT / "benchmarks" / "run_benchmark.py"), "--_memory-worker", "illama-sdpa", "T",
-               "--smoke", "--quick", "--device", "cpu"]
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "run_benchmark.py"),
+        "--_memory-worker",
+        "illama-sdpa",
+        "T",
+        "--smoke",
+        "--quick",
+        "--device",
+        "cpu",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     row = json.loads(done.stdout.strip().splitlines()[-1])

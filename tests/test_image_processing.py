@@ -81,7 +81,9 @@ def test_real_grayscale_jpegs_become_three_equal_channels(processors, imagenet_s
         out = process(processors[size], Image.open(path))
         assert out.shape == (3, size, size)
         unnormalized = out * torch.tensor(STD)[:, None, None] + torch.tensor(MEAN)[:, None, None]
-        assert max_diff(unnormalized[0], unnormalized[1]) <= EXACT and max_diff(unnormalized[1], unnormalized[2]) <= EXACT
+        assert (
+            max_diff(unnormalized[0], unnormalized[1]) <= EXACT and max_diff(unnormalized[1], unnormalized[2]) <= EXACT
+        )
 
 
 @pytest.mark.parametrize("mode", ["CMYK", "P"])
@@ -112,8 +114,9 @@ def test_batch_of_mixed_modes_stacks(processors, imagenet_sample_files):
 
 
 @pytest.mark.parametrize("size", [224, 384])
-def test_saved_preprocessor_config_reloads_with_auto_image_processor(processors, imagenet_sample_files, tmp_path,
-                                                                   size):
+def test_saved_preprocessor_config_reloads_with_auto_image_processor(
+    processors, imagenet_sample_files, tmp_path, size
+):
     processors[size].save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
     assert saved["size"] == {"shortest_edge": size} and saved["crop_pct"] == 0.875 and saved["resample"] == 3

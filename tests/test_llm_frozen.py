@@ -9,6 +9,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from llama_checkpoint import read_all_tensors, save_tiny_llama
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import (
@@ -19,7 +20,6 @@ from transformers import (
 )
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-from llama_checkpoint import read_all_tensors, save_tiny_llama
 from modeling_illama import ILlamaConfig, ILlamaForImageClassification, ViTWithFrozenLLMForImageClassification
 from modeling_illama.llm import attach_frozen_llm, vit_with_frozen_llm
 
@@ -28,13 +28,20 @@ from modeling_illama.llm import attach_frozen_llm, vit_with_frozen_llm
 def llama_dir(tmp_path_factory):
     return save_tiny_llama(
         tmp_path_factory.mktemp("llama"),
-        hidden_size=96, intermediate_size=200, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=64, rms_norm_eps=1e-5,
+        hidden_size=96,
+        intermediate_size=200,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=64,
+        rms_norm_eps=1e-5,
     )
 
 
 def tiny_illama(**overrides):
-    fields = dict(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_labels=3)
+    fields = dict(
+        image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_labels=3
+    )
     fields.update(overrides)
     torch.manual_seed(0)
     return ILlamaForImageClassification(ILlamaConfig(**fields))
@@ -77,7 +84,9 @@ def test_chain_matches_plain_arithmetic_and_transformers_layer(llama_dir):
     config = LlamaConfig.from_pretrained(llama_dir)
     config._attn_implementation = "eager"
     reference = LlamaDecoderLayer(config, layer_idx=3)
-    reference.load_state_dict({k.removeprefix("model.layers.3."): v for k, v in weights.items() if k.startswith("model.layers.3.")})
+    reference.load_state_dict(
+        {k.removeprefix("model.layers.3."): v for k, v in weights.items() if k.startswith("model.layers.3.")}
+    )
     reference.self_attn.is_causal = False
     h = torch.randn(2, 17, 96)
     identity = (torch.ones(2, 17, 24), torch.zeros(2, 17, 24))
@@ -180,7 +189,8 @@ def test_refuses_missing_or_misshaped_layer_keys(llama_dir, tmp_path):
         change(broken)
         save_file(broken, folder / "model.safetensors")
         pattern = (
-            r"lacks model\.layers\.3\.self_attn\.k_proj\.weight" if case == "missing"
+            r"lacks model\.layers\.3\.self_attn\.k_proj\.weight"
+            if case == "missing"
             else r"model\.layers\.3\.mlp\.down_proj\.weight \(96, 100\) \(expected \(96, 200\)\)"
         )
         with pytest.raises(ValueError, match=pattern):
@@ -193,10 +203,17 @@ def test_refuses_missing_or_misshaped_layer_keys(llama_dir, tmp_path):
 
 def test_vit_wrapper_auto_class_and_reload(llama_dir, tmp_path):
     torch.manual_seed(0)
-    vit = ViTForImageClassification(ViTConfig(
-        image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=128, num_labels=3,
-    )).eval()
+    vit = ViTForImageClassification(
+        ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            num_labels=3,
+        )
+    ).eval()
     model = vit_with_frozen_llm(vit, llama_dir, layer_indices=[2]).eval()
     assert isinstance(model, ViTWithFrozenLLMForImageClassification)
     pixels = torch.randn(2, 3, 32, 32)
@@ -240,7 +257,9 @@ def test_remote_code_files_are_standalone_and_load(llama_dir, tmp_path):
     # the copied code, not this package (which the Auto classes would prefer in this process)
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-    remote_class = get_class_from_dynamic_module("modeling_illama.ILlamaForImageClassification", str(tmp_path / "saved"))
+    remote_class = get_class_from_dynamic_module(
+        "modeling_illama.ILlamaForImageClassification", str(tmp_path / "saved")
+    )
     assert remote_class.__module__.startswith("transformers_modules")
     remote = remote_class.from_pretrained(tmp_path / "saved")
     assert not any(p.requires_grad for n, p in remote.named_parameters() if "frozen_llm.layers." in n)
@@ -253,16 +272,37 @@ def test_attach_cli_on_a_vit_folder(llama_dir, tmp_path):
     from modeling_illama.cli.attach_frozen_llm import main as attach_main
 
     torch.manual_seed(0)
-    ViTForImageClassification(ViTConfig(
-        image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=128, num_labels=3,
-    )).save_pretrained(tmp_path / "vit")
-    code = attach_main(["--llama", llama_dir, "--model", str(tmp_path / "vit"), "--output", str(tmp_path / "out"),
-                        "--layers", "0", "3", "--reference-only"])
+    ViTForImageClassification(
+        ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            num_labels=3,
+        )
+    ).save_pretrained(tmp_path / "vit")
+    code = attach_main(
+        [
+            "--llama",
+            llama_dir,
+            "--model",
+            str(tmp_path / "vit"),
+            "--output",
+            str(tmp_path / "out"),
+            "--layers",
+            "0",
+            "3",
+            "--reference-only",
+        ]
+    )
     assert code == 0
     model = AutoModelForImageClassification.from_pretrained(tmp_path / "out")
     assert isinstance(model, ViTWithFrozenLLMForImageClassification)
     assert model.config.frozen_llm["layer_indices"] == [0, 3] and not model.config.frozen_llm["store_weights"]
     weights = read_all_tensors(llama_dir)
     assert torch.equal(model.vit.frozen_llm.layers[1].mlp.up_proj.weight, weights["model.layers.3.mlp.up_proj.weight"])
-    assert attach_main(["--llama", str(tmp_path), "--model", str(tmp_path / "vit"), "--output", str(tmp_path / "x")]) == 1
+    assert (
+        attach_main(["--llama", str(tmp_path), "--model", str(tmp_path / "vit"), "--output", str(tmp_path / "x")]) == 1
+    )

@@ -10,9 +10,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from llama_checkpoint import read_all_tensors, save_tiny_llama
 from safetensors.torch import save_file
 
-from llama_checkpoint import read_all_tensors, save_tiny_llama
 from modeling_illama import ILlamaConfig, ILlamaForImageClassification
 from modeling_illama.cli.select_weights import main as select_weights_main
 from modeling_illama.llm import safetensors_index, select_weights_from_llama, selection_indices
@@ -34,8 +34,13 @@ LLAMA_LAYER_NAMES = [
 def tiny_student_config(**overrides) -> ILlamaConfig:
     # D 88 -> 64 and qkv rows 264 -> 192: linspace branch; MLP 200 -> 100: the T % S == 0 branch
     fields = dict(
-        image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=100, num_labels=5,
+        image_size=32,
+        patch_size=8,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=100,
+        num_labels=5,
     )
     fields.update(overrides)
     return ILlamaConfig(**fields)
@@ -45,8 +50,12 @@ def tiny_student_config(**overrides) -> ILlamaConfig:
 def llama_dir(tmp_path_factory):
     return save_tiny_llama(
         tmp_path_factory.mktemp("llama"),
-        hidden_size=88, intermediate_size=200, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=4, vocab_size=64,
+        hidden_size=88,
+        intermediate_size=200,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=64,
     )
 
 
@@ -78,8 +87,10 @@ def test_index_rule_both_branches():
     # every tiny/small/base case of LLaMA-2-7B takes the linspace branch ...
     for teacher, student in [(4096, 192), (12288, 576), (11008, 512), (4096, 768), (12288, 2304), (11008, 2048)]:
         assert teacher % student != 0
-        assert selection_indices(teacher, student).tolist() == torch.round(
-            torch.linspace(0, teacher - 1, student, dtype=torch.float32)).long().tolist()
+        assert (
+            selection_indices(teacher, student).tolist()
+            == torch.round(torch.linspace(0, teacher - 1, student, dtype=torch.float32)).long().tolist()
+        )
     # ... and float64 numpy would pick a different index in exactly two places (small and base fused qkv)
     for teacher, student, where in [(12288, 1152, [774]), (12288, 2304, [1860])]:
         float64 = np.round(np.linspace(0, teacher - 1, student)).astype(int)
@@ -98,7 +109,9 @@ def test_selected_tensors_equal_independent_indexing(llama_dir):
     D, H = config.hidden_size, config.intermediate_size
     for layer in range(config.num_hidden_layers):
         src = {name: llama[f"model.layers.{layer}.{name}"] for name in LLAMA_LAYER_NAMES}
-        fused = torch.cat([src["self_attn.q_proj.weight"], src["self_attn.k_proj.weight"], src["self_attn.v_proj.weight"]])
+        fused = torch.cat(
+            [src["self_attn.q_proj.weight"], src["self_attn.k_proj.weight"], src["self_attn.v_proj.weight"]]
+        )
         expected = {
             "input_layernorm.weight": reference_select(src["input_layernorm.weight"], (D,)),
             "post_attention_layernorm.weight": reference_select(src["post_attention_layernorm.weight"], (D,)),
@@ -120,8 +133,13 @@ def test_selected_tensors_equal_independent_indexing(llama_dir):
     gate = next(r for r in report.from_llm if r.name == "layers.0.mlp.gate_proj.weight")
     assert gate.branches == ["stride", "linspace"]
     assert sorted(report.kept_random) == sorted(
-        ["embeddings.cls_token", "embeddings.position_embeddings", "embeddings.patch_embeddings.projection.weight",
-         "embeddings.patch_embeddings.projection.bias", "norm.weight"]
+        [
+            "embeddings.cls_token",
+            "embeddings.position_embeddings",
+            "embeddings.patch_embeddings.projection.weight",
+            "embeddings.patch_embeddings.projection.bias",
+            "norm.weight",
+        ]
         + [f"layers.{i}.self_attn.{p}_proj.bias" for i in range(2) for p in ("qkv", "o")]
     )
 
@@ -189,7 +207,9 @@ def test_cli_output_loads_with_from_pretrained(llama_dir, tmp_path):
         assert torch.equal(model.state_dict()[f"illama.{name}"], value)
     report = json.loads((out / "weight_selection_report.json").read_text())
     assert len(report["from_llm"]) == 14 and "classifier.weight" in report["kept_random"]
-    assert select_weights_main(["--llama", llama_dir, "--model", "no-such-preset", "--output", str(tmp_path / "x")]) == 1
+    assert (
+        select_weights_main(["--llama", llama_dir, "--model", "no-such-preset", "--output", str(tmp_path / "x")]) == 1
+    )
 
 
 def test_refuses_missing_or_misshaped_keys_with_names(llama_dir, tmp_path):
@@ -199,7 +219,9 @@ def test_refuses_missing_or_misshaped_keys_with_names(llama_dir, tmp_path):
     missing = tmp_path / "missing"
     missing.mkdir()
     (missing / "config.json").write_text(config_json)
-    save_file({k: v for k, v in state.items() if k != "model.layers.1.mlp.up_proj.weight"}, missing / "model.safetensors")
+    save_file(
+        {k: v for k, v in state.items() if k != "model.layers.1.mlp.up_proj.weight"}, missing / "model.safetensors"
+    )
     with pytest.raises(ValueError, match=r"model\.layers\.1\.mlp\.up_proj\.weight"):
         select_weights_from_llama(missing, tiny_student_config())
 

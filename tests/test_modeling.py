@@ -18,8 +18,13 @@ import torch.nn.functional as F
 from modeling_illama import ILlamaConfig, ILlamaForImageClassification, ILlamaModel
 
 TINY = dict(
-    image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-    intermediate_size=96, num_labels=5,
+    image_size=32,
+    patch_size=8,
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=96,
+    num_labels=5,
 )
 TOL = 1e-5  # fp32, as the issue asks: relative to the compared tensor's largest magnitude when that exceeds 1
 RATES = (0.0, 0.37, 1.0)
@@ -30,6 +35,7 @@ BACKENDS = ("eager", "sdpa")
 # ---------------------------------------------------------------------------------------------------------
 # The plain re-derivation (spec section 1). Reads parameters by their documented names (docs/DESIGN.md).
 # ---------------------------------------------------------------------------------------------------------
+
 
 def ref_rms_norm(x, weight, eps):
     x32 = x.to(torch.float32)
@@ -52,7 +58,7 @@ def ref_rope_rotate_half(x, theta):
     freqs = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
     angles = torch.outer(torch.arange(tokens, dtype=torch.float32), freqs)
     angles = torch.cat((angles, angles), dim=-1)
-    rotated = torch.cat((-x[..., dim // 2:], x[..., : dim // 2]), dim=-1)
+    rotated = torch.cat((-x[..., dim // 2 :], x[..., : dim // 2]), dim=-1)
     return x * angles.cos() + rotated * angles.sin()
 
 
@@ -88,8 +94,12 @@ def reference_forward(sd, config, pixels, rate, kind, rope=ref_rope_interleaved)
     D, H, L = config.hidden_size, config.num_attention_heads, config.num_hidden_layers
     d, eps, theta = D // H, config.rms_norm_eps, config.rope_parameters["rope_theta"]
     patch = config.patch_size
-    x = F.conv2d(pixels, sd["embeddings.patch_embeddings.projection.weight"],
-                 sd["embeddings.patch_embeddings.projection.bias"], stride=patch)
+    x = F.conv2d(
+        pixels,
+        sd["embeddings.patch_embeddings.projection.weight"],
+        sd["embeddings.patch_embeddings.projection.bias"],
+        stride=patch,
+    )
     new_grid = (x.shape[2], x.shape[3])
     x = x.flatten(2).transpose(1, 2)  # raster order
     B = x.shape[0]
@@ -102,7 +112,7 @@ def reference_forward(sd, config, pixels, rate, kind, rope=ref_rope_interleaved)
         p = f"layers.{i}."
         h = ref_rms_norm(x, sd[p + "input_layernorm.weight"], eps)
         qkv = h @ sd[p + "self_attn.qkv_proj.weight"].T + sd[p + "self_attn.qkv_proj.bias"]
-        q, k, v = qkv[..., :D], qkv[..., D:2 * D], qkv[..., 2 * D:]
+        q, k, v = qkv[..., :D], qkv[..., D : 2 * D], qkv[..., 2 * D :]
         q, k, v = (t.reshape(B, N, H, d).transpose(1, 2) for t in (q, k, v))
         q, k = rope(q, theta), rope(k, theta)
         weights = ref_attention_weights(q, k, rate, kind)
@@ -127,6 +137,7 @@ def reference_logits(model, pixels, rate, kind, rope=ref_rope_interleaved):
 # ---------------------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------------------
+
 
 def scramble_(model, seed=0):
     """Re-draw every parameter at a scale that keeps activations O(1) but makes attention peaked."""
@@ -174,6 +185,7 @@ def max_diff(a, b):
 # ---------------------------------------------------------------------------------------------------------
 # 1. The model equals the plain re-derivation
 # ---------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("rate", RATES)
@@ -257,7 +269,9 @@ def test_reference_is_sensitive_to_pairing_and_mask():
     x = pixels()
     with torch.no_grad():
         logits = model(x).logits
-    assert max_diff(logits, reference_logits(model, x, 0.0, "post_softmax", rope=ref_rope_rotate_half)["logits"]) > 1e-2
+    assert (
+        max_diff(logits, reference_logits(model, x, 0.0, "post_softmax", rope=ref_rope_rotate_half)["logits"]) > 1e-2
+    )
     assert max_diff(logits, reference_logits(model, x, 1.0, "post_softmax")["logits"]) > 1e-2
     assert max_diff(logits, reference_logits(model, x, 0.0, "renormalized")["logits"]) > 1e-2
 
@@ -307,6 +321,7 @@ def test_set_soft_mask_rate_changes_the_next_forward_and_rejects_bad_rates():
 # ---------------------------------------------------------------------------------------------------------
 # 3. Outputs and losses
 # ---------------------------------------------------------------------------------------------------------
+
 
 def test_base_model_outputs_layout():
     model = make_model(ILlamaModel, soft_mask_rate=0.37)
@@ -381,6 +396,7 @@ def test_zero_labels_returns_pooled_features_as_logits():
 # 4. Backends agree, with gradients; the pooled-only fast path is exact
 # ---------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("rate", RATES)
 def test_eager_and_sdpa_agree_in_training_with_gradients(style, rate):
@@ -417,6 +433,7 @@ def test_pooled_only_fast_path_equals_full_computation(style, backend):
 # ---------------------------------------------------------------------------------------------------------
 # 5. Other resolutions
 # ---------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("size", [(48, 48), (40, 56)], ids=["bigger", "non-square"])
 def test_interpolate_pos_encoding_matches_plain_reference(size):
@@ -474,9 +491,11 @@ def test_resize_position_embeddings_is_permanent_and_matches_interpolation():
 # 6. save_pretrained / from_pretrained (Transformers 5 builds the model on the meta device)
 # ---------------------------------------------------------------------------------------------------------
 
+
 def ref_rotary_cos_sin(tokens, head_dim, theta=10000.0):
-    angles = torch.tensor([[t * theta ** (-2 * i / head_dim) for i in range(head_dim // 2)]
-                           for t in range(tokens)], dtype=torch.float64)
+    angles = torch.tensor(
+        [[t * theta ** (-2 * i / head_dim) for i in range(head_dim // 2)] for t in range(tokens)], dtype=torch.float64
+    )
     return angles.cos(), angles.sin()
 
 
@@ -492,14 +511,18 @@ def test_save_then_from_pretrained_gives_identical_outputs_and_rotary_tables(tmp
     assert loaded.dtype == torch.float32
     rotary = loaded.illama.rotary_emb
     expected_cos, expected_sin = ref_rotary_cos_sin((h // 8) * (w // 8) + 1, 32)
-    assert torch.equal(rotary.cos, model.illama.rotary_emb.cos) and torch.equal(rotary.sin, model.illama.rotary_emb.sin)
+    assert torch.equal(rotary.cos, model.illama.rotary_emb.cos) and torch.equal(
+        rotary.sin, model.illama.rotary_emb.sin
+    )
     assert_close(rotary.cos, expected_cos, tol=1e-6) and assert_close(rotary.sin, expected_sin, tol=1e-6)
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
     with torch.no_grad():
         assert torch.equal(loaded(x).logits, model(x).logits)
-        assert torch.equal(loaded(x, output_hidden_states=True).hidden_states[-1],
-                           model(x, output_hidden_states=True).hidden_states[-1])
+        assert torch.equal(
+            loaded(x, output_hidden_states=True).hidden_states[-1],
+            model(x, output_hidden_states=True).hidden_states[-1],
+        )
 
 
 def test_from_pretrained_in_bfloat16_keeps_a_float32_rotary_table(tmp_path):
@@ -518,6 +541,7 @@ def test_from_pretrained_in_bfloat16_keeps_a_float32_rotary_table(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 # 10. Bad inputs
 # ---------------------------------------------------------------------------------------------------------
+
 
 def test_wrong_channel_count_is_a_clear_error():
     with pytest.raises(ValueError, match="1 channels but the model expects 3"):

@@ -12,12 +12,37 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_wheel_contains_every_module_and_data_file(tmp_path):
     # build from a clean copy: a stale build/ folder in a working tree would hide a missing package
     source = tmp_path / "source"
-    ignore = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "outputs", "runs",
-                                    "data", "tests", "benchmarks", "model_cards")
+    ignore = shutil.ignore_patterns(
+        ".git",
+        ".venv",
+        "build",
+        "dist",
+        "*.egg-info",
+        "__pycache__",
+        "outputs",
+        "runs",
+        "data",
+        "tests",
+        "benchmarks",
+        "model_cards",
+    )
     shutil.copytree(ROOT, source, ignore=ignore)
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     (wheel,) = tmp_path.glob("illama_transformers-*.whl")

@@ -5,7 +5,8 @@ import io
 import numpy as np
 import pytest
 import torch
-from datasets import ClassLabel, Dataset, Features, Image as ImageFeature, Value
+from datasets import ClassLabel, Dataset, Features, Value
+from datasets import Image as ImageFeature
 from PIL import Image
 
 from modeling_illama.training.data import collate_images, load_image_dataset, with_transform
@@ -67,10 +68,14 @@ def test_undecodable_images_are_skipped_and_counted(parquet_dir):
 
 
 def test_column_auto_detection_and_overrides(tmp_path):
-    rows = {"picture": [{"bytes": png_bytes(i), "path": None} for i in range(4)], "y": [0, 1, 0, 1],
-            "note": ["a", "b", "c", "d"]}
-    Dataset.from_dict(rows, features=Features({"picture": ImageFeature(), "y": Value("int64"),
-                                               "note": Value("string")})).to_parquet(str(tmp_path / "train.parquet"))
+    rows = {
+        "picture": [{"bytes": png_bytes(i), "path": None} for i in range(4)],
+        "y": [0, 1, 0, 1],
+        "note": ["a", "b", "c", "d"],
+    }
+    Dataset.from_dict(
+        rows, features=Features({"picture": ImageFeature(), "y": Value("int64"), "note": Value("string")})
+    ).to_parquet(str(tmp_path / "train.parquet"))
     with pytest.raises(ValueError, match=r"no label column found among \['picture', 'y', 'note'\]"):
         load_image_dataset(str(tmp_path), "train")
     data = load_image_dataset(str(tmp_path), "train", label_column="y")
@@ -91,7 +96,13 @@ def test_image_folder_uses_folder_names_as_classes(tmp_path):
     dataset = with_transform(data, first_red)
     batch = collate_images([dataset[i] for i in range(6)])
     assert sorted(zip(batch["labels"].tolist(), batch["pixel_values"].tolist())) == [
-        (0, 0), (0, 1), (1, 10), (1, 11), (2, 20), (2, 21)]
+        (0, 0),
+        (0, 1),
+        (1, 10),
+        (1, 11),
+        (2, 20),
+        (2, 21),
+    ]
 
 
 @pytest.mark.parametrize("num_files", [1, 2])
@@ -101,8 +112,9 @@ def test_streaming_is_shuffled_and_split_across_processes_without_overlap(tmp_pa
         write_split(tmp_path / f"train-{f:05d}-of-{num_files:05d}.parquet", values[f::num_files])
     seen = []
     for rank in (0, 1):
-        data = load_image_dataset(str(tmp_path), "train", streaming=True, shuffle_buffer=16, seed=3,
-                                  rank=rank, world_size=2)
+        data = load_image_dataset(
+            str(tmp_path), "train", streaming=True, shuffle_buffer=16, seed=3, rank=rank, world_size=2
+        )
         assert data.label_names == NAMES and data.streaming
         stream = with_transform(data, first_red)
         seen.append([int(example["pixel_values"]) for example in stream])
@@ -126,8 +138,10 @@ def test_train_and_eval_transforms():
     mini = load_recipe("cifar10-mini")
     small = Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8))
     processed = build_image_processor(mini, 32)(small, return_tensors="pt")["pixel_values"][0]
-    expected = (torch.tensor(np.asarray(small), dtype=torch.float32).permute(2, 0, 1) / 255
-                - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    expected = (
+        torch.tensor(np.asarray(small), dtype=torch.float32).permute(2, 0, 1) / 255
+        - torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    ) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
     assert torch.allclose(eval_transform(mini, 32)(small), expected, atol=1e-5)  # crop_pct 1 at 32 px: identity
     assert torch.allclose(processed, expected, atol=1e-5)
 
@@ -142,6 +156,10 @@ def test_padded_crop_is_a_shifted_window_of_the_reflect_padded_image():
     for seed in range(3):
         torch.manual_seed(seed)
         out = transform(Image.fromarray(array)).permute(1, 2, 0).numpy()
-        matches = [(dy, dx) for dy in range(9) for dx in range(9)
-                   if np.allclose(out, (padded[dy:dy + 32, dx:dx + 32] - mean) / std, atol=1e-5)]
+        matches = [
+            (dy, dx)
+            for dy in range(9)
+            for dx in range(9)
+            if np.allclose(out, (padded[dy : dy + 32, dx : dx + 32] - mean) / std, atol=1e-5)
+        ]
         assert len(matches) >= 1

@@ -7,8 +7,16 @@ import torch
 
 from modeling_illama import ILlamaConfig, ILlamaForImageClassification
 
-TINY = dict(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=96, num_labels=5, soft_mask_rate=0.37)
+TINY = dict(
+    image_size=32,
+    patch_size=8,
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=96,
+    num_labels=5,
+    soft_mask_rate=0.37,
+)
 
 
 def make_model(seed=0, **overrides):
@@ -84,8 +92,12 @@ def test_torch_compile_traces_the_whole_model_to_the_same_outputs():
     compiled = torch.compile(model, backend="aot_eager")
     with torch.no_grad():
         assert torch.allclose(compiled(pixels).logits, model(pixels).logits, atol=1e-6, rtol=0)
-        assert torch.allclose(compiled(pixels, output_hidden_states=True).hidden_states[-1],
-                              model(pixels, output_hidden_states=True).hidden_states[-1], atol=1e-6, rtol=0)
+        assert torch.allclose(
+            compiled(pixels, output_hidden_states=True).hidden_states[-1],
+            model(pixels, output_hidden_states=True).hidden_states[-1],
+            atol=1e-6,
+            rtol=0,
+        )
 
 
 def test_inductor_compiled_layer_matches_eager_layer():

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from datasets import ClassLabel, Dataset, Features, Image as ImageFeature
+from datasets import ClassLabel, Dataset, Features
+from datasets import Image as ImageFeature
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_MODEL = {"hidden_size": 32, "num_attention_heads": 1, "num_hidden_layers": 1, "image_size": 16,
-              "patch_size": 8}
+TINY_MODEL = {"hidden_size": 32, "num_attention_heads": 1, "num_hidden_layers": 1, "image_size": 16, "patch_size": 8}
 
 
 def write_data(root: Path, n_train: int = 24, n_test: int = 8) -> Path:
@@ -40,11 +40,31 @@ def write_data(root: Path, n_train: int = 24, n_test: int = 8) -> Path:
 
 def write_recipe(path: Path, **changes) -> Path:
     fields = dict(
-        model="illama-tiny-224", model_overrides=TINY_MODEL, train_split="train", eval_split="test",
-        dataloader_num_workers=0, crop_scale=[0.5, 1.0], rand_augment=None, random_erasing=0.0, eval_crop_pct=1.0,
-        mixup=0.0, cutmix=0.0, label_smoothing=0.1, epochs=2, batch_size=8, per_device_batch_size=4,
-        learning_rate=1e-3, min_lr=1e-5, warmup_epochs=1, weight_decay=0.05, soft_mask="linear",
-        soft_mask_cutoff_epochs=1, logging_steps=1, eval_strategy="no", save_strategy="epoch", save_total_limit=1,
+        model="illama-tiny-224",
+        model_overrides=TINY_MODEL,
+        train_split="train",
+        eval_split="test",
+        dataloader_num_workers=0,
+        crop_scale=[0.5, 1.0],
+        rand_augment=None,
+        random_erasing=0.0,
+        eval_crop_pct=1.0,
+        mixup=0.0,
+        cutmix=0.0,
+        label_smoothing=0.1,
+        epochs=2,
+        batch_size=8,
+        per_device_batch_size=4,
+        learning_rate=1e-3,
+        min_lr=1e-5,
+        warmup_epochs=1,
+        weight_decay=0.05,
+        soft_mask="linear",
+        soft_mask_cutoff_epochs=1,
+        logging_steps=1,
+        eval_strategy="no",
+        save_strategy="epoch",
+        save_total_limit=1,
     )
     fields.update(changes)
     path.write_text(yaml.safe_dump(fields))
@@ -71,10 +91,27 @@ def test_ddp_two_cpu_processes(tmp_path):
     out = tmp_path / "out"
     # accelerate 1.x spawns ONE process for `--cpu --num_processes 2` (it needs mpirun for several CPU processes);
     # `--multi_gpu` spawns two through torchrun and, without a GPU, the package picks gloo on the CPU.
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--main_process_port", str(free_port()),
-               str(REPO / "scripts" / "train.py"), "--recipe", str(recipe), "--dataset", str(data),
-               "--output-dir", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        str(REPO / "scripts" / "train.py"),
+        "--recipe",
+        str(recipe),
+        "--dataset",
+        str(data),
+        "--output-dir",
+        str(out),
+    ]
     result = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     # 24 images / (4 per process x 2 processes) = 3 optimizer steps per epoch, 2 epochs
@@ -85,7 +122,8 @@ def test_ddp_two_cpu_processes(tmp_path):
     losses = [e["loss"] for e in state["log_history"] if "loss" in e]
     assert len(losses) == 6 and all(math.isfinite(v) for v in losses)
     assert [e["soft_mask_rate"] for e in state["log_history"] if "loss" in e] == pytest.approx(
-        [1.0, 0.5, 0.0, 0.0, 0.0, 0.0])
+        [1.0, 0.5, 0.0, 0.0, 0.0, 0.0]
+    )
     assert any("eval_top1" in e for e in state["log_history"])
     assert (out / "model.safetensors").is_file() and (out / "train.log").is_file()
     assert json.loads((out / "config.json").read_text())["soft_mask_rate"] == 0.0
@@ -94,13 +132,30 @@ def test_ddp_two_cpu_processes(tmp_path):
 def test_killed_run_resumes_with_the_same_step_rate_and_schedule(tmp_path):
     data = write_data(tmp_path / "data", n_train=24)
     # 6 steps per epoch x 8 epochs = 48 steps; soft mask linear over 4 epochs = 24 steps; warmup 6 steps
-    recipe = write_recipe(tmp_path / "recipe.yaml", epochs=8, batch_size=4, soft_mask_cutoff_epochs=4,
-                          save_strategy="steps", save_steps=2, save_total_limit=2)
+    recipe = write_recipe(
+        tmp_path / "recipe.yaml",
+        epochs=8,
+        batch_size=4,
+        soft_mask_cutoff_epochs=4,
+        save_strategy="steps",
+        save_steps=2,
+        save_total_limit=2,
+    )
     out = tmp_path / "out"
-    command = [sys.executable, str(REPO / "scripts" / "train.py"), "--recipe", str(recipe), "--dataset", str(data),
-               "--output-dir", str(out), "--no-plot"]
-    first = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             start_new_session=True)
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "train.py"),
+        "--recipe",
+        str(recipe),
+        "--dataset",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--no-plot",
+    ]
+    first = subprocess.Popen(
+        command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     deadline = time.time() + 180
     try:
         while not (out / "checkpoint-4" / "trainer_state.json").exists():
@@ -116,8 +171,7 @@ def test_killed_run_resumes_with_the_same_step_rate_and_schedule(tmp_path):
     killed_at = int(get_last_checkpoint(str(out)).rsplit("-", 1)[1])
     assert 4 <= killed_at < 48
 
-    resumed = subprocess.run(command + ["--resume"], env=environment(), capture_output=True, text=True,
-                             timeout=240)
+    resumed = subprocess.run(command + ["--resume"], env=environment(), capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = (out / "train.log").read_text()
     assert "resuming from" in log

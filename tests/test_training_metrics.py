@@ -22,14 +22,16 @@ def test_top_k_accuracy_by_hand(top_k):
     scores = [
         [0.1, 0.5, 0.2, 0.15, 0.05, 0.0],  # ranking 1,2,3,0,4,5; label 1 -> top1 hit
         [0.3, 0.1, 0.2, 0.25, 0.1, 0.05],  # ranking 0,3,2,...; label 2 -> 3rd: top5 hit only
-        [0.0, 0.0, 0.1, 0.2, 0.3, 0.4],    # ranking 5,4,3,2,(0,1 tie -> 0 first); label 1 -> 6th: miss
-        [5.0, -1.0, 2.0, 0.0, 1.0, 3.0],   # logits work too; label 5 -> 2nd: top5 hit
+        [0.0, 0.0, 0.1, 0.2, 0.3, 0.4],  # ranking 5,4,3,2,(0,1 tie -> 0 first); label 1 -> 6th: miss
+        [5.0, -1.0, 2.0, 0.0, 1.0, 3.0],  # logits work too; label 5 -> 2nd: top5 hit
     ]
     labels = [1, 2, 1, 5]
     result = top_k.compute(predictions=scores, references=labels)
     assert result == {"top1": pytest.approx(1 / 4), "top5": pytest.approx(3 / 4)}
-    assert top_k.compute(predictions=scores, references=labels, k=(2, 3)) == {"top2": pytest.approx(2 / 4),
-                                                                              "top3": pytest.approx(3 / 4)}
+    assert top_k.compute(predictions=scores, references=labels, k=(2, 3)) == {
+        "top2": pytest.approx(2 / 4),
+        "top3": pytest.approx(3 / 4),
+    }
 
 
 def test_top_k_rejects_out_of_range_labels(top_k):
@@ -50,8 +52,8 @@ def test_ece_by_hand(ece):
 def test_ece_from_logits_applies_a_softmax(ece):
     logits = [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
     labels = [0, 2]
-    p1 = math.exp(2) / (math.exp(2) + 2)      # 0.787, correct
-    p2 = math.e / (math.e + 2)                # 0.576, wrong
+    p1 = math.exp(2) / (math.exp(2) + 2)  # 0.787, correct
+    p2 = math.e / (math.e + 2)  # 0.576, wrong
     expected = 0.5 * abs(1 - p1) + 0.5 * abs(0 - p2)  # different bins of 15
     got = ece.compute(predictions=logits, references=labels, from_logits=True)["ece"]
     assert got == pytest.approx(expected, abs=1e-6)

@@ -7,10 +7,21 @@ from modeling_illama.training.recipes import list_recipes, load_recipe, parse_ov
 
 def test_every_named_recipe_loads():
     names = list_recipes()
-    for required in ("illama-tiny-in1k", "illama-small-in1k", "illama-base-in1k", "illama-base-in21k",
-                     "illama-large-in21k", "illama-base-in1k-384", "illama-base-in21kin1k-224",
-                     "illama-base-in21kin1k-384", "illama-large-in21kin1k-224", "illama-large-in21kin1k-384",
-                     "cifar10", "cifar100", "cifar10-mini"):
+    for required in (
+        "illama-tiny-in1k",
+        "illama-small-in1k",
+        "illama-base-in1k",
+        "illama-base-in21k",
+        "illama-large-in21k",
+        "illama-base-in1k-384",
+        "illama-base-in21kin1k-224",
+        "illama-base-in21kin1k-384",
+        "illama-large-in21kin1k-224",
+        "illama-large-in21kin1k-384",
+        "cifar10",
+        "cifar100",
+        "cifar10-mini",
+    ):
         assert required in names
     for name in names:
         load_recipe(name)
@@ -24,11 +35,16 @@ def test_every_named_recipe_loads():
         ("illama-base-in1k", 50, 0.95, 1.0, 0.4, "linear", 25),
     ],
 )
-def test_imagenet_from_scratch_recipes_follow_the_spec_table(name, warmup, mixup, cutmix, drop_path, schedule,
-                                                             cutoff):
+def test_imagenet_from_scratch_recipes_follow_the_spec_table(name, warmup, mixup, cutmix, drop_path, schedule, cutoff):
     r = load_recipe(name)
     assert (r.warmup_epochs, r.mixup, r.cutmix, r.drop_path_rate, r.soft_mask, r.soft_mask_cutoff_epochs) == (
-        warmup, mixup, cutmix, drop_path, schedule, cutoff)
+        warmup,
+        mixup,
+        cutmix,
+        drop_path,
+        schedule,
+        cutoff,
+    )
     # shared by the three
     assert (r.epochs, r.batch_size, r.learning_rate, r.min_lr, r.weight_decay) == (300, 4096, 4e-3, 1e-6, 0.05)
     assert r.adam_betas == (0.9, 0.999) and r.adam_eps == 1e-8 and r.max_grad_norm == 0.0
@@ -62,7 +78,11 @@ def test_imagenet_21k_pretraining_recipe():
 
 def test_overrides_are_parsed_as_yaml_and_merge_nested_fields(tmp_path):
     assert parse_overrides(["epochs=3", "rand_augment=null", "crop_scale=[0.5, 1.0]", "soft_mask=linear"]) == {
-        "epochs": 3, "rand_augment": None, "crop_scale": [0.5, 1.0], "soft_mask": "linear"}
+        "epochs": 3,
+        "rand_augment": None,
+        "crop_scale": [0.5, 1.0],
+        "soft_mask": "linear",
+    }
     r = load_recipe("cifar10-mini", ["learning_rate=2e-3", "model_overrides.num_hidden_layers=2", "eval_strategy=no"])
     assert r.learning_rate == 2e-3 and r.eval_strategy == "no"
     assert r.model_overrides == {"image_size": 32, "patch_size": 4, "num_hidden_layers": 2}
@@ -70,7 +90,11 @@ def test_overrides_are_parsed_as_yaml_and_merge_nested_fields(tmp_path):
     path.write_text("epochs: 2\nbatch_size: 8\nper_device_batch_size: 4\nsave_strategy: no\n")
     r = load_recipe(str(path))
     assert (r.epochs, r.gradient_accumulation_steps(1), r.gradient_accumulation_steps(2), r.save_strategy) == (
-        2, 2, 1, "no")
+        2,
+        2,
+        1,
+        "no",
+    )
 
 
 def test_bad_recipes_give_specific_errors(tmp_path):

@@ -73,8 +73,15 @@ def test_scheduler_drives_the_optimizer_step_by_step():
 
 
 def test_adamw_groups_exclude_1d_params_position_embeddings_and_cls_token():
-    config = load_preset("illama-tiny-224", hidden_size=32, num_attention_heads=1, num_hidden_layers=2,
-                         image_size=16, patch_size=8, num_labels=3)
+    config = load_preset(
+        "illama-tiny-224",
+        hidden_size=32,
+        num_attention_heads=1,
+        num_hidden_layers=2,
+        image_size=16,
+        patch_size=8,
+        num_labels=3,
+    )
     model = ILlamaForImageClassification(config)
     optimizer = create_adamw(model, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999), eps=1e-8)
     decayed, plain = optimizer.param_groups
@@ -82,8 +89,11 @@ def test_adamw_groups_exclude_1d_params_position_embeddings_and_cls_token():
     names = {id(p): n for n, p in model.named_parameters()}
     decayed_names = {names[id(p)] for p in decayed["params"]}
     plain_names = {names[id(p)] for p in plain["params"]}
-    expected_plain = {n for n, p in model.named_parameters()
-                      if p.ndim == 1 or n.endswith("position_embeddings") or n.endswith("cls_token")}
+    expected_plain = {
+        n
+        for n, p in model.named_parameters()
+        if p.ndim == 1 or n.endswith("position_embeddings") or n.endswith("cls_token")
+    }
     assert plain_names == expected_plain
     assert "illama.embeddings.position_embeddings" in plain_names and "illama.embeddings.cls_token" in plain_names
     assert "classifier.bias" in plain_names and "illama.norm.weight" in plain_names

@@ -8,14 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from datasets import ClassLabel, Dataset, Features, Image as ImageFeature
+from datasets import ClassLabel, Dataset, Features
+from datasets import Image as ImageFeature
 from PIL import Image
 
 from modeling_illama.training.recipes import recipe_from_dict
 from modeling_illama.training.trainer import build_training, save_final_model
 
-TINY_MODEL = {"hidden_size": 32, "num_attention_heads": 1, "num_hidden_layers": 2, "image_size": 16,
-              "patch_size": 8}
+TINY_MODEL = {"hidden_size": 32, "num_attention_heads": 1, "num_hidden_layers": 2, "image_size": 16, "patch_size": 8}
 
 
 def write_data(root, n_train=24, n_test=8, broken=(5,)):
@@ -35,12 +35,31 @@ def write_data(root, n_train=24, n_test=8, broken=(5,)):
 
 def tiny_recipe(**changes):
     fields = dict(
-        model_overrides=TINY_MODEL, train_split="train", eval_split="test", dataloader_num_workers=0,
-        crop_scale=[0.5, 1.0], rand_augment=None, random_erasing=0.0, eval_crop_pct=1.0,
-        mixup=0.8, cutmix=1.0, label_smoothing=0.1, epochs=2, batch_size=8, per_device_batch_size=4,
-        learning_rate=1e-3, min_lr=1e-5, warmup_epochs=1, weight_decay=0.05, soft_mask="linear",
-        soft_mask_cutoff_epochs=1, logging_steps=1, eval_strategy="epoch", save_strategy="epoch",
-        save_total_limit=1, seed=0,
+        model_overrides=TINY_MODEL,
+        train_split="train",
+        eval_split="test",
+        dataloader_num_workers=0,
+        crop_scale=[0.5, 1.0],
+        rand_augment=None,
+        random_erasing=0.0,
+        eval_crop_pct=1.0,
+        mixup=0.8,
+        cutmix=1.0,
+        label_smoothing=0.1,
+        epochs=2,
+        batch_size=8,
+        per_device_batch_size=4,
+        learning_rate=1e-3,
+        min_lr=1e-5,
+        warmup_epochs=1,
+        weight_decay=0.05,
+        soft_mask="linear",
+        soft_mask_cutoff_epochs=1,
+        logging_steps=1,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        seed=0,
     )
     fields.update(changes)
     return recipe_from_dict(fields)
@@ -54,8 +73,10 @@ def finished_run(tmp_path_factory):
     model = run.trainer.model
     seen = []  # (global step, training?, r) at every forward
     model.register_forward_pre_hook(
-        lambda module, args: seen.append((run.trainer.state.global_step, module.training,
-                                          module.config.soft_mask_rate)))
+        lambda module, args: seen.append(
+            (run.trainer.state.global_step, module.training, module.config.soft_mask_rate)
+        )
+    )
     run.trainer.train()
     save_final_model(run, out)
     return run, seen, out
@@ -145,8 +166,17 @@ def test_mixup_loss_is_soft_target_cross_entropy(finished_run):
 def test_streaming_training_uses_steps_for_the_schedules(tmp_path):
     (tmp_path / "data").mkdir()
     data = write_data(tmp_path / "data", broken=())
-    recipe = tiny_recipe(eval_split=None, max_steps=4, soft_mask="constant", soft_mask_cutoff_steps=2,
-                         warmup_steps=1, save_strategy="no", mixup=0.0, cutmix=0.0, shuffle_buffer=8)
+    recipe = tiny_recipe(
+        eval_split=None,
+        max_steps=4,
+        soft_mask="constant",
+        soft_mask_cutoff_steps=2,
+        warmup_steps=1,
+        save_strategy="no",
+        mixup=0.0,
+        cutmix=0.0,
+        shuffle_buffer=8,
+    )
     run = build_training(recipe, "illama-tiny-224", str(data), str(tmp_path / "out"), streaming=True)
     assert run.steps_per_epoch is None  # unknown length: schedules are given in steps
     run.trainer.train()
@@ -154,16 +184,22 @@ def test_streaming_training_uses_steps_for_the_schedules(tmp_path):
     assert [e["soft_mask_rate"] for e in logs] == [1.0, 1.0, 0.0, 0.0]
     assert logs[0]["learning_rate"] == pytest.approx(1e-3)  # one warmup step: linspace(0, lr, 1) = [lr]
     with pytest.raises(ValueError, match="streaming data has no length"):
-        build_training(tiny_recipe(eval_split=None), "illama-tiny-224", str(data), str(tmp_path / "o2"),
-                       streaming=True)
+        build_training(
+            tiny_recipe(eval_split=None), "illama-tiny-224", str(data), str(tmp_path / "o2"), streaming=True
+        )
 
 
 def test_fine_tuning_a_folder_replaces_the_head_and_resizes_positions(tmp_path):
     from modeling_illama import ILlamaForImageClassification, load_preset
     from modeling_illama.training.trainer import build_model
 
-    config = load_preset("illama-tiny-224", **TINY_MODEL, num_labels=3, id2label={0: "a", 1: "b", 2: "c"},
-                         label2id={"a": 0, "b": 1, "c": 2})
+    config = load_preset(
+        "illama-tiny-224",
+        **TINY_MODEL,
+        num_labels=3,
+        id2label={0: "a", 1: "b", 2: "c"},
+        label2id={"a": 0, "b": 1, "c": 2},
+    )
     ILlamaForImageClassification(config).save_pretrained(tmp_path / "pretrained")
     saved = ILlamaForImageClassification.from_pretrained(tmp_path / "pretrained")
 
@@ -186,8 +222,12 @@ def test_bf16_recipe_flag_trains_under_autocast_on_cpu(tmp_path):
     """`bf16=true` reaches Trainer/accelerate: the forward runs under bf16 autocast, weights stay fp32, loss finite."""
     (tmp_path / "data").mkdir()
     data = write_data(tmp_path / "data")
-    run = build_training(tiny_recipe(bf16=True, epochs=1, eval_strategy="no", save_strategy="no", mixup=0.0,
-                                     cutmix=0.0), "illama-tiny-224", str(data), str(tmp_path / "run"))
+    run = build_training(
+        tiny_recipe(bf16=True, epochs=1, eval_strategy="no", save_strategy="no", mixup=0.0, cutmix=0.0),
+        "illama-tiny-224",
+        str(data),
+        str(tmp_path / "run"),
+    )
     assert run.trainer.args.bf16
     dtypes = []
     run.trainer.model.classifier.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))

@@ -1,4 +1,4 @@
-""""Information filtering" activation maps (Pang et al., arXiv 2310.12973; ILLAMA_SPEC section 6).
+""" "Information filtering" activation maps (Pang et al., arXiv 2310.12973; ILLAMA_SPEC section 6).
 
 For one image and chosen layers, the patch tokens x_1..x_P (B, P, D) of each layer give two per-token maps:
 
@@ -74,6 +74,7 @@ def collect_layer_outputs(model: nn.Module, pixel_values: torch.Tensor, layers: 
     base = getattr(model, "base_model", model)
     outputs, handles = {}, []
     for layer in layers:
+
         def hook(module, inputs, output, key=layer):
             outputs[key] = output[0] if isinstance(output, tuple) else output
 

@@ -16,12 +16,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="illama-activation-maps", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", required=True, help="saved model folder (iLLaMA, ViT, or either with frozen LLM layers)")
+    parser.add_argument(
+        "--model", required=True, help="saved model folder (iLLaMA, ViT, or either with frozen LLM layers)"
+    )
     parser.add_argument("--image", required=True, help="image file")
-    parser.add_argument("--layers", nargs="+", default=None,
-                        help="block numbers (output of block i; negative counts from the end) and/or submodule names "
-                        "of the base model such as frozen_llm or frozen_llm.layers.0 (default: the last block, "
-                        "and frozen_llm when the model has one)")
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        default=None,
+        help="block numbers (output of block i; negative counts from the end) and/or submodule names "
+        "of the base model such as frozen_llm or frozen_llm.layers.0 (default: the last block, "
+        "and frozen_llm when the model has one)",
+    )
     parser.add_argument("--output", required=True, help="PNG file to write")
     parser.add_argument("--json", help="also write the maps (lists of lists) to this JSON file")
     return parser

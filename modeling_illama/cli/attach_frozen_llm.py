@@ -20,13 +20,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Insert frozen LLaMA decoder layer(s) between two bias-free adapters after the last vision "
         "block (ILLAMA_SPEC section 6) and save a folder that loads with from_pretrained / AutoModel*.",
     )
-    parser.add_argument("--llama", required=True, metavar="DIR", help="LLaMA checkpoint folder (config.json + safetensors)")
-    parser.add_argument("--model", required=True,
-                        help="iLLaMA preset (e.g. illama-tiny-224), iLLaMA folder, or ViT/DeiT (ViT architecture) folder")
+    parser.add_argument(
+        "--llama", required=True, metavar="DIR", help="LLaMA checkpoint folder (config.json + safetensors)"
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="iLLaMA preset (e.g. illama-tiny-224), iLLaMA folder, or ViT/DeiT (ViT architecture) folder",
+    )
     parser.add_argument("--output", required=True, metavar="DIR")
     parser.add_argument("--layers", type=int, nargs="+", metavar="N", help="LLaMA layer indices (default: the last)")
-    parser.add_argument("--reference-only", action="store_true",
-                        help="save only the path, layer indices and checksum of the LLaMA layers, not their tensors")
+    parser.add_argument(
+        "--reference-only",
+        action="store_true",
+        help="save only the path, layer indices and checksum of the LLaMA layers, not their tensors",
+    )
     parser.add_argument("--num-labels", type=int, help="classes of a new iLLaMA from a preset")
     parser.add_argument("--seed", type=int, default=0)
     return parser

@@ -16,15 +16,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint", metavar="FILE", help="an authors' .pth (bare or training dict) or .safetensors")
-    what.add_argument("--all", nargs=2, metavar=("SRC_DIR", "OUT_DIR"),
-                      help="convert every released file name found in SRC_DIR into OUT_DIR/<variant>")
+    what.add_argument(
+        "--all",
+        nargs=2,
+        metavar=("SRC_DIR", "OUT_DIR"),
+        help="convert every released file name found in SRC_DIR into OUT_DIR/<variant>",
+    )
     parser.add_argument("--output", metavar="DIR", help="output folder (with --checkpoint)")
     parser.add_argument("--model", help="preset name (e.g. illama-base-384) instead of inferring the size from shapes")
-    parser.add_argument("--image-size", type=int, nargs="+", metavar="PX",
-                        help="resolution (one value, or HEIGHT WIDTH); default: inferred from pos_embed")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        nargs="+",
+        metavar="PX",
+        help="resolution (one value, or HEIGHT WIDTH); default: inferred from pos_embed",
+    )
     parser.add_argument("--num-heads", type=int, help="attention heads (default: hidden size / 64)")
-    parser.add_argument("--verify", action="store_true",
-                        help="compare logits with a reference forward pass on the authors' layout; fail above 1e-4")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="compare logits with a reference forward pass on the authors' layout; fail above 1e-4",
+    )
     parser.add_argument("--verify-inputs", type=int, default=2, help="random inputs used by --verify (default 2)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     return parser
@@ -46,9 +58,16 @@ def main(argv=None) -> int:
         else:
             if not args.output:
                 parser.error("--checkpoint needs --output DIR")
-            convert_checkpoint(args.checkpoint, args.output, model=args.model, image_size=image_size,
-                               num_heads=args.num_heads, verify=args.verify, num_verify_inputs=args.verify_inputs,
-                               overwrite=args.overwrite)
+            convert_checkpoint(
+                args.checkpoint,
+                args.output,
+                model=args.model,
+                image_size=image_size,
+                num_heads=args.num_heads,
+                verify=args.verify,
+                num_verify_inputs=args.verify_inputs,
+                overwrite=args.overwrite,
+            )
     except (ValueError, VerificationError, OSError) as error:  # CheckpointError is a ValueError
         print(f"illama-convert: error: {error}", file=sys.stderr)
         return 1

@@ -1,6 +1,6 @@
 """`illama-eval`: top-1, top-5, ECE, loss and images/s of a saved classifier on a dataset split.
 
-    illama-eval --model runs/demo --dataset data/cifar10-mini --split test
+illama-eval --model runs/demo --dataset data/cifar10-mini --split test
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-
 logger = logging.getLogger("modeling_illama")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="illama-eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="illama-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="saved model folder (config.json + weights)")
     parser.add_argument("--dataset", required=True, help="Hub id, local image folder, parquet folder or file")
     parser.add_argument("--split", default="validation")
@@ -87,7 +87,8 @@ def evaluate_model(model, loader, device, mapping: np.ndarray | None = None, tot
     k = (1, 5) if logits.shape[1] >= 5 else (1, logits.shape[1])
     top = load_metric("top_k_accuracy").compute(predictions=logits.numpy(), references=labels.numpy(), k=k)
     ece = load_metric("expected_calibration_error").compute(
-        predictions=logits.numpy(), references=labels.numpy(), from_logits=True)
+        predictions=logits.numpy(), references=labels.numpy(), from_logits=True
+    )
     return {
         "top1": top["top1"],
         "top5": top.get("top5", top[f"top{k[1]}"]),
@@ -111,44 +112,57 @@ def main(argv=None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import modeling_illama  # noqa: F401  (registers the Auto classes)
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+    import modeling_illama  # noqa: F401  (registers the Auto classes)
     from modeling_illama.training.data import collate_images, load_image_dataset, with_transform
 
     looks_local = os.path.exists(args.model) or args.model.startswith((os.sep, ".")) or args.model.count("/") > 1
     if looks_local and not os.path.isfile(os.path.join(args.model, "config.json")):
-        raise ValueError(f"{args.model} is not a saved model folder (no config.json); pass the folder written "
-                         "by illama-train or illama-convert")
+        raise ValueError(
+            f"{args.model} is not a saved model folder (no config.json); pass the folder written "
+            "by illama-train or illama-convert"
+        )
     model = AutoModelForImageClassification.from_pretrained(args.model, dtype=torch.float32)
     model.set_soft_mask_rate(0.0)
     if os.path.isfile(os.path.join(args.model, "preprocessor_config.json")):
         processor = AutoImageProcessor.from_pretrained(args.model)
     else:
         size = model.config.image_size
-        logger.warning("no preprocessor_config.json in %s: using the authors' eval transform at %s px", args.model, size)
+        logger.warning(
+            "no preprocessor_config.json in %s: using the authors' eval transform at %s px", args.model, size
+        )
         processor = modeling_illama.build_image_processor(size)
 
-    data = load_image_dataset(args.dataset, args.split, args.streaming, args.image_column, args.label_column,
-                              shuffle=False)
+    data = load_image_dataset(
+        args.dataset, args.split, args.streaming, args.image_column, args.label_column, shuffle=False
+    )
     dataset = data.dataset
     if args.limit:
         dataset = dataset.take(args.limit) if args.streaming else dataset.select(range(min(args.limit, len(dataset))))
     data.dataset = dataset
     transformed = with_transform(data, lambda image: processor(image, return_tensors="pt")["pixel_values"][0])
-    loader = DataLoader(transformed, batch_size=args.batch_size, collate_fn=collate_images,
-                        num_workers=args.num_workers)
+    loader = DataLoader(
+        transformed, batch_size=args.batch_size, collate_fn=collate_images, num_workers=args.num_workers
+    )
     mapping = label_mapping(data.label_names, model.config.id2label)
     total = None if args.streaming else len(dataset)
     results = evaluate_model(model, loader, args.device, mapping, total)
-    results.update(model=args.model, dataset=args.dataset, split=args.split, device=args.device,
-                   torch_threads=torch.get_num_threads())
+    results.update(
+        model=args.model,
+        dataset=args.dataset,
+        split=args.split,
+        device=args.device,
+        torch_threads=torch.get_num_threads(),
+    )
     output = args.output or os.path.join(args.model, f"eval_{args.split}.json")
     with open(output, "w") as f:
         json.dump(results, f, indent=2)
     print(json.dumps(results, indent=2))
-    print(f"top-1 {100 * results['top1']:.2f}%  top-5 {100 * results['top5']:.2f}%  ECE {results['ece']:.4f}  "
-          f"loss {results['loss']:.4f}  {results['images_per_second']:.1f} images/s  -> {output}")
+    print(
+        f"top-1 {100 * results['top1']:.2f}%  top-5 {100 * results['top5']:.2f}%  ECE {results['ece']:.4f}  "
+        f"loss {results['loss']:.4f}  {results['images_per_second']:.1f} images/s  -> {output}"
+    )
     return 0
 
 

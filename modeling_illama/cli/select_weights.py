@@ -17,9 +17,12 @@ def build_parser() -> argparse.ArgumentParser:
         "uniform weight selection (ILLAMA_SPEC section 5). Reads only the needed tensors, one at a time, and writes "
         "a folder that loads with from_pretrained and trains with illama-train.",
     )
-    parser.add_argument("--llama", required=True, metavar="DIR", help="LLaMA checkpoint folder (config.json + safetensors)")
-    parser.add_argument("--model", required=True,
-                        help="iLLaMA preset (e.g. illama-tiny-224) or a config.json / model folder")
+    parser.add_argument(
+        "--llama", required=True, metavar="DIR", help="LLaMA checkpoint folder (config.json + safetensors)"
+    )
+    parser.add_argument(
+        "--model", required=True, help="iLLaMA preset (e.g. illama-tiny-224) or a config.json / model folder"
+    )
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--num-labels", type=int, help="classes of the (randomly initialised) head")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random init of the non-selected parameters")

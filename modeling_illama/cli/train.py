@@ -16,7 +16,6 @@ import time
 
 from transformers.utils import logging as hf_logging
 
-
 logger = logging.getLogger("modeling_illama")
 
 
@@ -25,8 +24,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         prog="illama-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--recipe", required=True, help="recipe name (configuration/recipes/NAME.yaml) or YAML file")
-    parser.add_argument("--model", help="preset name (train from scratch) or saved model folder (fine-tune); "
-                                        "default: the recipe's `model`")
+    parser.add_argument(
+        "--model",
+        help="preset name (train from scratch) or saved model folder (fine-tune); default: the recipe's `model`",
+    )
     parser.add_argument("--dataset", required=True, help="Hub id, local image folder, parquet folder or file")
     parser.add_argument("--eval-dataset", help="evaluation data when it lives elsewhere (default: --dataset)")
     parser.add_argument("--streaming", action="store_true", help="stream the training split (IterableDataset)")
@@ -87,8 +88,10 @@ def main(argv=None) -> int:
             raise SystemExit(f"illama-train: --resume given but {args.output_dir} holds no checkpoint-* folder")
         logger.info("resuming from %s", resume)
     elif last_checkpoint(args.output_dir):
-        raise SystemExit(f"illama-train: {args.output_dir} already holds checkpoints; pass --resume to continue "
-                         "or choose another --output-dir")
+        raise SystemExit(
+            f"illama-train: {args.output_dir} already holds checkpoints; pass --resume to continue "
+            "or choose another --output-dir"
+        )
 
     try:
         run = build_training(recipe, model, args.dataset, args.output_dir, args.streaming, args.eval_dataset)
@@ -97,8 +100,12 @@ def main(argv=None) -> int:
     if state.is_main_process:
         with open(os.path.join(args.output_dir, "recipe.json"), "w") as f:
             json.dump({**recipe.to_dict(), "model": model, "dataset": args.dataset}, f, indent=2)
-    logger.info("model: %s, %.2fM parameters, labels %s", model,
-                sum(p.numel() for p in run.trainer.model.parameters()) / 1e6, run.train_data.label_names)
+    logger.info(
+        "model: %s, %.2fM parameters, labels %s",
+        model,
+        sum(p.numel() for p in run.trainer.model.parameters()) / 1e6,
+        run.train_data.label_names,
+    )
 
     start = time.time()
     result = run.trainer.train(resume_from_checkpoint=resume)
@@ -108,8 +115,11 @@ def main(argv=None) -> int:
     if run.eval_data is not None:
         eval_metrics = run.trainer.evaluate()
         metrics.update(eval_metrics)
-    print(f"[rank {state.process_index}/{state.num_processes}] finished at optimizer step "
-          f"{run.trainer.state.global_step}", flush=True)
+    print(
+        f"[rank {state.process_index}/{state.num_processes}] finished at optimizer step "
+        f"{run.trainer.state.global_step}",
+        flush=True,
+    )
     run.trainer.save_metrics("all", metrics)
     run.trainer.save_state()
     if state.is_main_process:
@@ -117,8 +127,9 @@ def main(argv=None) -> int:
         if not args.no_plot:
             from modeling_illama.training.plots import plot_training_curves
 
-            path = plot_training_curves(run.trainer.state.log_history, os.path.join(args.output_dir,
-                                                                                    "training_curves.png"))
+            path = plot_training_curves(
+                run.trainer.state.log_history, os.path.join(args.output_dir, "training_curves.png")
+            )
             logger.info("training curves: %s", path)
     return 0
 

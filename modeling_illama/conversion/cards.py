@@ -37,14 +37,65 @@ class ReleasedVariant:
 
 
 RELEASED_VARIANTS: tuple[ReleasedVariant, ...] = (
-    ReleasedVariant("illama-tiny-224-in1k", "illama-tiny-in1k-75.0.pth", "illama-tiny-224", 224, None, 75.0, 5_701_096, "1.3G"),
-    ReleasedVariant("illama-small-224-in1k", "illama-small-in1k-79.9.pth", "illama-small-224", 224, None, 79.9, 22_018_024, "4.6G"),
-    ReleasedVariant("illama-base-224-in1k", "illama-base-in1k-81.6.pth", "illama-base-224", 224, None, 81.6, 86_502_376, "17.6G"),
-    ReleasedVariant("illama-base-384-in1k", "illama-base-in1k-384-83.0.pth", "illama-base-384", 384, None, 83.0, 86_794_216, "55.5G"),
-    ReleasedVariant("illama-base-224-in21k-ft-in1k", "illama-base-in21kin1k-224-83.6.pth", "illama-base-224", 224, "ImageNet-21K", 83.6, 86_502_376, "17.6G"),
-    ReleasedVariant("illama-base-384-in21k-ft-in1k", "illama-base-in21kin1k-384-85.0.pth", "illama-base-384", 384, "ImageNet-21K", 85.0, 86_794_216, "55.5G"),
-    ReleasedVariant("illama-large-224-in21k-ft-in1k", "illama-large-in21kin1k-224-84.8.pth", "illama-large-224", 224, "ImageNet-21K", 84.8, 310_445_032, "62.8G"),
-    ReleasedVariant("illama-large-384-in21k-ft-in1k", "illama-large-in21kin1k-384-86.0.pth", "illama-large-384", 384, "ImageNet-21K", 86.0, 310_834_152, "194.7G"),
+    ReleasedVariant(
+        "illama-tiny-224-in1k", "illama-tiny-in1k-75.0.pth", "illama-tiny-224", 224, None, 75.0, 5_701_096, "1.3G"
+    ),
+    ReleasedVariant(
+        "illama-small-224-in1k", "illama-small-in1k-79.9.pth", "illama-small-224", 224, None, 79.9, 22_018_024, "4.6G"
+    ),
+    ReleasedVariant(
+        "illama-base-224-in1k", "illama-base-in1k-81.6.pth", "illama-base-224", 224, None, 81.6, 86_502_376, "17.6G"
+    ),
+    ReleasedVariant(
+        "illama-base-384-in1k",
+        "illama-base-in1k-384-83.0.pth",
+        "illama-base-384",
+        384,
+        None,
+        83.0,
+        86_794_216,
+        "55.5G",
+    ),
+    ReleasedVariant(
+        "illama-base-224-in21k-ft-in1k",
+        "illama-base-in21kin1k-224-83.6.pth",
+        "illama-base-224",
+        224,
+        "ImageNet-21K",
+        83.6,
+        86_502_376,
+        "17.6G",
+    ),
+    ReleasedVariant(
+        "illama-base-384-in21k-ft-in1k",
+        "illama-base-in21kin1k-384-85.0.pth",
+        "illama-base-384",
+        384,
+        "ImageNet-21K",
+        85.0,
+        86_794_216,
+        "55.5G",
+    ),
+    ReleasedVariant(
+        "illama-large-224-in21k-ft-in1k",
+        "illama-large-in21kin1k-224-84.8.pth",
+        "illama-large-224",
+        224,
+        "ImageNet-21K",
+        84.8,
+        310_445_032,
+        "62.8G",
+    ),
+    ReleasedVariant(
+        "illama-large-384-in21k-ft-in1k",
+        "illama-large-in21kin1k-384-86.0.pth",
+        "illama-large-384",
+        384,
+        "ImageNet-21K",
+        86.0,
+        310_834_152,
+        "194.7G",
+    ),
 )
 
 
@@ -56,14 +107,26 @@ def released_variant(filename: str | Path) -> ReleasedVariant | None:
 
 def _eval_transform(resolution: int) -> str:
     if resolution < 384:
-        return (f"resize the shorter side to {int(resolution / 0.875)} (bicubic), centre crop {resolution}, "
-                "ImageNet mean/std")
+        return (
+            f"resize the shorter side to {int(resolution / 0.875)} (bicubic), centre crop {resolution}, "
+            "ImageNet mean/std"
+        )
     return f"bicubic resize to {resolution}x{resolution} (no crop), ImageNet mean/std"
 
 
 def _front_matter(datasets: list[str], model_name: str, top1: float | None) -> str:
-    lines = ["---", "license: apache-2.0", "library_name: transformers", "pipeline_tag: image-classification",
-             "tags:", "- image-classification", "- vision", "- illama", "- custom_code", "datasets:"]
+    lines = [
+        "---",
+        "license: apache-2.0",
+        "library_name: transformers",
+        "pipeline_tag: image-classification",
+        "tags:",
+        "- image-classification",
+        "- vision",
+        "- illama",
+        "- custom_code",
+        "datasets:",
+    ]
     lines += [f"- {dataset}" for dataset in datasets]
     lines += ["metrics:", "- accuracy"]
     if top1 is not None:
@@ -87,9 +150,17 @@ def _front_matter(datasets: list[str], model_name: str, top1: float | None) -> s
     return "\n".join(lines + ["---"])
 
 
-def render_card(name: str, variant: ReleasedVariant | None = None, *, hidden_size: int | None = None,
-                num_hidden_layers: int | None = None, resolution: int | None = None, num_parameters: int | None = None,
-                num_labels: int = 1000, source: str | None = None) -> str:
+def render_card(
+    name: str,
+    variant: ReleasedVariant | None = None,
+    *,
+    hidden_size: int | None = None,
+    num_hidden_layers: int | None = None,
+    resolution: int | None = None,
+    num_parameters: int | None = None,
+    num_labels: int = 1000,
+    source: str | None = None,
+) -> str:
     """Markdown model card. With `variant`, the paper's numbers for that released checkpoint are filled in."""
     if variant is not None:
         resolution, num_parameters = variant.resolution, variant.num_parameters
@@ -100,12 +171,16 @@ def render_card(name: str, variant: ReleasedVariant | None = None, *, hidden_siz
         title += ", ImageNet-21K pretrained, ImageNet-1K fine-tuned"
     elif variant is not None:
         title += ", ImageNet-1K"
-    out = [_front_matter(datasets if num_labels == 1000 else [], name, variant.top1 if variant else None), "",
-           f"# {title}", ""]
+    out = [
+        _front_matter(datasets if num_labels == 1000 else [], name, variant.top1 if variant else None),
+        "",
+        f"# {title}",
+        "",
+    ]
     out += [
         "iLLaMA ([Wang et al., *Adapting LLaMA Decoder to Vision Transformer*](" + PAPER_URL + ")) is a LLaMA-style "
         "decoder used as a vision transformer: the class token is appended at the END of the patch sequence, "
-        "attention is causal (trained with a \"soft mask\" that anneals from bidirectional to causal), and the "
+        'attention is causal (trained with a "soft mask" that anneals from bidirectional to causal), and the '
         "blocks use RMSNorm, SwiGLU and rotary position embeddings.",
         "",
         "This folder holds the authors' weights converted to Hugging Face Transformers (safetensors) with "
@@ -116,20 +191,30 @@ def render_card(name: str, variant: ReleasedVariant | None = None, *, hidden_siz
     if source:
         out += ["", f"Converted from {source}."]
     out += ["", "## Results", ""]
-    out += ["| model | top-1 (ImageNet-1K val) | params (exact) | MACs | resolution | pretraining data |",
-            "|---|---|---|---|---|---|"]
+    out += [
+        "| model | top-1 (ImageNet-1K val) | params (exact) | MACs | resolution | pretraining data |",
+        "|---|---|---|---|---|---|",
+    ]
     if variant is not None:
         pretraining = f"{variant.pretraining}, then ImageNet-1K" if variant.pretraining else "ImageNet-1K"
-        out.append(f"| {name} | {variant.top1:.1f} | {variant.num_parameters:,} | {variant.macs} | "
-                   f"{variant.resolution} | {pretraining} |")
+        out.append(
+            f"| {name} | {variant.top1:.1f} | {variant.num_parameters:,} | {variant.macs} | "
+            f"{variant.resolution} | {pretraining} |"
+        )
     else:
         params = f"{num_parameters:,}" if num_parameters is not None else "-"
         out.append(f"| {name} | not reported | {params} | - | {resolution} | unknown |")
-    out += ["", "Top-1 and MACs are the paper's figures; the parameter count is the exact sum over the state dict "
-            "(the paper's profiler skips the position table, class token and RMSNorm weights)."]
+    out += [
+        "",
+        "Top-1 and MACs are the paper's figures; the parameter count is the exact sum over the state dict "
+        "(the paper's profiler skips the position table, class token and RMSNorm weights).",
+    ]
     if variant is None and hidden_size is not None:
-        out += ["", f"Architecture read from the checkpoint: hidden size {hidden_size}, {num_hidden_layers} blocks, "
-                f"{num_labels} classes."]
+        out += [
+            "",
+            f"Architecture read from the checkpoint: hidden size {hidden_size}, {num_hidden_layers} blocks, "
+            f"{num_labels} classes.",
+        ]
     out += [
         "",
         "## Usage",
@@ -156,11 +241,12 @@ def render_card(name: str, variant: ReleasedVariant | None = None, *, hidden_siz
         "```",
         "",
         f"Evaluation preprocessing (`preprocessor_config.json`): {_eval_transform(resolution)}. "
-        "Class order: the 1000 ImageNet-1K synsets sorted (n01440764 \"tench\" first)." if num_labels == 1000 else
-        f"Evaluation preprocessing (`preprocessor_config.json`): {_eval_transform(resolution)}.",
+        'Class order: the 1000 ImageNet-1K synsets sorted (n01440764 "tench" first).'
+        if num_labels == 1000
+        else f"Evaluation preprocessing (`preprocessor_config.json`): {_eval_transform(resolution)}.",
         "",
         "The model runs in its deployed state (soft mask rate 0: causal). The authors' mask multiplies the softmax "
-        "output without renormalising; the converted model keeps that arithmetic (`mask_style=\"post_softmax\"`), "
+        'output without renormalising; the converted model keeps that arithmetic (`mask_style="post_softmax"`), '
         "which the weights require.",
         "",
         "## Citation",

@@ -46,8 +46,14 @@ def _publish(tmp_dir: Path, output_dir: Path) -> None:
         tmp_dir.rename(output_dir)
 
 
-def verify_against_reference(model_dir: str | Path, official_state_dict: dict[str, torch.Tensor], config,
-                             num_inputs: int = 2, seed: int = 0, tolerance: float = VERIFY_TOLERANCE) -> dict[str, float]:
+def verify_against_reference(
+    model_dir: str | Path,
+    official_state_dict: dict[str, torch.Tensor],
+    config,
+    num_inputs: int = 2,
+    seed: int = 0,
+    tolerance: float = VERIFY_TOLERANCE,
+) -> dict[str, float]:
     """Max |logit difference| between the saved folder (eager and sdpa, fp32) and the reference forward pass."""
     from transformers import AutoModelForImageClassification
 
@@ -55,8 +61,13 @@ def verify_against_reference(model_dir: str | Path, official_state_dict: dict[st
     generator = torch.Generator().manual_seed(seed)
     pixels = torch.randn(num_inputs, config.num_channels, height, width, generator=generator)
     fp32_state = {key: tensor.float() for key, tensor in official_state_dict.items()}
-    expected = reference_forward(fp32_state, pixels, num_heads=config.num_attention_heads, eps=config.rms_norm_eps,
-                                 theta=config.rope_parameters["rope_theta"])
+    expected = reference_forward(
+        fp32_state,
+        pixels,
+        num_heads=config.num_attention_heads,
+        eps=config.rms_norm_eps,
+        theta=config.rope_parameters["rope_theta"],
+    )
     differences = {}
     for implementation in ("eager", "sdpa"):
         model = AutoModelForImageClassification.from_pretrained(
@@ -68,7 +79,9 @@ def verify_against_reference(model_dir: str | Path, official_state_dict: dict[st
         differences[implementation] = (logits - expected).abs().max().item()
         del model
     for implementation, difference in differences.items():
-        print(f"verify [{implementation}]: max |logits - reference| = {difference:.3e} over {num_inputs} random inputs")
+        print(
+            f"verify [{implementation}]: max |logits - reference| = {difference:.3e} over {num_inputs} random inputs"
+        )
     worst = max(differences.values())
     if not worst <= tolerance:
         raise VerificationError(
@@ -78,9 +91,17 @@ def verify_against_reference(model_dir: str | Path, official_state_dict: dict[st
     return differences
 
 
-def convert_checkpoint(checkpoint: str | Path, output_dir: str | Path, model: str | None = None, image_size=None,
-                       num_heads: int | None = None, verify: bool = False, num_verify_inputs: int = 2,
-                       overwrite: bool = False, variant: ReleasedVariant | None = None) -> Path:
+def convert_checkpoint(
+    checkpoint: str | Path,
+    output_dir: str | Path,
+    model: str | None = None,
+    image_size=None,
+    num_heads: int | None = None,
+    verify: bool = False,
+    num_verify_inputs: int = 2,
+    overwrite: bool = False,
+    variant: ReleasedVariant | None = None,
+) -> Path:
     """Convert one authors' checkpoint (.pth or .safetensors) into a Hugging Face folder.
 
     The folder (config.json, model.safetensors, preprocessor_config.json, the remote-code modules and a
@@ -94,13 +115,20 @@ def convert_checkpoint(checkpoint: str | Path, output_dir: str | Path, model: st
     config, preset = detect_config(official, model=model, image_size=image_size, num_heads=num_heads)
     variant = variant or released_variant(checkpoint)
     if variant is not None and (preset != variant.preset or count_parameters(official) != variant.num_parameters):
-        logger.warning("%s is named like the released %s but its shapes say %s: writing a generic card.",
-                       checkpoint.name, variant.name, preset or "a custom size")
+        logger.warning(
+            "%s is named like the released %s but its shapes say %s: writing a generic card.",
+            checkpoint.name,
+            variant.name,
+            preset or "a custom size",
+        )
         variant = None
-    print(f"{checkpoint}: {preset or 'custom size'} (hidden {config.hidden_size}, depth {config.num_hidden_layers}, "
-          f"heads {config.num_attention_heads}, image {config.image_size}, {config.num_labels} classes, "
-          f"{count_parameters(official):,} parameters"
-          + (f", epoch {extras['epoch']}" if "epoch" in extras else "") + ")")
+    print(
+        f"{checkpoint}: {preset or 'custom size'} (hidden {config.hidden_size}, depth {config.num_hidden_layers}, "
+        f"heads {config.num_attention_heads}, image {config.image_size}, {config.num_labels} classes, "
+        f"{count_parameters(official):,} parameters"
+        + (f", epoch {extras['epoch']}" if "epoch" in extras else "")
+        + ")"
+    )
 
     hf_model = ILlamaForImageClassification(config)
     hf_model.load_state_dict(official_to_hf(official), strict=True, assign=True)  # keeps the checkpoint's dtype
@@ -112,9 +140,16 @@ def convert_checkpoint(checkpoint: str | Path, output_dir: str | Path, model: st
         del hf_model
         build_image_processor(config.image_size).save_pretrained(tmp_dir)
         name = variant.name if variant else output_dir.name
-        card = render_card(name, variant, hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
-                           resolution=_pair(config.image_size)[0], num_parameters=count_parameters(official),
-                           num_labels=config.num_labels, source=f"`{checkpoint.name}`" if variant is None else None)
+        card = render_card(
+            name,
+            variant,
+            hidden_size=config.hidden_size,
+            num_hidden_layers=config.num_hidden_layers,
+            resolution=_pair(config.image_size)[0],
+            num_parameters=count_parameters(official),
+            num_labels=config.num_labels,
+            source=f"`{checkpoint.name}`" if variant is None else None,
+        )
         (tmp_dir / "README.md").write_text(card, encoding="utf-8")
         if verify:
             verify_against_reference(tmp_dir, official, config, num_inputs=num_verify_inputs)
@@ -126,8 +161,13 @@ def convert_checkpoint(checkpoint: str | Path, output_dir: str | Path, model: st
     return output_dir
 
 
-def convert_all(source_dir: str | Path, output_dir: str | Path, verify: bool = False, num_verify_inputs: int = 2,
-                overwrite: bool = False) -> list[Path]:
+def convert_all(
+    source_dir: str | Path,
+    output_dir: str | Path,
+    verify: bool = False,
+    num_verify_inputs: int = 2,
+    overwrite: bool = False,
+) -> list[Path]:
     """Convert every released file name found in `source_dir` (or below it) into `output_dir/<variant name>`."""
     source_dir, output_dir = Path(source_dir), Path(output_dir)
     if not source_dir.is_dir():
@@ -145,9 +185,17 @@ def convert_all(source_dir: str | Path, output_dir: str | Path, verify: bool = F
         )
     written = []
     for variant in found:
-        written.append(convert_checkpoint(files[variant], output_dir / variant.name,
-                                          model=variant.preset, verify=verify, num_verify_inputs=num_verify_inputs,
-                                          overwrite=overwrite, variant=variant))
+        written.append(
+            convert_checkpoint(
+                files[variant],
+                output_dir / variant.name,
+                model=variant.preset,
+                verify=verify,
+                num_verify_inputs=num_verify_inputs,
+                overwrite=overwrite,
+                variant=variant,
+            )
+        )
     return written
 
 

@@ -46,7 +46,9 @@ def read_architecture(state_dict: dict[str, torch.Tensor]) -> Architecture:
     blocks = sorted({int(match.group(1)) for key in state_dict if (match := _BLOCK.match(key))})
     if blocks != list(range(len(blocks))):
         absent = sorted(set(range(blocks[-1] + 1)) - set(blocks))
-        raise CheckpointError(f"block indices are not contiguous: blocks {absent} are missing (found up to {blocks[-1]}).")
+        raise CheckpointError(
+            f"block indices are not contiguous: blocks {absent} are missing (found up to {blocks[-1]})."
+        )
     patch_weight = state_dict["patch_embed.proj.weight"]
     if patch_weight.dim() != 4:
         raise CheckpointError(f"patch_embed.proj.weight must be 4-D (D, C, p, p), found {tuple(patch_weight.shape)}")
@@ -90,8 +92,16 @@ def infer_image_size(arch: Architecture, image_size=None) -> int | tuple[int, in
 def _matching_preset(config) -> str | None:
     from ..presets import list_presets, load_preset
 
-    fields = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
-              "image_size", "num_channels", "qkv_bias")
+    fields = (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "patch_size",
+        "image_size",
+        "num_channels",
+        "qkv_bias",
+    )
     for name in list_presets():
         preset = load_preset(name)
         if all(getattr(preset, field) == getattr(config, field) for field in fields):
@@ -99,8 +109,9 @@ def _matching_preset(config) -> str | None:
     return None
 
 
-def detect_config(state_dict: dict[str, torch.Tensor], model: str | None = None, image_size=None,
-                  num_heads: int | None = None):
+def detect_config(
+    state_dict: dict[str, torch.Tensor], model: str | None = None, image_size=None, num_heads: int | None = None
+):
     """Return `(config, preset_name)` for an authors' state dict; `preset_name` is None for a custom size.
 
     `model` (a preset name), `image_size` and `num_heads` override what the shapes suggest; the result is

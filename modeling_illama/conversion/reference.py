@@ -34,12 +34,20 @@ def _attention(x, sd, prefix, num_heads, soft_mask_rate, theta):
     ones = torch.ones(length, length, dtype=x.dtype)
     mask = soft_mask_rate * ones + (1 - soft_mask_rate) * torch.tril(ones)
     out = (scores.softmax(dim=-1) * mask) @ v  # post-softmax mask, no renormalisation
-    return F.linear(out.transpose(1, 2).reshape(batch, length, dim), sd[prefix + "proj.weight"], sd.get(prefix + "proj.bias"))
+    return F.linear(
+        out.transpose(1, 2).reshape(batch, length, dim), sd[prefix + "proj.weight"], sd.get(prefix + "proj.bias")
+    )
 
 
 @torch.no_grad()
-def reference_forward(state_dict: dict[str, torch.Tensor], pixel_values: torch.Tensor, num_heads: int,
-                      soft_mask_rate: float = 0.0, eps: float = 1e-6, theta: float = 10000.0) -> torch.Tensor:
+def reference_forward(
+    state_dict: dict[str, torch.Tensor],
+    pixel_values: torch.Tensor,
+    num_heads: int,
+    soft_mask_rate: float = 0.0,
+    eps: float = 1e-6,
+    theta: float = 10000.0,
+) -> torch.Tensor:
     """Logits of the authors' model for `pixel_values` (B, C, H, W), in the state dict's dtype."""
     sd = state_dict
     patch = sd["patch_embed.proj.weight"]
@@ -49,10 +57,13 @@ def reference_forward(state_dict: dict[str, torch.Tensor], pixel_values: torch.T
     depth = len({key.split(".")[1] for key in sd if key.startswith("blocks.")})
     for i in range(depth):
         block = f"blocks.{i}."
-        x = x + _attention(_rms_norm(x, sd[block + "norm1.weight"], eps), sd, block + "attn.", num_heads,
-                           soft_mask_rate, theta)
+        x = x + _attention(
+            _rms_norm(x, sd[block + "norm1.weight"], eps), sd, block + "attn.", num_heads, soft_mask_rate, theta
+        )
         h = _rms_norm(x, sd[block + "norm2.weight"], eps)
-        x = x + F.linear(F.silu(F.linear(h, sd[block + "mlp.fc1.weight"])) * F.linear(h, sd[block + "mlp.fc3.weight"]),
-                         sd[block + "mlp.fc2.weight"])
+        x = x + F.linear(
+            F.silu(F.linear(h, sd[block + "mlp.fc1.weight"])) * F.linear(h, sd[block + "mlp.fc3.weight"]),
+            sd[block + "mlp.fc2.weight"],
+        )
     x = _rms_norm(x, sd["norm.weight"], eps)
     return F.linear(x[:, -1], sd["head.weight"], sd["head.bias"])

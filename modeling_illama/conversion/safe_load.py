@@ -71,7 +71,9 @@ def extract_state_dict(checkpoint, source: str = "checkpoint") -> tuple[dict[str
         if isinstance(checkpoint, Mapping):
             described = f"a dict with keys {sorted(map(str, checkpoint))[:20]}"
             if "model" in checkpoint:
-                described += f" whose 'model' entry is a {type(checkpoint['model']).__name__} that is not a dict of tensors"
+                described += (
+                    f" whose 'model' entry is a {type(checkpoint['model']).__name__} that is not a dict of tensors"
+                )
         else:
             described = f"a {type(checkpoint).__name__}"
         raise CheckpointError(

@@ -154,6 +154,8 @@ def vit_with_frozen_llm(
     model = ViTWithFrozenLLMForImageClassification(config).to(device=device, dtype=dtype)
     missing, unexpected = model.load_state_dict(vit_model.state_dict(), strict=False)
     if unexpected or missing:
-        raise ValueError(f"{type(vit_model).__name__} does not match ViTWithFrozenLLM: missing {missing}, unexpected {unexpected}")
+        raise ValueError(
+            f"{type(vit_model).__name__} does not match ViTWithFrozenLLM: missing {missing}, unexpected {unexpected}"
+        )
     attach_frozen_llm(model, llama_dir, layer_indices, store_weights)
     return model

@@ -141,7 +141,9 @@ def check_llama_checkpoint(checkpoint: SafetensorsCheckpoint, config) -> str:
             teacher = [checkpoint.shape(name) for name in names]
             student = shapes[target]
             if any(len(shape) != len(student) for shape in teacher) or len({shape[1:] for shape in teacher}) > 1:
-                bad_shape.append(f"{', '.join(f'{n} {s}' for n, s in zip(names, teacher))} (expected {len(student)}-D)")
+                bad_shape.append(
+                    f"{', '.join(f'{n} {s}' for n, s in zip(names, teacher))} (expected {len(student)}-D)"
+                )
                 continue
             fused = (sum(shape[0] for shape in teacher), *teacher[0][1:])
             if any(t < s for t, s in zip(fused, student)):
@@ -150,7 +152,9 @@ def check_llama_checkpoint(checkpoint: SafetensorsCheckpoint, config) -> str:
                     f"layers.{layer}.{target} {student}"
                 )
     if missing:
-        layers = sorted({key[len(prefix) :].split(".")[0] for key in checkpoint.keys() if key.startswith(prefix)}, key=int)
+        layers = sorted(
+            {key[len(prefix) :].split(".")[0] for key in checkpoint.keys() if key.startswith(prefix)}, key=int
+        )
         raise ValueError(
             f"the LLaMA checkpoint at {checkpoint.path!r} lacks {len(missing)} tensor(s) needed for a "
             f"{config.num_hidden_layers}-block iLLaMA (it has {len(layers)} layers); missing: "
@@ -215,7 +219,9 @@ def student_parameter_names(config) -> list[str]:
     return [name for name, _ in model.named_parameters()]
 
 
-def select_weights_from_llama(llama_dir: str | os.PathLike, config) -> tuple[dict[str, torch.Tensor], WeightSelectionReport]:
+def select_weights_from_llama(
+    llama_dir: str | os.PathLike, config
+) -> tuple[dict[str, torch.Tensor], WeightSelectionReport]:
     """Selected tensors for an `ILlamaConfig`, keyed relative to the base model (`layers.{i}....`, as in
     `ILlamaModel.state_dict()`), in the LLM's dtype, with the report. Non-selected parameters are not included."""
     report = WeightSelectionReport(llama_path=os.fspath(llama_dir))
@@ -248,7 +254,9 @@ def init_model_from_llama(model, llama_dir: str | os.PathLike) -> WeightSelectio
                 raise KeyError(f"the model has no parameter {base_prefix}{name} to receive {record.sources}")
             target = parameters[name]
             if tuple(target.shape) != tuple(tensor.shape):
-                raise ValueError(f"{base_prefix}{name}: model shape {tuple(target.shape)} != selected {tuple(tensor.shape)}")
+                raise ValueError(
+                    f"{base_prefix}{name}: model shape {tuple(target.shape)} != selected {tuple(tensor.shape)}"
+                )
             target.copy_(tensor.to(dtype=target.dtype, device=target.device))
             del tensor
             record.name = base_prefix + name
@@ -260,4 +268,3 @@ def init_model_from_llama(model, llama_dir: str | os.PathLike) -> WeightSelectio
         name for name, _ in model.named_parameters() if name not in selected_names and "frozen_llm.layers." not in name
     ]
     return report
-

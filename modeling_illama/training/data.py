@@ -10,22 +10,29 @@ import glob
 import io
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import datasets
 import torch
-from datasets import ClassLabel, Image as ImageFeature
+from datasets import ClassLabel
+from datasets import Image as ImageFeature
 from datasets.distributed import split_dataset_by_node
 from PIL import Image
-
 
 logger = logging.getLogger(__name__)
 
 IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "pixel_values")
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "cls", "class", "target")
-PARQUET_SPLIT_PATTERNS = ("{split}.parquet", "{split}-*.parquet", "{split}_*.parquet", "{split}/*.parquet",
-                          "data/{split}-*.parquet", "data/{split}/*.parquet")
+PARQUET_SPLIT_PATTERNS = (
+    "{split}.parquet",
+    "{split}-*.parquet",
+    "{split}_*.parquet",
+    "{split}/*.parquet",
+    "data/{split}-*.parquet",
+    "data/{split}/*.parquet",
+)
 
 
 @dataclass
@@ -85,7 +92,9 @@ def _load_kwargs(source: str, split: str) -> dict[str, Any]:
 
 
 def detect_columns(
-    features: datasets.Features | None, column_names: list[str], image_column: str | None = None,
+    features: datasets.Features | None,
+    column_names: list[str],
+    image_column: str | None = None,
     label_column: str | None = None,
 ) -> tuple[str, str]:
     """The image column (an Image feature, else a usual name) and the label column (a ClassLabel, else a usual name)."""

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-
 # Parameters that are never decayed besides 1-D tensors (biases, norm weights).
 NO_DECAY_NAMES = ("position_embeddings", "cls_token")
 

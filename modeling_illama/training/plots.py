@@ -7,8 +7,14 @@ from pathlib import Path
 
 def curves(log_history: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
     """Series (steps, values) for train loss, learning rate, soft-mask rate, eval loss/top-1/top-5."""
-    keys = {"loss": "loss", "learning_rate": "learning_rate", "soft_mask_rate": "soft_mask_rate",
-            "eval_loss": "eval_loss", "eval_top1": "eval_top1", "eval_top5": "eval_top5"}
+    keys = {
+        "loss": "loss",
+        "learning_rate": "learning_rate",
+        "soft_mask_rate": "soft_mask_rate",
+        "eval_loss": "eval_loss",
+        "eval_top1": "eval_top1",
+        "eval_top5": "eval_top5",
+    }
     series: dict[str, tuple[list[int], list[float]]] = {name: ([], []) for name in keys}
     for entry in log_history:
         for name, key in keys.items():

@@ -11,7 +11,6 @@ from typing import Any
 
 import yaml
 
-
 SOFT_MASK_SCHEDULES = ("none", "constant", "linear")
 
 

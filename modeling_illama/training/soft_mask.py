@@ -10,7 +10,6 @@ from transformers.trainer_callback import ExportableState
 
 from .recipes import SOFT_MASK_SCHEDULES
 
-
 logger = logging.getLogger(__name__)
 
 
@@ -63,7 +62,10 @@ class SoftMaskCallback(TrainerCallback, ExportableState):
         self._apply(model, state.global_step)
         logger.info(
             "soft mask: schedule=%s cutoff=%d steps, r=%.4f at step %d",
-            self.schedule, self.cutoff_steps, self.rate, state.global_step,
+            self.schedule,
+            self.cutoff_steps,
+            self.rate,
+            state.global_step,
         )
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):

@@ -23,7 +23,6 @@ from .recipes import Recipe
 from .soft_mask import SoftMaskCallback, cutoff_in_steps
 from .transforms import ClassificationLoss, create_mixup, eval_transform, train_transform
 
-
 logger = logging.getLogger(__name__)
 
 
@@ -55,8 +54,12 @@ def build_model(model: str, recipe: Recipe, label_names: list[str]):
         saved_names = [saved.id2label[i] for i in sorted(saved.id2label)] if saved.id2label else []
         kwargs: dict[str, Any] = {"drop_path_rate": recipe.drop_path_rate, "dtype": torch.float32}
         if saved_names != list(label_names):
-            logger.info("label set differs from %s (%d -> %d classes): new classification head",
-                        model, len(saved_names), len(label_names))
+            logger.info(
+                "label set differs from %s (%d -> %d classes): new classification head",
+                model,
+                len(saved_names),
+                len(label_names),
+            )
             kwargs.update(labels, ignore_mismatched_sizes=True)
         net = ILlamaForImageClassification.from_pretrained(model, **kwargs)
         if recipe.image_size and _square(net.config.image_size) != recipe.image_size:
@@ -101,13 +104,16 @@ def compute_classification_metrics(eval_pred) -> dict[str, float]:
     """top-1, top-5 and ECE through the local evaluate modules."""
     from .metrics import load_metric
 
-    logits = np.asarray(eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions)
+    logits = np.asarray(
+        eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+    )
     labels = np.asarray(eval_pred.label_ids)
     k = (1, 5) if logits.shape[1] >= 5 else (1, logits.shape[1])
     result = load_metric("top_k_accuracy").compute(predictions=logits, references=labels, k=k)
     result = {"top1": result["top1"], "top5": result.get("top5", result[f"top{k[1]}"])}
-    result.update(load_metric("expected_calibration_error").compute(
-        predictions=logits, references=labels, from_logits=True))
+    result.update(
+        load_metric("expected_calibration_error").compute(predictions=logits, references=labels, from_logits=True)
+    )
     return result
 
 
@@ -133,15 +139,19 @@ class ILlamaTrainer(Trainer):
     def create_optimizer(self, model=None):
         if self.optimizer is None:
             r = self.recipe
-            self.optimizer = create_adamw(self.model if model is None else model, r.learning_rate, r.weight_decay,
-                                          r.adam_betas, r.adam_eps)
+            self.optimizer = create_adamw(
+                self.model if model is None else model, r.learning_rate, r.weight_decay, r.adam_betas, r.adam_eps
+            )
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
             self.lr_scheduler = create_warmup_cosine_scheduler(
-                optimizer or self.optimizer, self.recipe.learning_rate, self.recipe.min_lr,
-                self.warmup_steps, num_training_steps,
+                optimizer or self.optimizer,
+                self.recipe.learning_rate,
+                self.recipe.min_lr,
+                self.warmup_steps,
+                num_training_steps,
             )
             self._created_lr_scheduler = True
         return self.lr_scheduler
@@ -155,10 +165,21 @@ class ILlamaTrainer(Trainer):
         # sharding it a second time, but let it move batches to the device.
         from accelerate.data_loader import prepare_data_loader
 
-        loader = DataLoader(dataset, batch_size=self._train_batch_size, collate_fn=self.data_collator,
-                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
-        return prepare_data_loader(loader, device=self.args.device, num_processes=1, process_index=0,
-                                   put_on_device=True, dispatch_batches=False)
+        loader = DataLoader(
+            dataset,
+            batch_size=self._train_batch_size,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return prepare_data_loader(
+            loader,
+            device=self.args.device,
+            num_processes=1,
+            process_index=0,
+            put_on_device=True,
+            dispatch_batches=False,
+        )
 
     def optimizer_steps_per_epoch(self) -> int | None:
         """Optimizer steps in one pass over the training data, with Trainer's own rounding; None if unknown."""
@@ -302,15 +323,27 @@ def build_training(
     """Everything `illama-train` needs: data, model, Trainer, soft-mask callback and schedules."""
     state = distributed_state()
     set_seed(recipe.seed)
-    train = load_image_dataset(dataset, recipe.train_split, streaming, recipe.image_column, recipe.label_column,
-                               recipe.shuffle_buffer, recipe.seed, state.process_index, state.num_processes)
+    train = load_image_dataset(
+        dataset,
+        recipe.train_split,
+        streaming,
+        recipe.image_column,
+        recipe.label_column,
+        recipe.shuffle_buffer,
+        recipe.seed,
+        state.process_index,
+        state.num_processes,
+    )
     if train.label_names is None:
-        raise ValueError(f"{dataset} has no ClassLabel feature: class names are unknown when streaming; "
-                         "give a dataset with a ClassLabel label column")
+        raise ValueError(
+            f"{dataset} has no ClassLabel feature: class names are unknown when streaming; "
+            "give a dataset with a ClassLabel label column"
+        )
     evaluation = None
     if recipe.eval_split:
-        evaluation = load_image_dataset(eval_dataset or dataset, recipe.eval_split, False, recipe.image_column,
-                                        recipe.label_column, shuffle=False)
+        evaluation = load_image_dataset(
+            eval_dataset or dataset, recipe.eval_split, False, recipe.image_column, recipe.label_column, shuffle=False
+        )
 
     net = build_model(model, recipe, train.label_names)
     image_size = _square(net.config.image_size)
@@ -326,9 +359,15 @@ def build_training(
         max_steps = math.ceil(recipe.epochs * max(recipe.train_examples // per_step, 1))
     args = training_arguments(recipe, output_dir, state.num_processes, max_steps)
     trainer = ILlamaTrainer(
-        model=net, args=args, train_dataset=train_set, eval_dataset=eval_set, data_collator=collate_images,
-        processing_class=processor, compute_metrics=compute_classification_metrics if eval_set else None,
-        recipe=recipe, num_labels=len(train.label_names),
+        model=net,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=collate_images,
+        processing_class=processor,
+        compute_metrics=compute_classification_metrics if eval_set else None,
+        recipe=recipe,
+        num_labels=len(train.label_names),
     )
 
     steps_per_epoch = trainer.optimizer_steps_per_epoch()
@@ -341,16 +380,24 @@ def build_training(
     elif recipe.soft_mask == "none":
         cutoff = 0
     elif steps_per_epoch is None:
-        raise ValueError("a soft-mask cutoff in epochs needs a known epoch length: set soft_mask_cutoff_steps=N "
-                         "(or train_examples=N)")
+        raise ValueError(
+            "a soft-mask cutoff in epochs needs a known epoch length: set soft_mask_cutoff_steps=N "
+            "(or train_examples=N)"
+        )
     else:
         cutoff = cutoff_in_steps(recipe.soft_mask_cutoff_epochs, steps_per_epoch)
     soft_mask = SoftMaskCallback(recipe.soft_mask, cutoff)
     trainer.add_callback(soft_mask)
     trainer.add_callback(FileLogCallback())
-    logger.info("steps per epoch %s, warmup %d steps, soft mask %s cutoff %d steps, %d process(es), "
-                "gradient accumulation %d", steps_per_epoch, trainer.warmup_steps, recipe.soft_mask, cutoff,
-                state.num_processes, args.gradient_accumulation_steps)
+    logger.info(
+        "steps per epoch %s, warmup %d steps, soft mask %s cutoff %d steps, %d process(es), gradient accumulation %d",
+        steps_per_epoch,
+        trainer.warmup_steps,
+        recipe.soft_mask,
+        cutoff,
+        state.num_processes,
+        args.gradient_accumulation_steps,
+    )
     return TrainingRun(trainer, soft_mask, train, evaluation, steps_per_epoch, processor)
 
 

@@ -50,8 +50,9 @@ def padded_crop_transform(recipe: Recipe, image_size: int, mean=IMAGENET_DEFAULT
         steps.append(T.RandomHorizontalFlip(recipe.hflip))
     if recipe.rand_augment:
         fill = tuple(round(255 * m) for m in mean)
-        steps.append(rand_augment_transform(recipe.rand_augment, {"translate_const": int(image_size * 0.45),
-                                                                  "img_mean": fill}))
+        steps.append(
+            rand_augment_transform(recipe.rand_augment, {"translate_const": int(image_size * 0.45), "img_mean": fill})
+        )
     steps += [T.ToTensor(), T.Normalize(mean, std)]
     if recipe.random_erasing > 0:
         steps.append(RandomErasing(recipe.random_erasing, mode="pixel", device="cpu"))

@@ -4,7 +4,6 @@ import datasets
 import evaluate
 import numpy as np
 
-
 _DESCRIPTION = """
 Expected calibration error (Guo et al., 2017): the examples are grouped by the confidence of their top-1
 prediction into `n_bins` equal-width bins (lo, hi] over [0, 1]; ECE = sum over bins of
@@ -50,8 +49,9 @@ class ExpectedCalibrationError(evaluate.Metric):
             probs = np.exp(probs - probs.max(axis=1, keepdims=True))
             probs /= probs.sum(axis=1, keepdims=True)
         elif probs.size and (probs.min() < 0 or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)):
-            raise ValueError("predictions must be probabilities (non-negative rows summing to 1); "
-                             "pass from_logits=True for logits")
+            raise ValueError(
+                "predictions must be probabilities (non-negative rows summing to 1); pass from_logits=True for logits"
+            )
         confidence = probs.max(axis=1)
         correct = (probs.argmax(axis=1) == labels).astype(np.float64)
         edges = np.linspace(0.0, 1.0, n_bins + 1)

@@ -4,7 +4,6 @@ import datasets
 import evaluate
 import numpy as np
 
-
 _DESCRIPTION = """
 Top-k accuracy of classification scores. `predictions` are per-class scores (logits or probabilities),
 one row per example; `references` are integer class ids. Ties are broken by class index (numpy's stable
@@ -46,7 +45,9 @@ class TopKAccuracy(evaluate.Metric):
                 f"predictions must be (n_examples, n_classes) matching {labels.shape[0]} references, got {scores.shape}"
             )
         if labels.size and (labels.min() < 0 or labels.max() >= scores.shape[1]):
-            raise ValueError(f"references must be class ids in [0, {scores.shape[1]}), got {labels.min()}..{labels.max()}")
+            raise ValueError(
+                f"references must be class ids in [0, {scores.shape[1]}), got {labels.min()}..{labels.max()}"
+            )
         ks = (k,) if isinstance(k, int) else tuple(k)
         order = np.argsort(-scores, axis=1, kind="stable")
         rank = np.argmax(order == labels[:, None], axis=1)  # position of the true class in the ranking
