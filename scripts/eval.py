@@ -3,7 +3,7 @@
 
 import sys
 
-from modeling_illama.cli.evaluate import main
+from modeling_illama.cli.eval import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -115,5 +115,5 @@ def test_cli_writes_png(tmp_path):
                 str(tmp_path / "x.png"),
             ]
         )
-        == 1
+        == 2
     )

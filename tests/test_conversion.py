@@ -173,7 +173,7 @@ def test_malicious_pickle_is_refused_and_never_executed(tmp_path):
     torch.save({"model": authors_state_dict(), "args": Payload()}, tmp_path / "evil.pth")
     with pytest.raises(UnsafeCheckpointError, match=r"system.*Nothing from the file was executed"):
         convert_checkpoint(tmp_path / "evil.pth", tmp_path / "converted")
-    assert convert_main(["--checkpoint", str(tmp_path / "evil.pth"), "--output", str(tmp_path / "converted")]) == 1
+    assert convert_main(["--checkpoint", str(tmp_path / "evil.pth"), "--output-dir", str(tmp_path / "converted")]) == 2
     assert not marker.exists(), "the pickled payload ran"
     assert_no_leftovers(tmp_path, {"evil.pth"})
 
@@ -206,8 +206,10 @@ def test_wrong_keys_and_shapes_are_named(tmp_path, capsys, edit, names):
     for name in names:
         assert name in str(error.value)
     assert (
-        convert_main(["--checkpoint", str(tmp_path / "broken.safetensors"), "--output", str(tmp_path / "converted")])
-        == 1
+        convert_main(
+            ["--checkpoint", str(tmp_path / "broken.safetensors"), "--output-dir", str(tmp_path / "converted")]
+        )
+        == 2
     )
     assert names[-1] in capsys.readouterr().err
     assert_no_leftovers(tmp_path, {"broken.safetensors"})
@@ -227,7 +229,8 @@ def test_verify_prints_differences_and_fails_on_mismatch(tmp_path, capsys, monke
     sd = authors_state_dict(seed=4)
     torch.save(sd, tmp_path / "bare.pth")
     assert (
-        convert_main(["--checkpoint", str(tmp_path / "bare.pth"), "--output", str(tmp_path / "ok"), "--verify"]) == 0
+        convert_main(["--checkpoint", str(tmp_path / "bare.pth"), "--output-dir", str(tmp_path / "ok"), "--verify"])
+        == 0
     )
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("verify")]
     assert [line.split("]")[0] for line in lines] == ["verify [eager", "verify [sdpa"]

@@ -289,7 +289,7 @@ def test_attach_cli_on_a_vit_folder(llama_dir, tmp_path):
             llama_dir,
             "--model",
             str(tmp_path / "vit"),
-            "--output",
+            "--output-dir",
             str(tmp_path / "out"),
             "--layers",
             "0",
@@ -304,5 +304,6 @@ def test_attach_cli_on_a_vit_folder(llama_dir, tmp_path):
     weights = read_all_tensors(llama_dir)
     assert torch.equal(model.vit.frozen_llm.layers[1].mlp.up_proj.weight, weights["model.layers.3.mlp.up_proj.weight"])
     assert (
-        attach_main(["--llama", str(tmp_path), "--model", str(tmp_path / "vit"), "--output", str(tmp_path / "x")]) == 1
+        attach_main(["--llama", str(tmp_path), "--model", str(tmp_path / "vit"), "--output-dir", str(tmp_path / "x")])
+        == 2
     )

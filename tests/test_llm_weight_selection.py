@@ -197,7 +197,7 @@ def test_cli_output_loads_with_from_pretrained(llama_dir, tmp_path):
     tiny_student_config().save_pretrained(config_path)
     out = tmp_path / "out"
     code = select_weights_main(
-        ["--llama", llama_dir, "--model", str(config_path), "--output", str(out), "--num-labels", "3"]
+        ["--llama", llama_dir, "--model", str(config_path), "--output-dir", str(out), "--num-labels", "3"]
     )
     assert code == 0
     model = ILlamaForImageClassification.from_pretrained(out)
@@ -208,7 +208,8 @@ def test_cli_output_loads_with_from_pretrained(llama_dir, tmp_path):
     report = json.loads((out / "weight_selection_report.json").read_text())
     assert len(report["from_llm"]) == 14 and "classifier.weight" in report["kept_random"]
     assert (
-        select_weights_main(["--llama", llama_dir, "--model", "no-such-preset", "--output", str(tmp_path / "x")]) == 1
+        select_weights_main(["--llama", llama_dir, "--model", "no-such-preset", "--output-dir", str(tmp_path / "x")])
+        == 2
     )
 
 

@@ -242,7 +242,7 @@ def test_illama_eval_writes_metrics_equal_to_a_plain_computation(finished_run, t
     from datasets import load_dataset
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from modeling_illama.cli.evaluate import main as eval_main
+    from modeling_illama.cli.eval import main as eval_main
 
     _, _, out = finished_run
     data = write_data(tmp_path)  # same seed: the same test images as the training run's

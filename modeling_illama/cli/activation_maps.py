@@ -11,11 +11,13 @@ import json
 import os
 import sys
 
+from ._common import make_parser, user_error
+
+PROG = "illama-activation-maps"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="illama-activation-maps", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = make_parser(PROG, __doc__)
     parser.add_argument(
         "--model", required=True, help="saved model folder (iLLaMA, ViT, or either with frozen LLM layers)"
     )
@@ -56,8 +58,7 @@ def main(argv=None) -> int:
         layers = [int(layer) if layer.lstrip("-").isdigit() else layer for layer in layers]
         maps = activation_maps(model, pixel_values, layers)
     except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"illama-activation-maps: error: {error}", file=sys.stderr)
-        return 1
+        return user_error(PROG, error)
     first = {layer: {kind: value[0] for kind, value in kinds.items()} for layer, kinds in maps.items()}
     shown = denormalize(pixel_values[0], processor.image_mean, processor.image_std)
     draw_activation_maps(shown, first, args.output)

@@ -1,8 +1,9 @@
-"""`python -m modeling_illama.cli.attach_frozen_llm`: insert frozen LLaMA decoder layer(s) (Pang et al.) after
-the last block of an iLLaMA (preset or folder) or of a Transformers ViT/DeiT folder, and save the result.
+"""`illama-attach-frozen-llm`: insert frozen LLaMA decoder layer(s) (Pang et al.) between two bias-free adapters
+after the last block of an iLLaMA (preset or folder) or of a Transformers ViT/DeiT folder, and save a folder that
+loads with from_pretrained / AutoModel*.
 
-    python -m modeling_illama.cli.attach_frozen_llm --llama Llama-2-7b-hf --model illama-tiny-224 \
-        --output runs/tiny-llama31 --num-labels 1000
+    illama-attach-frozen-llm --llama Llama-2-7b-hf --model illama-tiny-224 \
+        --output-dir runs/tiny-llama31 --num-labels 1000
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import sys
 
 import torch
 
+from ._common import make_parser, user_error
+
+PROG = "illama-attach-frozen-llm"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m modeling_illama.cli.attach_frozen_llm",
-        description="Insert frozen LLaMA decoder layer(s) between two bias-free adapters after the last vision "
-        "block (ILLAMA_SPEC section 6) and save a folder that loads with from_pretrained / AutoModel*.",
-    )
+    parser = make_parser(PROG, __doc__)
     parser.add_argument(
         "--llama", required=True, metavar="DIR", help="LLaMA checkpoint folder (config.json + safetensors)"
     )
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="iLLaMA preset (e.g. illama-tiny-224), iLLaMA folder, or ViT/DeiT (ViT architecture) folder",
     )
-    parser.add_argument("--output", required=True, metavar="DIR")
+    parser.add_argument("--output-dir", required=True, metavar="DIR", help="folder to write the model into")
     parser.add_argument("--layers", type=int, nargs="+", metavar="N", help="LLaMA layer indices (default: the last)")
     parser.add_argument(
         "--reference-only",
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="save only the path, layer indices and checksum of the LLaMA layers, not their tensors",
     )
     parser.add_argument("--num-labels", type=int, help="classes of a new iLLaMA from a preset")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the randomly initialised adapters and head")
     return parser
 
 
@@ -83,18 +84,17 @@ def main(argv=None) -> int:
             model = vit_with_frozen_llm(model, args.llama, args.layers, store_weights)
         else:
             attach_frozen_llm(model, args.llama, args.layers, store_weights)
-        model.save_pretrained(args.output)
-        save_image_processor(args.model, model.config, args.output)
+        model.save_pretrained(args.output_dir)
+        save_image_processor(args.model, model.config, args.output_dir)
     except (FileNotFoundError, ValueError, KeyError) as error:
-        print(f"attach_frozen_llm: error: {error}", file=sys.stderr)
-        return 1
+        return user_error(PROG, error)
     settings = model.config.frozen_llm
     frozen = sum(p.numel() for n, p in model.named_parameters() if "frozen_llm.layers." in n)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(
         f"{type(model).__name__}: LLaMA layers {settings['layer_indices']} from {settings['source_path']} "
         f"({frozen:,} frozen parameters, {'stored' if store_weights else 'referenced, ' + settings['checksum']}); "
-        f"{trainable:,} trainable parameters; saved to {args.output}"
+        f"{trainable:,} trainable parameters; saved to {args.output_dir}"
     )
     return 0
 

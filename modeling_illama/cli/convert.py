@@ -1,19 +1,24 @@
-"""`illama-convert`: the authors' .pth / .safetensors checkpoints -> Hugging Face folders."""
+"""`illama-convert`: the authors' iLLaMA checkpoints (techmonsterwang/iLLaMA, .pth or .safetensors) -> Hugging Face
+folders (config.json, model.safetensors, preprocessor_config.json, remote code, README.md card).
+
+    illama-convert --checkpoint illama-tiny-in1k-75.0.pth --output-dir illama-tiny-224-in1k --verify
+    illama-convert --all downloads/ converted/
+    illama-convert --write-cards model_cards
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ..conversion import VerificationError, convert_all, convert_checkpoint
+from ..conversion import VerificationError, convert_all, convert_checkpoint, write_released_cards
+from ._common import make_parser, user_error
+
+PROG = "illama-convert"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="illama-convert",
-        description="Convert the authors' iLLaMA checkpoints (techmonsterwang/iLLaMA) into Hugging Face folders "
-        "(config.json, model.safetensors, preprocessor_config.json, remote code, README.md card).",
-    )
+    parser = make_parser(PROG, __doc__)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint", metavar="FILE", help="an authors' .pth (bare or training dict) or .safetensors")
     what.add_argument(
@@ -22,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("SRC_DIR", "OUT_DIR"),
         help="convert every released file name found in SRC_DIR into OUT_DIR/<variant>",
     )
-    parser.add_argument("--output", metavar="DIR", help="output folder (with --checkpoint)")
+    what.add_argument(
+        "--write-cards", metavar="DIR", help="only write the model cards of the eight released checkpoints into DIR"
+    )
+    parser.add_argument("--output-dir", metavar="DIR", help="output folder (with --checkpoint)")
     parser.add_argument("--model", help="preset name (e.g. illama-base-384) instead of inferring the size from shapes")
     parser.add_argument(
         "--image-size",
@@ -37,30 +45,33 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compare logits with a reference forward pass on the authors' layout; fail above 1e-4",
     )
-    parser.add_argument("--verify-inputs", type=int, default=2, help="random inputs used by --verify (default 2)")
+    parser.add_argument("--verify-inputs", type=int, default=2, help="random inputs used by --verify")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if args.write_cards:
+        for path in write_released_cards(args.write_cards):
+            print(path)
+        return 0
     image_size = None
     if args.image_size:
         if len(args.image_size) > 2:
-            parser.error("--image-size takes one value or HEIGHT WIDTH")
+            return user_error(PROG, "--image-size takes one value or HEIGHT WIDTH")
         image_size = args.image_size[0] if len(args.image_size) == 1 else tuple(args.image_size)
+    if args.all and (args.output_dir or args.model or image_size or args.num_heads):
+        return user_error(PROG, "--all takes SRC_DIR OUT_DIR only (sizes come from the released file names)")
+    if args.checkpoint and not args.output_dir:
+        return user_error(PROG, "--checkpoint needs --output-dir DIR")
     try:
         if args.all:
-            if args.output or args.model or image_size or args.num_heads:
-                parser.error("--all takes SRC_DIR OUT_DIR only (sizes come from the released file names)")
             convert_all(*args.all, verify=args.verify, num_verify_inputs=args.verify_inputs, overwrite=args.overwrite)
         else:
-            if not args.output:
-                parser.error("--checkpoint needs --output DIR")
             convert_checkpoint(
                 args.checkpoint,
-                args.output,
+                args.output_dir,
                 model=args.model,
                 image_size=image_size,
                 num_heads=args.num_heads,
@@ -69,8 +80,7 @@ def main(argv=None) -> int:
                 overwrite=args.overwrite,
             )
     except (ValueError, VerificationError, OSError) as error:  # CheckpointError is a ValueError
-        print(f"illama-convert: error: {error}", file=sys.stderr)
-        return 1
+        return user_error(PROG, error)
     return 0
 
 

@@ -6,12 +6,15 @@ import argparse
 import sys
 
 from ..conversion import export_official
+from ._common import make_parser, user_error
+
+PROG = "illama-export-official"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="illama-export-official",
-        description="Export a converted or fine-tuned iLLaMA classifier folder to the authors' state-dict layout, "
+    parser = make_parser(
+        PROG,
+        "Export a converted or fine-tuned iLLaMA classifier folder to the authors' state-dict layout, "
         "loadable by their code (model.load_state_dict(torch.load(FILE))).",
     )
     parser.add_argument("--model", required=True, metavar="DIR", help="folder with config.json and model.safetensors")
@@ -24,8 +27,7 @@ def main(argv=None) -> int:
     try:
         export_official(args.model, args.output)
     except (OSError, ValueError) as error:  # CheckpointError is a ValueError
-        print(f"illama-export-official: error: {error}", file=sys.stderr)
-        return 1
+        return user_error(PROG, error)
     return 0
 
 

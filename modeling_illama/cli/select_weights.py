@@ -9,12 +9,16 @@ import sys
 
 import torch
 
+from ._common import make_parser, user_error
+
+PROG = "illama-select-weights"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="illama-select-weights",
-        description="Initialise an iLLaMA from a Hugging Face LLaMA checkpoint (safetensors, sharded or not) by "
-        "uniform weight selection (ILLAMA_SPEC section 5). Reads only the needed tensors, one at a time, and writes "
+    parser = make_parser(
+        PROG,
+        "Initialise an iLLaMA from a Hugging Face LLaMA checkpoint (safetensors, sharded or not) by uniform weight "
+        "selection (docs/DESIGN.md, 'Weight selection'). Reads only the needed tensors, one at a time, and writes "
         "a folder that loads with from_pretrained and trains with illama-train.",
     )
     parser.add_argument(
@@ -23,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model", required=True, help="iLLaMA preset (e.g. illama-tiny-224) or a config.json / model folder"
     )
-    parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--output-dir", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--num-labels", type=int, help="classes of the (randomly initialised) head")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random init of the non-selected parameters")
     parser.add_argument("--overwrite", action="store_true", help="write into an existing non-empty output folder")
@@ -51,26 +55,25 @@ def main(argv=None) -> int:
     from ..modeling_illama import ILlamaForImageClassification
 
     try:
-        if os.path.isdir(args.output) and os.listdir(args.output) and not args.overwrite:
-            raise FileExistsError(f"output folder {args.output!r} is not empty (pass --overwrite)")
+        if os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite:
+            raise FileExistsError(f"output folder {args.output_dir!r} is not empty (pass --overwrite)")
         config = load_config(args.model, args.num_labels)
         torch.manual_seed(args.seed)
         model = ILlamaForImageClassification(config)
         report = init_model_from_llama(model, args.llama)
-        model.save_pretrained(args.output)
+        model.save_pretrained(args.output_dir)
         try:
             from ..image_processing import build_image_processor
 
-            build_image_processor(config.image_size).save_pretrained(args.output)
+            build_image_processor(config.image_size).save_pretrained(args.output_dir)
         except ValueError as error:  # non-square inputs have no eval transform
-            print(f"illama-select-weights: no preprocessor_config.json written: {error}", file=sys.stderr)
-        with open(os.path.join(args.output, "weight_selection_report.json"), "w", encoding="utf-8") as handle:
+            print(f"{PROG}: warning: no preprocessor_config.json written: {error}", file=sys.stderr)
+        with open(os.path.join(args.output_dir, "weight_selection_report.json"), "w", encoding="utf-8") as handle:
             json.dump(report.to_dict(), handle, indent=2)
     except (FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
-        print(f"illama-select-weights: error: {error}", file=sys.stderr)
-        return 1
+        return user_error(PROG, error)
     print(report.summary())
-    print(f"saved to {args.output} (report: weight_selection_report.json)")
+    print(f"saved to {args.output_dir} (report: weight_selection_report.json)")
     return 0
 
 

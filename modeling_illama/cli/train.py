@@ -16,14 +16,15 @@ import time
 
 from transformers.utils import logging as hf_logging
 
+from ._common import make_parser, user_error
+
 logger = logging.getLogger("modeling_illama")
+PROG = "illama-train"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="illama-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--recipe", required=True, help="recipe name (configuration/recipes/NAME.yaml) or YAML file")
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(PROG, __doc__)
+    parser.add_argument("--recipe", required=True, help="recipe name (see list_recipes()) or YAML file")
     parser.add_argument(
         "--model",
         help="preset name (train from scratch) or saved model folder (fine-tune); default: the recipe's `model`",
@@ -33,11 +34,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--streaming", action="store_true", help="stream the training split (IterableDataset)")
     parser.add_argument("--image-column", help="image column (default: auto-detected)")
     parser.add_argument("--label-column", help="label column (default: auto-detected)")
-    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--output-dir", required=True, metavar="DIR", help="checkpoints, logs and the final model")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
     parser.add_argument("--no-plot", action="store_true", help="do not write training_curves.png")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe field overrides, e.g. epochs=10")
-    return parser.parse_args(argv)
+    return parser
 
 
 def setup_logging(output_dir: str, is_main: bool) -> None:
@@ -60,7 +61,7 @@ def setup_logging(output_dir: str, is_main: bool) -> None:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     from modeling_illama.training.recipes import load_recipe, parse_overrides
     from modeling_illama.training.trainer import distributed_state
 
@@ -74,10 +75,10 @@ def main(argv=None) -> int:
     try:
         recipe = load_recipe(args.recipe, overrides)
     except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"illama-train: {error}") from None
+        return user_error(PROG, error)
     model = args.model or recipe.model
     if not model:
-        raise SystemExit("illama-train: no model: pass --model PRESET|DIR or set `model:` in the recipe")
+        return user_error(PROG, "no model: pass --model PRESET|DIR or set `model:` in the recipe")
 
     from modeling_illama.training.trainer import build_training, last_checkpoint, save_final_model
 
@@ -85,18 +86,18 @@ def main(argv=None) -> int:
     if args.resume:
         resume = last_checkpoint(args.output_dir)
         if resume is None:
-            raise SystemExit(f"illama-train: --resume given but {args.output_dir} holds no checkpoint-* folder")
+            return user_error(PROG, f"--resume given but {args.output_dir} holds no checkpoint-* folder")
         logger.info("resuming from %s", resume)
     elif last_checkpoint(args.output_dir):
-        raise SystemExit(
-            f"illama-train: {args.output_dir} already holds checkpoints; pass --resume to continue "
-            "or choose another --output-dir"
+        return user_error(
+            PROG,
+            f"{args.output_dir} already holds checkpoints; pass --resume to continue or choose another --output-dir",
         )
 
     try:
         run = build_training(recipe, model, args.dataset, args.output_dir, args.streaming, args.eval_dataset)
     except (FileNotFoundError, ValueError) as error:  # bad data, columns, preset or schedule settings
-        raise SystemExit(f"illama-train: {error}") from None
+        return user_error(PROG, error)
     if state.is_main_process:
         with open(os.path.join(args.output_dir, "recipe.json"), "w") as f:
             json.dump({**recipe.to_dict(), "model": model, "dataset": args.dataset}, f, indent=2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,15 +268,3 @@ def write_released_cards(output_dir: str | Path) -> list[Path]:
         path.write_text(render_card(variant.name, variant), encoding="utf-8")
         paths.append(path)
     return paths
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Write the model cards of the eight released iLLaMA checkpoints.")
-    parser.add_argument("--output", default="model_cards", help="folder for the cards (default: model_cards)")
-    args = parser.parse_args(argv)
-    for path in write_released_cards(args.output):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..labels import class_names, label_fields
 from .keys import check_official_state_dict
 from .labels import default_id2label
 from .safe_load import CheckpointError
@@ -122,14 +123,9 @@ def detect_config(
 
     arch = read_architecture(state_dict)
     resolution = infer_image_size(arch, image_size)
-    labels = default_id2label(arch.num_labels)
-    label_fields = {
-        "num_labels": len(labels),
-        "id2label": labels,
-        "label2id": {name: index for index, name in labels.items()},
-    }
+    labels = label_fields(class_names(default_id2label(arch.num_labels)))
     if model is not None:
-        overrides = {"image_size": resolution, **label_fields}
+        overrides = {"image_size": resolution, **labels}
         if num_heads is not None:
             overrides["num_attention_heads"] = num_heads
         config = load_preset(model, **overrides)
@@ -150,11 +146,11 @@ def detect_config(
             num_attention_heads=num_heads,
             intermediate_size=arch.intermediate_size,
             qkv_bias=arch.qkv_bias,
-            **label_fields,
+            **labels,
         )
         model = _matching_preset(config)
         if model is not None:
-            config = load_preset(model, **label_fields)
+            config = load_preset(model, **labels)
     check_official_state_dict(state_dict, config)
     return config, model
 

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from ..labels import class_names, label_fields
 from .data import ImageDataset, collate_images, load_image_dataset, with_transform
 from .optim import create_adamw, create_warmup_cosine_scheduler
 from .recipes import Recipe
@@ -27,11 +28,6 @@ logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------- model
-
-
-def _label_maps(label_names: list[str]) -> dict[str, Any]:
-    id2label = {i: name for i, name in enumerate(label_names)}
-    return {"num_labels": len(label_names), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
 
 
 def is_model_dir(model: str) -> bool:
@@ -46,12 +42,12 @@ def build_model(model: str, recipe: Recipe, label_names: list[str]):
     """
     from modeling_illama import ILlamaForImageClassification, load_preset
 
-    labels = _label_maps(label_names)
+    labels = label_fields(label_names)
     if is_model_dir(model):
         from transformers import AutoConfig
 
         saved = AutoConfig.from_pretrained(model)
-        saved_names = [saved.id2label[i] for i in sorted(saved.id2label)] if saved.id2label else []
+        saved_names = class_names(saved.id2label)
         kwargs: dict[str, Any] = {"drop_path_rate": recipe.drop_path_rate, "dtype": torch.float32}
         if saved_names != list(label_names):
             logger.info(

@@ -1,0 +1,70 @@
+"""`illama-eval`: top-1, top-5, ECE, loss and images/s of a saved classifier on a dataset split.
+
+illama-eval --model runs/demo --dataset data/cifar10-mini --split test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from ._common import make_parser, user_error
+
+PROG = "illama-eval"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import torch
+
+    parser = make_parser(PROG, __doc__)
+    parser.add_argument("--model", required=True, help="saved model folder (config.json + weights)")
+    parser.add_argument("--dataset", required=True, help="Hub id, local image folder, parquet folder or file")
+    parser.add_argument("--split", default="validation", help="dataset split to evaluate")
+    parser.add_argument("--streaming", action="store_true", help="stream the split (IterableDataset)")
+    parser.add_argument("--image-column", help="image column (default: auto-detected)")
+    parser.add_argument("--label-column", help="label column (default: auto-detected)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N images")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    parser.add_argument("--output", help="JSON file for the results (default: <model>/eval_<split>.json)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import modeling_illama  # noqa: F401  (registers the Auto classes)
+    from modeling_illama.training.evaluation import evaluate_saved_model
+
+    try:
+        results = evaluate_saved_model(
+            args.model,
+            args.dataset,
+            args.split,
+            streaming=args.streaming,
+            image_column=args.image_column,
+            label_column=args.label_column,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            limit=args.limit,
+            device=args.device,
+        )
+    except (OSError, ValueError) as error:  # missing model folder, bad dataset/split/columns, label mismatch
+        return user_error(PROG, error)
+    output = args.output or os.path.join(args.model, f"eval_{args.split}.json")
+    with open(output, "w") as f:
+        json.dump(results, f, indent=2)
+    print(json.dumps(results, indent=2))
+    print(
+        f"top-1 {100 * results['top1']:.2f}%  top-5 {100 * results['top5']:.2f}%  ECE {results['ece']:.4f}  "
+        f"loss {results['loss']:.4f}  {results['images_per_second']:.1f} images/s  -> {output}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
