@@ -17,6 +17,7 @@ IMAGENET_DEFAULT_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_DEFAULT_STD = [0.229, 0.224, 0.225]
 BICUBIC = 3  # PIL.Image.Resampling.BICUBIC
 EVAL_CROP_PCT = 0.875
+EVAL_WARP_FROM = 384  # at this resolution and above the transform warps to a square instead of cropping
 
 
 class ILlamaImageProcessor(ConvNextImageProcessorPil):
@@ -33,7 +34,7 @@ class ILlamaImageProcessor(ConvNextImageProcessorPil):
         """Below 384: resize the shorter side to size / crop_pct, then centre crop with torchvision's rounding.
         At 384 and above: warp to a square (no crop)."""
         crop = size.shortest_edge
-        if not crop or crop >= 384:
+        if not crop or crop >= EVAL_WARP_FROM:
             return super().resize(image, size, resample, crop_pct, **kwargs)
         height, width = get_resize_output_image_size(
             image, size=int(crop / crop_pct), default_to_square=False, input_data_format=ChannelDimension.FIRST

@@ -17,6 +17,8 @@ import os
 import torch
 from torch import nn
 
+from ..configuration_illama import _pair
+
 
 def min_max(values: torch.Tensor) -> torch.Tensor:
     """Scale each row of (B, P) to [0, 1] (a constant row becomes 0)."""
@@ -39,10 +41,8 @@ def frequency_map(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def patch_grid(config) -> tuple[int, int]:
-    size, patch = config.image_size, config.patch_size
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
-    return size[0] // patch[0], size[1] // patch[1]
+    (height, width), (patch_h, patch_w) = _pair(config.image_size), _pair(config.patch_size)
+    return height // patch_h, width // patch_w
 
 
 def patch_tokens(hidden_states: torch.Tensor, num_patches: int, class_token_last: bool) -> torch.Tensor:

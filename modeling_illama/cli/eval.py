@@ -41,18 +41,8 @@ def main(argv=None) -> int:
     from modeling_illama.training.evaluation import evaluate_saved_model
 
     try:
-        results = evaluate_saved_model(
-            args.model,
-            args.dataset,
-            args.split,
-            streaming=args.streaming,
-            image_column=args.image_column,
-            label_column=args.label_column,
-            batch_size=args.batch_size,
-            num_workers=args.num_workers,
-            limit=args.limit,
-            device=args.device,
-        )
+        # every flag but --output is a parameter of evaluate_saved_model with the same name
+        results = evaluate_saved_model(**{name: value for name, value in vars(args).items() if name != "output"})
     except (OSError, ValueError) as error:  # missing model folder, bad dataset/split/columns, label mismatch
         return user_error(PROG, error)
     output = args.output or os.path.join(args.model, f"eval_{args.split}.json")

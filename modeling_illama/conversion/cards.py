@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..image_processing_illama import EVAL_CROP_PCT, EVAL_WARP_FROM
+
 HF_SOURCE_REPO = "techmonsterwang/iLLaMA"
 PAPER_URL = "https://arxiv.org/abs/2404.06773"
 CODE_URL = "https://github.com/techmonsterwang/iLLaMA"
@@ -105,9 +107,9 @@ def released_variant(filename: str | Path) -> ReleasedVariant | None:
 
 
 def _eval_transform(resolution: int) -> str:
-    if resolution < 384:
+    if resolution < EVAL_WARP_FROM:
         return (
-            f"resize the shorter side to {int(resolution / 0.875)} (bicubic), centre crop {resolution}, "
+            f"resize the shorter side to {int(resolution / EVAL_CROP_PCT)} (bicubic), centre crop {resolution}, "
             "ImageNet mean/std"
         )
     return f"bicubic resize to {resolution}x{resolution} (no crop), ImageNet mean/std"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -11,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..configuration_illama import _pair
+from ..llm.safetensors_index import SafetensorsCheckpoint
 from .cards import RELEASED_VARIANTS, ReleasedVariant, released_variant, render_card
 from .detect import count_parameters, detect_config
 from .keys import check_official_state_dict, hf_to_official, official_shapes, official_to_hf
@@ -199,21 +199,6 @@ def convert_all(
     return written
 
 
-def _read_hf_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    single, index = model_dir / "model.safetensors", model_dir / "model.safetensors.index.json"
-    if single.is_file():
-        return load_file(str(single), device="cpu")
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        state_dict = {}
-        for shard in shards:
-            state_dict.update(load_file(str(model_dir / shard), device="cpu"))
-        return state_dict
-    raise FileNotFoundError(f"{model_dir} holds no model.safetensors (or model.safetensors.index.json).")
-
-
 def export_official(model, output_path: str | Path) -> Path:
     """Write a Hugging Face iLLaMA classifier (a folder or an ILlamaForImageClassification) in the authors' layout.
 
@@ -228,7 +213,8 @@ def export_official(model, output_path: str | Path) -> Path:
     if isinstance(model, (str, Path)):
         model_dir = Path(model)
         config = ILlamaConfig.from_pretrained(model_dir)
-        state_dict = _read_hf_state_dict(model_dir)
+        with SafetensorsCheckpoint(model_dir) as checkpoint:
+            state_dict = dict(checkpoint.iter_tensors(checkpoint.keys()))
     else:
         config, state_dict = model.config, model.state_dict()
     if config.frozen_llm:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..configuration_illama import _pair
 from ..labels import class_names, label_fields
 from .keys import check_official_state_dict
 from .labels import default_id2label
@@ -80,7 +81,7 @@ def infer_image_size(arch: Architecture, image_size=None) -> int | tuple[int, in
                 "square grid of square patches: pass the image size explicitly (--image-size HEIGHT WIDTH)."
             )
         return side * patch_h
-    height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    height, width = _pair(image_size)
     if height % patch_h or width % patch_w or (height // patch_h) * (width // patch_w) != arch.num_patches:
         raise CheckpointError(
             f"image size {height}x{width} with {patch_h}x{patch_w} patches gives "

@@ -103,7 +103,7 @@ def attach_frozen_llm(
 
     With `store_weights=False`, `save_pretrained` leaves the frozen tensors out and `from_pretrained` reads them
     again from `llama_dir` (checking the checksum)."""
-    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    base = model.base_model
     if not hasattr(base, "frozen_llm"):
         raise TypeError(f"{type(base).__name__} has no frozen_llm slot; use an iLLaMA or ViTWithFrozenLLM model")
     settings = frozen_llm_config(llama_dir, layer_indices, store_weights)

@@ -29,7 +29,7 @@ class SafetensorsCheckpoint:
     def __init__(self, path: str | os.PathLike):
         path = os.fspath(path)
         if not os.path.isdir(path):
-            raise FileNotFoundError(f"LLaMA checkpoint folder not found: {path!r}")
+            raise FileNotFoundError(f"checkpoint folder not found: {path!r}")
         self.path = path
         index_path = os.path.join(path, INDEX_FILE)
         single_path = os.path.join(path, SINGLE_FILE)
@@ -45,7 +45,7 @@ class SafetensorsCheckpoint:
         else:
             found = sorted(os.listdir(path))[:20]
             raise FileNotFoundError(
-                f"{path!r} holds neither {INDEX_FILE} nor {SINGLE_FILE} (found: {found}). Save the LLaMA model with "
+                f"{path!r} holds neither {INDEX_FILE} nor {SINGLE_FILE} (found: {found}). Save the model with "
                 "save_pretrained(..., safe_serialization=True) or download its safetensors files."
             )
         self._handles: dict[str, object] = {}

@@ -242,7 +242,7 @@ def init_model_from_llama(model, llama_dir: str | os.PathLike) -> WeightSelectio
     """Overwrite the selected parameters of an iLLaMA model (ILlamaModel or ILlamaForImageClassification) in place;
     every other parameter keeps its current (random) init. Each selected tensor is copied into the model as soon
     as it is computed, so memory stays near one LLM tensor plus the model."""
-    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    base = model.base_model
     base_prefix = "" if base is model else f"{model.base_model_prefix}."
     parameters = dict(base.named_parameters())
     report = WeightSelectionReport(llama_path=os.fspath(llama_dir))

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..labels import class_names
 from .data import collate_images, load_image_dataset, with_transform
-from .metrics import load_metric
+from .metrics import classification_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +62,8 @@ def evaluate_model(model, loader, device, mapping: np.ndarray | None = None, tot
     labels = torch.cat(all_labels)
     if mapping is not None:
         labels = torch.as_tensor(mapping)[labels]
-    k = (1, 5) if logits.shape[1] >= 5 else (1, logits.shape[1])
-    top = load_metric("top_k_accuracy").compute(predictions=logits.numpy(), references=labels.numpy(), k=k)
-    ece = load_metric("expected_calibration_error").compute(
-        predictions=logits.numpy(), references=labels.numpy(), from_logits=True
-    )
     return {
-        "top1": top["top1"],
-        "top5": top.get("top5", top[f"top{k[1]}"]),
-        "ece": ece["ece"],
+        **classification_metrics(logits.numpy(), labels.numpy()),
         "loss": float(torch.nn.functional.cross_entropy(logits, labels)),
         "num_images": images,
         "undecodable_images": skipped,

@@ -11,7 +11,15 @@ from typing import Any
 
 import yaml
 
+from ..image_processing_illama import EVAL_CROP_PCT
+
 SOFT_MASK_SCHEDULES = ("none", "constant", "linear")
+
+
+def check_soft_mask_schedule(schedule: str, what: str = "soft-mask schedule") -> None:
+    """The one check of a soft-mask schedule name (recipes, the rate function and the callback use it)."""
+    if schedule not in SOFT_MASK_SCHEDULES:
+        raise ValueError(f"{what} must be one of {SOFT_MASK_SCHEDULES}, got {schedule!r}")
 
 
 @dataclass
@@ -43,7 +51,7 @@ class Recipe:
     color_jitter: float | None = None
     random_erasing: float = 0.25
     interpolation: str = "bicubic"
-    eval_crop_pct: float = 0.875
+    eval_crop_pct: float = EVAL_CROP_PCT
     mixup: float = 0.8
     cutmix: float = 1.0
     mixup_prob: float = 1.0
@@ -94,8 +102,7 @@ class Recipe:
             if not isinstance(value, (list, tuple)) or len(value) != 2:
                 raise ValueError(f"recipe field {name!r} must be a pair of numbers, got {value!r}")
             setattr(self, name, tuple(float(v) for v in value))
-        if self.soft_mask not in SOFT_MASK_SCHEDULES:
-            raise ValueError(f"recipe field 'soft_mask' must be one of {SOFT_MASK_SCHEDULES}, got {self.soft_mask!r}")
+        check_soft_mask_schedule(self.soft_mask, "recipe field 'soft_mask'")
         if self.bf16 and self.fp16:
             raise ValueError("recipe fields 'bf16' and 'fp16' are exclusive; set at most one to true")
         if self.batch_size % self.per_device_batch_size:

@@ -8,7 +8,7 @@ import math
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from .recipes import SOFT_MASK_SCHEDULES
+from .recipes import check_soft_mask_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +19,7 @@ def soft_mask_rate(step: int, schedule: str, cutoff_steps: int) -> float:
     "constant": 1 for steps [0, cutoff), then 0. "linear": 1 -> 0 evenly over [0, cutoff) (the first step
     is 1 and step cutoff - 1 is 0, as numpy.linspace(1, 0, cutoff)), then 0. "none": 0 throughout.
     """
-    if schedule not in SOFT_MASK_SCHEDULES:
-        raise ValueError(f"soft-mask schedule must be one of {SOFT_MASK_SCHEDULES}, got {schedule!r}")
+    check_soft_mask_schedule(schedule)
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
     if schedule == "none" or step >= cutoff_steps:
@@ -45,8 +44,7 @@ class SoftMaskCallback(TrainerCallback, ExportableState):
     """
 
     def __init__(self, schedule: str = "none", cutoff_steps: int = 0):
-        if schedule not in SOFT_MASK_SCHEDULES:
-            raise ValueError(f"soft-mask schedule must be one of {SOFT_MASK_SCHEDULES}, got {schedule!r}")
+        check_soft_mask_schedule(schedule)
         self.schedule = schedule
         self.cutoff_steps = int(cutoff_steps)
         self.rate = soft_mask_rate(0, schedule, self.cutoff_steps)

@@ -19,6 +19,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from ..labels import class_names, label_fields
 from .data import ImageDataset, collate_images, load_image_dataset, with_transform
+from .metrics import classification_metrics
 from .optim import create_adamw, create_warmup_cosine_scheduler
 from .recipes import Recipe
 from .soft_mask import SoftMaskCallback, cutoff_in_steps
@@ -98,19 +99,10 @@ def build_image_processor(recipe: Recipe, image_size: int):
 
 def compute_classification_metrics(eval_pred) -> dict[str, float]:
     """top-1, top-5 and ECE through the local evaluate modules."""
-    from .metrics import load_metric
-
     logits = np.asarray(
         eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
     )
-    labels = np.asarray(eval_pred.label_ids)
-    k = (1, 5) if logits.shape[1] >= 5 else (1, logits.shape[1])
-    result = load_metric("top_k_accuracy").compute(predictions=logits, references=labels, k=k)
-    result = {"top1": result["top1"], "top5": result.get("top5", result[f"top{k[1]}"])}
-    result.update(
-        load_metric("expected_calibration_error").compute(predictions=logits, references=labels, from_logits=True)
-    )
-    return result
+    return classification_metrics(logits, np.asarray(eval_pred.label_ids))
 
 
 # --------------------------------------------------------------------------------------------- trainer

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 from timm.data import Mixup, create_transform
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.loss import SoftTargetCrossEntropy
 
+from ..image_processing_illama import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .recipes import Recipe
 
 

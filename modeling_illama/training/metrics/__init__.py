@@ -20,3 +20,12 @@ def load_metric(name: str):
     import evaluate
 
     return evaluate.load(metric_path(name))
+
+
+def classification_metrics(logits, labels) -> dict[str, float]:
+    """`top1`, `top5` and `ece` of (n, classes) logits against integer labels (numpy arrays); with fewer than five
+    classes `top5` is the top-(number of classes) accuracy, i.e. 1."""
+    k = (1, 5) if logits.shape[1] >= 5 else (1, logits.shape[1])
+    top = load_metric("top_k_accuracy").compute(predictions=logits, references=labels, k=k)
+    ece = load_metric("expected_calibration_error").compute(predictions=logits, references=labels, from_logits=True)
+    return {"top1": top["top1"], "top5": top[f"top{k[1]}"], "ece": ece["ece"]}
