@@ -1,16 +1,16 @@
-"""Training recipes: YAML files under `configuration/recipes/` loaded into a typed `Recipe`."""
+"""Training recipes: the YAML files in `configuration/recipes/` (package data) loaded into a typed `Recipe`."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..configuration import configuration_files
 from ..image_processing_illama import EVAL_CROP_PCT
 
 SOFT_MASK_SCHEDULES = ("none", "constant", "linear")
@@ -141,33 +141,21 @@ class Recipe:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
 
-def recipes_dir() -> Path:
-    """`configuration/recipes` of a source checkout, or the copy installed under `<prefix>/share/illama`."""
-    candidates = [
-        Path(__file__).resolve().parents[2] / "configuration" / "recipes",
-        Path(sys.prefix) / "share" / "illama" / "configuration" / "recipes",
-    ]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    return candidates[0]
-
-
 def list_recipes() -> list[str]:
-    return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+    return list(configuration_files("recipes"))
 
 
 def load_recipe(name_or_path: str | os.PathLike, overrides: list[str] | dict[str, Any] | None = None) -> Recipe:
     """Load a recipe by name (`cifar10-mini`) or YAML path, then apply `key=value` overrides."""
     path = Path(name_or_path)
     if not path.is_file():
-        path = recipes_dir() / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no recipe {str(name_or_path)!r}: not a file and not one of the named recipes {list_recipes()}"
-        )
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        named = configuration_files("recipes")
+        if str(name_or_path) not in named:
+            raise FileNotFoundError(
+                f"no recipe {str(name_or_path)!r}: not a file and not one of the named recipes {list(named)}"
+            )
+        path = named[str(name_or_path)]
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise ValueError(f"recipe {path} must be a YAML mapping of field: value, got {type(data).__name__}")
     data.pop("description", None)
