@@ -13,7 +13,7 @@ from modeling_illama.cli.activation_maps import main as activation_maps_main
 
 
 def numpy_maps(tokens: np.ndarray):
-    """(P, D) -> magnitude and frequency maps, min-max normalised (written from the spec with NumPy)."""
+    """(P, D) -> magnitude and frequency maps, min-max normalised (written from docs/DESIGN.md with NumPy)."""
     magnitude = np.sqrt(((tokens - tokens.mean(0)) ** 2).sum(-1))
     phase = np.angle(np.fft.fft(tokens.astype(np.float64), axis=-1))
     frequency = np.sqrt(((phase - phase.mean(0)) ** 2).sum(-1))

@@ -1,4 +1,4 @@
-"""ILlamaConfig validation, derived fields, serialisation, and the six presets (spec section 2)."""
+"""ILlamaConfig validation, derived fields, serialisation, and the six presets (docs/DESIGN.md, sizes)."""
 
 import json
 import math

@@ -1,7 +1,7 @@
 """Authors' checkpoints -> Hugging Face folders and back, on random authors'-layout state dicts.
 
 Logits are checked against `plain_logits`, a float64 re-derivation of the authors' forward pass written here
-from ILLAMA_SPEC.md (no code shared with the package).
+from the facts in docs/DESIGN.md (no code shared with the package).
 """
 
 import argparse
@@ -36,7 +36,7 @@ DIM, DEPTH, PATCH, MLP, CLASSES = 128, 2, 16, 384, 10  # MLP deliberately not th
 
 
 def authors_state_dict(dim=DIM, depth=DEPTH, patch=PATCH, image=32, mlp=MLP, classes=CLASSES, seed=0, factory=None):
-    """The authors' keys and shapes (spec section 3), random values (or `factory(shape)`)."""
+    """The authors' keys and shapes (docs/DESIGN.md, released checkpoints), random values (or `factory(shape)`)."""
     generator = torch.Generator().manual_seed(seed)
     make = factory or (lambda *shape: torch.randn(*shape, generator=generator) * 0.1)
     sd = {
@@ -271,7 +271,7 @@ def test_export_round_trip_is_bit_exact(tmp_path, dtype):
             assert exported[key].dtype == tensor.dtype and torch.equal(exported[key], tensor), key
 
 
-SPEC_SIZES = {  # name: (D, depth, MLP, image, exact params) from ILLAMA_SPEC.md section 2
+SPEC_SIZES = {  # name: (D, depth, MLP, image, exact params) from docs/DESIGN.md (sizes)
     "illama-tiny-224": (192, 12, 512, 224, 5_701_096),
     "illama-small-224": (384, 12, 1024, 224, 22_018_024),
     "illama-base-224": (768, 12, 2048, 224, 86_502_376),

@@ -48,7 +48,7 @@ def pixels(batch=3, size=64, seed=1):
 
 
 def real_interleaved_rotary(states, cos, sin):
-    """The plain real-arithmetic definition (spec section 1), for comparison."""
+    """The plain real-arithmetic definition (docs/DESIGN.md, the network), for comparison."""
     even, odd = states[..., 0::2].float(), states[..., 1::2].float()
     return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2).to(states.dtype)
 

@@ -1,6 +1,6 @@
 """`build_image_processor` against the authors' evaluation transform, on real ImageNet JPEGs.
 
-The reference is the authors' own transform (ConvNeXt/iLLaMA `build_transform`, spec section 3) written here
+The reference is the authors' own transform (ConvNeXt/iLLaMA `build_transform`; docs/DESIGN.md) written here
 with torchvision on PIL images: 224 -> Resize(int(224 / 0.875) = 256, bicubic) + CenterCrop(224);
 384 -> Resize((384, 384), bicubic); ToTensor; Normalize(ImageNet mean, std). Images are loaded the way
 torchvision's ImageFolder does (`Image.open(path).convert("RGB")`).

@@ -1,4 +1,4 @@
-"""Frozen LLaMA decoder layers as encoder layers (spec section 6), on a tiny random LlamaForCausalLM saved as
+"""Frozen LLaMA decoder layers as encoder layers (docs/DESIGN.md), on a tiny random LlamaForCausalLM saved as
 sharded safetensors: the chain against plain arithmetic and transformers' own LlamaDecoderLayer, training
 (adapters move, LLM weights do not, gradients reach earlier blocks), save/reload in both storage modes,
 refusals, and the ViT wrapper."""

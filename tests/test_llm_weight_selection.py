@@ -1,5 +1,5 @@
-"""Weight selection from a LLaMA checkpoint (spec section 5), checked against an index computation written here
-from the spec (exact rational arithmetic, plain Python loops) on a tiny random LlamaForCausalLM saved as
+"""Weight selection from a LLaMA checkpoint (docs/DESIGN.md), checked against an index computation written here
+from docs/DESIGN.md (exact rational arithmetic, plain Python loops) on a tiny random LlamaForCausalLM saved as
 sharded safetensors."""
 
 import json

@@ -1,6 +1,6 @@
-"""ILlamaModel / ILlamaForImageClassification against a plain re-derivation of ILLAMA_SPEC.md section 1.
+"""ILlamaModel / ILlamaForImageClassification against a plain re-derivation of docs/DESIGN.md (the network).
 
-`reference_forward` below is written from the spec alone, deliberately plainly, and shares no code with
+`reference_forward` below is written from those facts alone, deliberately plainly, and shares no code with
 the package: F.conv2d patch embedding, class token appended LAST, position table added, then per block an
 fp32 RMSNorm, the fused qkv split as [q heads | k heads | v heads], Meta-style interleaved RoPE through
 complex numbers (torch.polar / view_as_complex; itself checked against the rotation written out in float64),
@@ -33,7 +33,7 @@ BACKENDS = ("eager", "sdpa")
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The plain re-derivation (spec section 1). Reads parameters by their documented names (docs/DESIGN.md).
+# The plain re-derivation (docs/DESIGN.md, the network). Reads parameters by their documented names.
 # ---------------------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Recipes load from YAML with the paper's numbers (spec section 4); overrides and bad input."""
+"""Recipes load from YAML with the paper's numbers (docs/DESIGN.md, training recipes); overrides and bad input."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-""" "Information filtering" activation maps (Pang et al., arXiv 2310.12973; ILLAMA_SPEC section 6).
+""" "Information filtering" activation maps (Pang et al., arXiv 2310.12973; docs/DESIGN.md, frozen LLaMA layers).
 
 For one image and chosen layers, the patch tokens x_1..x_P (B, P, D) of each layer give two per-token maps:
 

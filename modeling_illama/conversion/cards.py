@@ -1,4 +1,4 @@
-"""The eight released checkpoints (ILLAMA_SPEC.md section 3) and Hub-style model cards for them."""
+"""The eight released checkpoints (docs/DESIGN.md, released checkpoints) and Hub-style model cards for them."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A plain functional forward pass of iLLaMA on the authors' state-dict layout.
 
-Written straight from the reference code (ILLAMA_SPEC.md section 1) and independent of the modeling
+Written straight from the reference code (docs/DESIGN.md, the network) and independent of the modeling
 file: `--verify` compares the converted model against it.
 """
 

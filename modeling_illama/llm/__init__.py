@@ -1,5 +1,5 @@
-"""Reusing LLaMA language-model weights in vision models: weight selection (spec section 5) and frozen LLaMA
-layers as encoder layers (spec section 6)."""
+"""Reusing LLaMA language-model weights in vision models: weight selection and frozen LLaMA layers as encoder
+layers (docs/DESIGN.md, "Weight selection" and "Frozen LLaMA layers")."""
 
 from .frozen import attach_frozen_llm, frozen_llm_config, vit_with_frozen_llm
 from .safetensors_index import SafetensorsCheckpoint

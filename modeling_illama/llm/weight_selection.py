@@ -1,4 +1,4 @@
-"""Initialise an iLLaMA from a Hugging Face LLaMA checkpoint by weight selection (spec section 5).
+"""Initialise an iLLaMA from a Hugging Face LLaMA checkpoint by weight selection (docs/DESIGN.md, weight selection).
 
 LLM layer i initialises iLLaMA block i (i < depth). Per layer:
 

@@ -75,7 +75,7 @@ class Recipe:
     bf16: bool = False
     fp16: bool = False
 
-    # soft mask (spec section 4)
+    # soft mask (docs/DESIGN.md, training recipes)
     soft_mask: str = "constant"
     soft_mask_cutoff_epochs: float = 50
     soft_mask_cutoff_steps: int | None = None  # overrides soft_mask_cutoff_epochs

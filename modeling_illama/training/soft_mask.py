@@ -1,4 +1,4 @@
-"""The soft-mask schedule (spec section 4) and the callback that applies it at every optimizer step."""
+"""The soft-mask schedule (docs/DESIGN.md, training recipes) and the callback applying it at every optimizer step."""
 
 from __future__ import annotations
 

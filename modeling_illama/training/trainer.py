@@ -38,8 +38,8 @@ def is_model_dir(model: str) -> bool:
 def build_model(model: str, recipe: Recipe, label_names: list[str]):
     """A preset name -> a new model; a saved folder -> that model, head re-initialised if the labels differ.
 
-    A different `recipe.image_size` resizes the position embeddings (spec section 4). `init_from_llama`
-    runs weight selection from a LLaMA checkpoint.
+    A different `recipe.image_size` resizes the position embeddings (docs/DESIGN.md, training recipes).
+    `init_from_llama` runs weight selection from a LLaMA checkpoint.
     """
     from modeling_illama import ILlamaForImageClassification, load_preset
 
