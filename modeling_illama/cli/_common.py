@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 
 
@@ -17,6 +19,29 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 def make_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+
+
+@contextlib.contextmanager
+def progress_on_stdout(level: int = logging.INFO):
+    """While the block runs, the package's info records (progress, results) are plain lines on stdout and its
+    warnings and errors go to stderr."""
+    package = logging.getLogger("modeling_illama")
+    progress = logging.StreamHandler(sys.stdout)
+    progress.setFormatter(logging.Formatter("%(message)s"))
+    progress.addFilter(lambda record: record.levelno < logging.WARNING)
+    warnings = logging.StreamHandler(sys.stderr)
+    warnings.setLevel(logging.WARNING)
+    warnings.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    previous = package.level
+    package.addHandler(progress)
+    package.addHandler(warnings)
+    package.setLevel(level)
+    try:
+        yield
+    finally:
+        package.removeHandler(progress)
+        package.removeHandler(warnings)
+        package.setLevel(previous)
 
 
 def user_error(prog: str, error: object) -> int:

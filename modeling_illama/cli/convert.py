@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from ..conversion import VerificationError, convert_all, convert_checkpoint, write_released_cards
-from ._common import make_parser, user_error
+from ._common import make_parser, progress_on_stdout, user_error
 
 PROG = "illama-convert"
 
@@ -66,19 +66,22 @@ def main(argv=None) -> int:
     if args.checkpoint and not args.output_dir:
         return user_error(PROG, "--checkpoint needs --output-dir DIR")
     try:
-        if args.all:
-            convert_all(*args.all, verify=args.verify, num_verify_inputs=args.verify_inputs, overwrite=args.overwrite)
-        else:
-            convert_checkpoint(
-                args.checkpoint,
-                args.output_dir,
-                model=args.model,
-                image_size=image_size,
-                num_heads=args.num_heads,
-                verify=args.verify,
-                num_verify_inputs=args.verify_inputs,
-                overwrite=args.overwrite,
-            )
+        with progress_on_stdout():
+            if args.all:
+                convert_all(
+                    *args.all, verify=args.verify, num_verify_inputs=args.verify_inputs, overwrite=args.overwrite
+                )
+            else:
+                convert_checkpoint(
+                    args.checkpoint,
+                    args.output_dir,
+                    model=args.model,
+                    image_size=image_size,
+                    num_heads=args.num_heads,
+                    verify=args.verify,
+                    num_verify_inputs=args.verify_inputs,
+                    overwrite=args.overwrite,
+                )
     except (ValueError, VerificationError, OSError) as error:  # CheckpointError is a ValueError
         return user_error(PROG, error)
     return 0

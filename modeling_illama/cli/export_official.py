@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..conversion import export_official
-from ._common import make_parser, user_error
+from ._common import make_parser, progress_on_stdout, user_error
 
 PROG = "illama-export-official"
 
@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        export_official(args.model, args.output)
+        with progress_on_stdout():
+            export_official(args.model, args.output)
     except (OSError, ValueError) as error:  # CheckpointError is a ValueError
         return user_error(PROG, error)
     return 0

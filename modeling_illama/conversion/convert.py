@@ -79,8 +79,11 @@ def verify_against_reference(
         differences[implementation] = (logits - expected).abs().max().item()
         del model
     for implementation, difference in differences.items():
-        print(
-            f"verify [{implementation}]: max |logits - reference| = {difference:.3e} over {num_inputs} random inputs"
+        logger.info(
+            "verify [%s]: max |logits - reference| = %.3e over %d random inputs",
+            implementation,
+            difference,
+            num_inputs,
         )
     worst = max(differences.values())
     if not worst <= tolerance:
@@ -122,12 +125,17 @@ def convert_checkpoint(
             preset or "a custom size",
         )
         variant = None
-    print(
-        f"{checkpoint}: {preset or 'custom size'} (hidden {config.hidden_size}, depth {config.num_hidden_layers}, "
-        f"heads {config.num_attention_heads}, image {config.image_size}, {config.num_labels} classes, "
-        f"{count_parameters(official):,} parameters"
-        + (f", epoch {extras['epoch']}" if "epoch" in extras else "")
-        + ")"
+    logger.info(
+        "%s: %s (hidden %d, depth %d, heads %d, image %s, %d classes, %s parameters%s)",
+        checkpoint,
+        preset or "custom size",
+        config.hidden_size,
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        config.image_size,
+        config.num_labels,
+        f"{count_parameters(official):,}",
+        f", epoch {extras['epoch']}" if "epoch" in extras else "",
     )
 
     hf_model = ILlamaForImageClassification(config)
@@ -157,7 +165,7 @@ def convert_checkpoint(
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    print(f"wrote {output_dir}")
+    logger.info("wrote %s", output_dir)
     return output_dir
 
 
@@ -231,5 +239,5 @@ def export_official(model, output_path: str | Path) -> Path:
     else:
         torch.save(official, tmp_path)
     tmp_path.replace(output_path)
-    print(f"wrote {output_path} ({len(official)} tensors, {count_parameters(official):,} parameters)")
+    logger.info("wrote %s (%d tensors, %s parameters)", output_path, len(official), f"{count_parameters(official):,}")
     return output_path
