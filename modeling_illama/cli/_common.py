@@ -12,7 +12,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     """Keeps the description's line breaks and appends `(default: X)` to options that have a real default."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False) or action.help is argparse.SUPPRESS:
+        if action.default is None or action.default is False or action.help is argparse.SUPPRESS:
             return action.help or ""
         return super()._get_help_string(action)
 

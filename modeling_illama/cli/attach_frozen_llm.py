@@ -2,8 +2,7 @@
 after the last block of an iLLaMA (preset or folder) or of a Transformers ViT/DeiT folder, and save a folder that
 loads with from_pretrained / AutoModel*.
 
-    illama-attach-frozen-llm --llama Llama-2-7b-hf --model illama-tiny-224 \
-        --output-dir runs/tiny-llama31 --num-labels 1000
+    illama-attach-frozen-llm --llama Llama-2-7b-hf --model illama-tiny-224 --output-dir runs/tiny-llama31
 """
 
 from __future__ import annotations

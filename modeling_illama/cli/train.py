@@ -1,7 +1,7 @@
 """`illama-train`: train or fine-tune an iLLaMA classifier with a recipe (Trainer; accelerate for several processes).
 
     illama-train --recipe cifar10-mini --dataset data/cifar10-mini --output-dir runs/demo
-    accelerate launch --num_processes 8 scripts/train.py --recipe illama-tiny-in1k \
+    accelerate launch --num_processes 8 scripts/train.py --recipe illama-tiny-in1k \\
         --model illama-tiny-224 --dataset ILSVRC/imagenet-1k --streaming --output-dir runs/tiny epochs=300
 """
 
