@@ -43,8 +43,9 @@ class ILlamaConfig(PreTrainedConfig):
         drop_path_rate (`float`): stochastic depth, linearly increasing from 0 over the blocks.
         hidden_dropout_prob (`float`): dropout after adding the position embedding.
         initializer_range (`float`): std of the truncated normal init.
-        soft_mask_rate (`float`): r in [0, 1]. 1 = bidirectional, 0 = causal (the deployed state). During
-            training the soft-mask callback changes it at every optimizer step.
+        soft_mask_rate (`float`): the deployed r in [0, 1] (1 = bidirectional, 0 = causal; 0 for released
+            weights), the rate a model starts with when built or loaded. Training changes only the model's
+            runtime rate (`model.set_soft_mask_rate`), never this field.
         mask_style (`str`): `"post_softmax"` (the authors' arithmetic: the mask multiplies the softmax
             output without renormalising; required by the released weights) or `"renormalized"` (standard
             causal attention at r = 0, softmax(S + log M) in general). They are different models.

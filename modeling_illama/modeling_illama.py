@@ -19,6 +19,7 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_illama import ILlamaConfig, _pair
+from .cpu_attention_illama import post_softmax_cpu_attention
 
 
 class ILlamaRMSNorm(nn.Module):
@@ -196,7 +197,6 @@ def post_softmax_eager_attention(
     value: torch.Tensor,
     attention_mask: torch.Tensor | None,
     scaling: float,
-    dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """out = (softmax(QK^T * scale) * M) V, exactly as the authors compute it; returns the masked weights too."""
@@ -204,30 +204,8 @@ def post_softmax_eager_attention(
     attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
     if attention_mask is not None:
         attn_weights = attn_weights * attention_mask
-    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
     attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
     return attn_output, attn_weights
-
-
-def _fused_attention_with_lse(query, key, value, is_causal: bool, scaling: float):
-    """Fused attention returning (output, log-sum-exp of the scaled scores) - CPU kernel only."""
-    output, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-        query, key, value, 0.0, is_causal, scale=scaling
-    )[:2]
-    return output, lse
-
-
-# Below this many keys one materialised pass (QK^T, softmax, mask, PV) is cheaper on CPU than the two fused
-# passes. Measured (benchmarks/, 1 thread, fp32, r = 0): N = 197 (224 px), B = 32, 3 heads: 27 ms vs 38 ms;
-# N = 577 (384 px), B = 8: 92 ms vs 67 ms (3 heads), 358 ms vs 259 ms (12 heads).
-FUSED_POST_SOFTMAX_MIN_TOKENS = 256
-
-
-def _post_softmax_inplace_attention(query, key, value, attention_mask, scaling) -> torch.Tensor:
-    """The eager arithmetic, (softmax(QK^T * scale) * M) V, scaling and masking in place (no autograd)."""
-    attn_weights = torch.matmul(query, key.transpose(2, 3)).mul_(scaling)
-    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype).mul_(attention_mask)
-    return torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
 
 
 def post_softmax_sdpa_attention(
@@ -237,56 +215,82 @@ def post_softmax_sdpa_attention(
     value: torch.Tensor,
     attention_mask: torch.Tensor | None,
     scaling: float,
-    dropout: float = 0.0,
+    soft_mask_rate: float | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """The post-softmax mask through fused kernels where they give the exact result.
+    """The post-softmax mask through fused kernels where they give the exact result (cpu_attention_illama.py).
 
-    With r the soft-mask rate and LSE the log-sum-exp of a row's scaled scores (spec section 1):
-        out_i = r * full_i + (1 - r) * causal_i * exp(LSE_causal_i - LSE_full_i)
-    At r = 0 the full pass is needed only for its LSE (the CPU kernel insists on equal q/k/v head dims, so
-    it cannot be run with a narrower value). r is read from `module.config.soft_mask_rate`, from which the
-    mask was built (ILlamaModel._attention_mask), so no tensor is read back and torch.compile sees no break.
-    The fused kernels return no gradient for the LSE, so when autograd needs one (training), or on devices
-    without the kernel, the exact materialised form is used; below FUSED_POST_SOFTMAX_MIN_TOKENS keys (224 px)
-    the materialised form is also faster without gradients and runs in place.
+    Without a mask (r = 1) this is plain SDPA. The fused CPU kernels return no gradient for the log-sum-exp, so
+    when autograd needs one (training), or on other devices, the exact materialised (eager) form runs.
     """
     if attention_mask is None:
-        attn_output = F.scaled_dot_product_attention(
-            query, key, value, dropout_p=dropout if module.training else 0.0, scale=scaling
-        )
-        return attn_output.transpose(1, 2).contiguous(), None
+        return F.scaled_dot_product_attention(query, key, value, scale=scaling).transpose(1, 2).contiguous(), None
     needs_grad = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)
-    if needs_grad or query.device.type != "cpu" or (dropout and module.training):
-        attn_output, _ = post_softmax_eager_attention(module, query, key, value, attention_mask, scaling, dropout)
-        return attn_output, None
-    if key.shape[2] < FUSED_POST_SOFTMAX_MIN_TOKENS:
-        return _post_softmax_inplace_attention(query, key, value, attention_mask, scaling), None
-    rate = float(module.config.soft_mask_rate)
-    causal_out, causal_lse = _fused_attention_with_lse(query, key, value, True, scaling)
-    full_out, full_lse = _fused_attention_with_lse(query, key, value, False, scaling)
-    causal_weight = (causal_lse - full_lse).exp_().unsqueeze(-1)
-    if rate == 0.0:
-        attn_output = causal_out * causal_weight
-    else:
-        attn_output = torch.addcmul(full_out.float() * rate, causal_out.float(), causal_weight, value=1.0 - rate)
-    return attn_output.to(query.dtype).transpose(1, 2).contiguous(), None
+    if needs_grad or query.device.type != "cpu":
+        return post_softmax_eager_attention(module, query, key, value, attention_mask, scaling)[0], None
+    return post_softmax_cpu_attention(query, key, value, attention_mask, scaling, soft_mask_rate), None
 
 
-POST_SOFTMAX_ATTENTION_FUNCTIONS: dict[str, Callable] = {
-    "eager": post_softmax_eager_attention,
-    "sdpa": post_softmax_sdpa_attention,
-}
-
-
-def renormalized_eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+def renormalized_eager_attention(module, query, key, value, attention_mask, scaling, **kwargs):
     """Standard softmax(QK^T * scale + log M) V."""
     attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
         attn_weights = attn_weights + attention_mask
     attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
-    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
     return torch.matmul(attn_weights, value).transpose(1, 2).contiguous(), attn_weights
+
+
+def _causal_or_full_only(implementation: str) -> Callable:
+    """Transformers' `implementation` kernel for the renormalized style where it is exact: r = 0 (plain causal
+    attention, `is_causal=True`) and r = 1 (no mask). It cannot add the float mask log M of 0 < r < 1."""
+
+    def attention(module, query, key, value, attention_mask, scaling, is_causal=False, soft_mask_rate=None, **kwargs):
+        if attention_mask is not None:
+            raise ValueError(
+                f"attn_implementation={implementation!r} computes mask_style='renormalized' only at soft-mask rate "
+                f"r = 0 (causal) or r = 1 (bidirectional), got r = {soft_mask_rate}: use 'sdpa' or 'eager' while "
+                "0 < r < 1 (e.g. during soft-mask training)."
+            )
+        return ALL_ATTENTION_FUNCTIONS[implementation](
+            module, query, key, value, None, scaling=scaling, is_causal=is_causal, **kwargs
+        )
+
+    attention.__name__ = f"renormalized_{implementation}_attention"
+    return attention
+
+
+class ILlamaAttentionInterface(dict):
+    """{(mask_style, attn_implementation): attention function}: Transformers' AttentionInterface, keyed also by
+    the mask style, since each style needs its own arithmetic. Every function has the signature
+    `(module, query, key, value, attention_mask, scaling, is_causal=..., soft_mask_rate=..., **kwargs)` and
+    returns `(output (batch, tokens, heads, head_dim), weights or None)`. Add a backend with
+    `ALL_ILLAMA_ATTENTION_FUNCTIONS[(style, name)] = function`.
+    """
+
+    def get_interface(self, mask_style: str, implementation: str) -> Callable:
+        function = self.get((mask_style, implementation))
+        if function is None:
+            supported = ", ".join(f"{name!r}" for style, name in self if style == mask_style)
+            raise ValueError(
+                f"iLLaMA has no attn_implementation={implementation!r} for mask_style={mask_style!r}; "
+                f"supported for this style: {supported}."
+            )
+        return function
+
+
+ALL_ILLAMA_ATTENTION_FUNCTIONS = ILlamaAttentionInterface(
+    {
+        ("post_softmax", "eager"): post_softmax_eager_attention,
+        ("post_softmax", "sdpa"): post_softmax_sdpa_attention,
+        ("renormalized", "eager"): renormalized_eager_attention,
+        ("renormalized", "sdpa"): ALL_ATTENTION_FUNCTIONS["sdpa"],
+        ("renormalized", "flash_attention_2"): _causal_or_full_only("flash_attention_2"),
+        ("renormalized", "flash_attention_3"): _causal_or_full_only("flash_attention_3"),
+    }
+)
+
+# backends that take plain causal attention as `is_causal=True` instead of a mask tensor
+_IS_CAUSAL_BACKENDS = ("sdpa", "flash_attention_2", "flash_attention_3")
 
 
 class ILlamaAttention(nn.Module):
@@ -310,6 +314,7 @@ class ILlamaAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         is_causal: bool = False,
         last_token_only: bool = False,
+        soft_mask_rate: float | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, num_tokens, _ = hidden_states.shape
@@ -324,18 +329,19 @@ class ILlamaAttention(nn.Module):
         else:
             query = apply_interleaved_rotary(query, cos, sin)
 
-        if self.config.mask_style == "post_softmax":
-            attention_interface = POST_SOFTMAX_ATTENTION_FUNCTIONS.get(
-                self.config._attn_implementation, post_softmax_eager_attention
-            )
-            extra = {}
-        else:
-            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-                self.config._attn_implementation, renormalized_eager_attention
-            )
-            extra = {"is_causal": is_causal}
+        attention_interface = ALL_ILLAMA_ATTENTION_FUNCTIONS.get_interface(
+            self.config.mask_style, self.config._attn_implementation
+        )
         attn_output, attn_weights = attention_interface(
-            self, query, key, value, attention_mask, scaling=self.scaling, dropout=0.0, **extra
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            scaling=self.scaling,
+            is_causal=is_causal,
+            soft_mask_rate=soft_mask_rate,
+            **kwargs,
         )
         attn_output = attn_output.reshape(batch_size, query.shape[2], -1)
         return self.o_proj(attn_output), attn_weights
@@ -392,16 +398,18 @@ class ILlamaLayer(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         is_causal: bool = False,
         last_token_only: bool = False,
+        soft_mask_rate: float | None = None,
         **kwargs,
     ) -> torch.Tensor:
         """With `last_token_only`, keys and values come from every token but only the last (class) token is
-        updated and returned, shape (batch, 1, D)."""
+        updated and returned, shape (batch, 1, D). `soft_mask_rate` is the r `attention_mask` was built with."""
         attn_output, _ = self.self_attn(
             self.input_layernorm(hidden_states),
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
             is_causal=is_causal,
             last_token_only=last_token_only,
+            soft_mask_rate=soft_mask_rate,
             **kwargs,
         )
         if last_token_only:
@@ -419,8 +427,11 @@ class ILlamaPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
     _no_split_modules = ["ILlamaEmbeddings", "ILlamaLayer"]
+    # flash runs mask_style="renormalized" only, at r = 0 or 1 (see ALL_ILLAMA_ATTENTION_FUNCTIONS); a
+    # post-softmax model asking for it is refused by _check_and_adjust_attn_implementation. No flex entry:
+    # untested (Transformers' flex path aborts on CPU with torch 2.14 here, and no GPU was at hand)
     _supports_sdpa = True
-    _supports_flash_attn = False  # flash kernels cannot express the post-softmax mask
+    _supports_flash_attn = True
     _supports_flex_attn = False
     _supports_attention_backend = False
     _can_record_outputs = {"hidden_states": ILlamaLayer, "attentions": ILlamaAttention}
@@ -451,17 +462,42 @@ class ILlamaPreTrainedModel(PreTrainedModel):
         elif hasattr(module, "_illama_init_weights"):
             module._illama_init_weights()
 
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        # Transformers looks for `ALL_ATTENTION_FUNCTIONS.get_interface(` in the source; ours is keyed by style
+        return True
+
+    def _check_and_adjust_attn_implementation(self, attn_implementation, is_init_check=False, **kwargs) -> str:
+        """Refuse a backend the mask style has no exact function for (before Transformers' own checks, which
+        would first ask for the flash_attn package), then Transformers' checks and fallbacks."""
+        if attn_implementation is not None:
+            ALL_ILLAMA_ATTENTION_FUNCTIONS.get_interface(self.config.mask_style, attn_implementation)
+        implementation = super()._check_and_adjust_attn_implementation(attn_implementation, is_init_check, **kwargs)
+        ALL_ILLAMA_ATTENTION_FUNCTIONS.get_interface(self.config.mask_style, implementation)
+        return implementation
+
+    @property
+    def soft_mask_rate(self) -> float:
+        """The soft-mask rate r every layer uses now (training state, held by the base model). It starts at
+        `config.soft_mask_rate`, the deployed value, which training never changes."""
+        return self.base_model._soft_mask_rate
+
     def set_soft_mask_rate(self, rate: float):
-        """Set the soft-mask rate r (1 = bidirectional, 0 = causal) used by every layer from the next forward."""
+        """Set the soft-mask rate r (1 = bidirectional, 0 = causal) used by every layer from the next forward.
+        The config keeps the deployed value: a model saved mid-training still loads at `config.soft_mask_rate`."""
         rate = float(rate)
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"soft mask rate must lie in [0, 1], got {rate}.")
-        self.config.soft_mask_rate = rate
+        self.base_model._soft_mask_rate = rate
+
+    def reset_soft_mask_rate(self):
+        """Back to the deployed rate, `config.soft_mask_rate`."""
+        self.set_soft_mask_rate(self.config.soft_mask_rate)
 
     def resize_position_embeddings(self, image_size: int | tuple[int, int]):
         """Permanently change the resolution: bicubic resize of the patch rows of the position table (class row
         kept aside) and a new rotary table for the new sequence length. Updates `config.image_size`."""
-        base = getattr(self, self.base_model_prefix, self)
+        base = self.base_model
         new_size = _pair(image_size)
         patch = _pair(self.config.patch_size)
         if new_size[0] % patch[0] or new_size[1] % patch[1]:
@@ -490,6 +526,7 @@ class ILlamaModel(ILlamaPreTrainedModel):
 
             self.frozen_llm = ILlamaFrozenLLM(config)
         self.norm = ILlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self._soft_mask_rate = float(config.soft_mask_rate)  # see ILlamaPreTrainedModel.soft_mask_rate
         self._mask_cache = None
         self.post_init()
 
@@ -499,21 +536,17 @@ class ILlamaModel(ILlamaPreTrainedModel):
     @torch.compiler.disable
     def _attention_mask(self, num_tokens: int, dtype: torch.dtype, device) -> tuple[torch.Tensor | None, bool]:
         """The (mask, is_causal) pair every layer uses, rebuilt only when r, N, dtype or device change."""
-        config = self.config
-        key = (num_tokens, config.soft_mask_rate, config.mask_style, config._attn_implementation, dtype, device)
+        style, implementation, rate = self.config.mask_style, self.config._attn_implementation, self._soft_mask_rate
+        key = (num_tokens, rate, style, implementation, dtype, device)
         if self._mask_cache is not None and self._mask_cache[0] == key:
             return self._mask_cache[1]
-        if (
-            config.mask_style == "renormalized"
-            and config._attn_implementation == "sdpa"
-            and config.soft_mask_rate == 0
-        ):
-            value = (None, True)  # lets SDPA pick its causal kernels
+        if style == "renormalized" and implementation in _IS_CAUSAL_BACKENDS and rate == 0:
+            value = (None, True)  # lets SDPA / flash pick their causal kernels
         else:
             # built as a normal tensor even under torch.inference_mode(): an inference tensor in the cache
             # would make a later training forward fail ("Inference tensors cannot be saved for backward")
             with torch.inference_mode(False):
-                mask = soft_attention_mask(num_tokens, config.soft_mask_rate, config.mask_style, dtype, device)
+                mask = soft_attention_mask(num_tokens, rate, style, dtype, device)
             value = (mask, False)
         self._mask_cache = (key, value)
         return value
@@ -563,6 +596,7 @@ class ILlamaModel(ILlamaPreTrainedModel):
                 attention_mask,
                 is_causal,
                 last_token_only=pooled_only and index == last_index,
+                soft_mask_rate=self._soft_mask_rate,
                 **kwargs,
             )
         if self.frozen_llm is not None:

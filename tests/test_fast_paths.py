@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import modeling_illama.cpu_attention_illama as cpu_attention
 import modeling_illama.modeling_illama as modeling
 from modeling_illama import ILlamaForImageClassification, ILlamaModel, load_preset
 
@@ -58,7 +59,7 @@ def real_interleaved_rotary(states, cos, sin):
 def small_n_path(request, monkeypatch):
     """Run the "sdpa" post-softmax backend through its materialised (N < 256) and its fused (N >= 256) path."""
     if request.param == "fused":
-        monkeypatch.setattr(modeling, "FUSED_POST_SOFTMAX_MIN_TOKENS", 0)
+        monkeypatch.setattr(cpu_attention, "FUSED_POST_SOFTMAX_MIN_TOKENS", 0)
     return request.param
 
 
@@ -110,17 +111,21 @@ def test_pooled_only_computes_the_class_token_exactly(rate):
 @pytest.mark.parametrize("rate", RATES)
 def test_post_softmax_sdpa_function_matches_eager_and_uses_the_fused_kernel(rate, monkeypatch):
     """The log-sum-exp identity, called directly (B=2, H=3, N=23, d=64; fused path forced)."""
-    monkeypatch.setattr(modeling, "FUSED_POST_SOFTMAX_MIN_TOKENS", 0)
+    monkeypatch.setattr(cpu_attention, "FUSED_POST_SOFTMAX_MIN_TOKENS", 0)
     generator = torch.Generator().manual_seed(3)
     query, key, value = (torch.randn(2, 3, 23, 64, generator=generator) for _ in range(3))
-    module = SimpleNamespace(training=False, config=SimpleNamespace(soft_mask_rate=rate))
+    module = SimpleNamespace(training=False)
     mask = modeling.soft_attention_mask(23, rate, "post_softmax", torch.float32)
     calls = []
-    original = modeling._fused_attention_with_lse
-    monkeypatch.setattr(modeling, "_fused_attention_with_lse", lambda *a, **k: calls.append(a[3]) or original(*a, **k))
+    original = cpu_attention.fused_attention_with_lse
+    monkeypatch.setattr(
+        cpu_attention, "fused_attention_with_lse", lambda *a, **k: calls.append(a[3]) or original(*a, **k)
+    )
     with torch.no_grad():
         expected, _ = modeling.post_softmax_eager_attention(module, query, key, value, mask, 64**-0.5)
-        got, weights = modeling.post_softmax_sdpa_attention(module, query, key, value, mask, 64**-0.5)
+        got, weights = modeling.post_softmax_sdpa_attention(
+            module, query, key, value, mask, 64**-0.5, soft_mask_rate=rate
+        )
     assert weights is None
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     # r = 1: M is all ones, no mask is passed and plain SDPA runs; otherwise one causal + one full fused pass
@@ -129,9 +134,11 @@ def test_post_softmax_sdpa_function_matches_eager_and_uses_the_fused_kernel(rate
 
 def test_sdpa_routes_224px_to_the_materialised_pass_and_384px_to_the_fused_passes(monkeypatch):
     calls = []
-    original = modeling._fused_attention_with_lse
-    monkeypatch.setattr(modeling, "_fused_attention_with_lse", lambda *a, **k: calls.append(a[3]) or original(*a, **k))
-    module = SimpleNamespace(training=False, config=SimpleNamespace(soft_mask_rate=0.0))
+    original = cpu_attention.fused_attention_with_lse
+    monkeypatch.setattr(
+        cpu_attention, "fused_attention_with_lse", lambda *a, **k: calls.append(a[3]) or original(*a, **k)
+    )
+    module = SimpleNamespace(training=False)
     for tokens, expected_calls in ((197, 0), (577, 2)):
         calls.clear()
         query, key, value = (
@@ -140,7 +147,7 @@ def test_sdpa_routes_224px_to_the_materialised_pass_and_384px_to_the_fused_passe
         mask = modeling.soft_attention_mask(tokens, 0.0, "post_softmax", torch.float32)
         with torch.no_grad():
             expected, _ = modeling.post_softmax_eager_attention(module, query, key, value, mask, 0.125)
-            got, _ = modeling.post_softmax_sdpa_attention(module, query, key, value, mask, 0.125)
+            got, _ = modeling.post_softmax_sdpa_attention(module, query, key, value, mask, 0.125, soft_mask_rate=0.0)
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
         assert len(calls) == expected_calls
 
@@ -148,12 +155,12 @@ def test_sdpa_routes_224px_to_the_materialised_pass_and_384px_to_the_fused_passe
 def test_fused_attention_falls_back_to_exact_gradients_in_training():
     generator = torch.Generator().manual_seed(4)
     tensors = [torch.randn(2, 3, 19, 64, generator=generator, requires_grad=True) for _ in range(3)]
-    module = SimpleNamespace(training=True, config=SimpleNamespace(soft_mask_rate=0.37))
+    module = SimpleNamespace(training=True)
     mask = modeling.soft_attention_mask(19, 0.37, "post_softmax", torch.float32)
     grad_out = torch.randn(2, 19, 3, 64, generator=generator)
     expected, _ = modeling.post_softmax_eager_attention(module, *tensors, mask, 0.125)
     expected_grads = torch.autograd.grad(expected, tensors, grad_out)
-    got, _ = modeling.post_softmax_sdpa_attention(module, *tensors, mask, 0.125)
+    got, _ = modeling.post_softmax_sdpa_attention(module, *tensors, mask, 0.125, soft_mask_rate=0.37)
     got_grads = torch.autograd.grad(got, tensors, grad_out)
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
     for g, e in zip(got_grads, expected_grads):

@@ -313,9 +313,27 @@ def test_set_soft_mask_rate_changes_the_next_forward_and_rejects_bad_rates():
     model.set_soft_mask_rate(0.37)  # the mask cache must notice the change
     with torch.no_grad():
         assert_close(model(x).logits, reference_logits(model, x, 0.37, "post_softmax")["logits"])
-    assert model.config.soft_mask_rate == 0.37
+    assert model.soft_mask_rate == 0.37  # the runtime rate (the config keeps the deployed 1.0, see below)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         model.set_soft_mask_rate(1.5)
+
+
+def test_soft_mask_rate_is_runtime_state_of_the_base_model_and_never_reaches_config_json(tmp_path):
+    model = make_model(soft_mask_rate=0.0)
+    x = pixels()
+    model.set_soft_mask_rate(0.37)  # set on the classifier, held by the base model
+    assert model.illama.soft_mask_rate == 0.37 and model.config.soft_mask_rate == 0.0
+    model.illama.set_soft_mask_rate(0.5)  # and the other way round
+    assert model.soft_mask_rate == 0.5
+    model.save_pretrained(tmp_path)  # mid-training save
+    saved = ILlamaForImageClassification.from_pretrained(tmp_path).eval()
+    assert saved.soft_mask_rate == 0.0 and saved.config.soft_mask_rate == 0.0
+    with torch.no_grad():
+        assert_close(model(x).logits, reference_logits(model, x, 0.5, "post_softmax")["logits"])
+        model.reset_soft_mask_rate()
+        assert model.soft_mask_rate == 0.0
+        assert_close(model(x).logits, reference_logits(model, x, 0.0, "post_softmax")["logits"])
+        assert torch.equal(saved(x).logits, model(x).logits)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -428,6 +446,70 @@ def test_pooled_only_fast_path_equals_full_computation(style, backend):
         fast = model(x, pooled_only=True)
     assert fast.last_hidden_state.shape == (2, 1, 64)
     assert_close(fast.pooler_output, full.pooler_output)
+
+
+def test_attention_dispatch_table_resolves_every_pair_and_the_model_uses_it(monkeypatch):
+    from modeling_illama.modeling_illama import ALL_ILLAMA_ATTENTION_FUNCTIONS
+
+    assert {style for style, _ in ALL_ILLAMA_ATTENTION_FUNCTIONS} == set(STYLES)
+    calls = []
+    for pair, function in list(ALL_ILLAMA_ATTENTION_FUNCTIONS.items()):
+        assert ALL_ILLAMA_ATTENTION_FUNCTIONS.get_interface(*pair) is function
+
+        def recording(*args, _pair=pair, _function=function, **kwargs):
+            calls.append(_pair)
+            return _function(*args, **kwargs)
+
+        monkeypatch.setitem(ALL_ILLAMA_ATTENTION_FUNCTIONS, pair, recording)
+    for style in STYLES:
+        model = make_model(ILlamaModel, mask_style=style, num_hidden_layers=1)
+        for backend in BACKENDS:
+            model.set_attn_implementation(backend)
+            calls.clear()
+            with torch.no_grad():
+                model(pixels())
+            assert calls == [(style, backend)]
+
+
+def test_renormalized_sdpa_at_rate_zero_is_eager_causal_attention():
+    from modeling_illama.modeling_illama import ALL_ILLAMA_ATTENTION_FUNCTIONS
+
+    generator = torch.Generator().manual_seed(7)
+    query, key, value = (torch.randn(2, 3, 17, 16, generator=generator) for _ in range(3))
+    model = make_model(ILlamaModel, mask_style="renormalized", soft_mask_rate=0.0, num_hidden_layers=1)
+    model.set_attn_implementation("sdpa")
+    mask, is_causal = model._attention_mask(17, torch.float32, "cpu")
+    assert mask is None and is_causal  # SDPA's own causal kernel, no mask tensor
+    sdpa = ALL_ILLAMA_ATTENTION_FUNCTIONS.get_interface("renormalized", "sdpa")
+    module = model.layers[0].self_attn
+    got, _ = sdpa(module, query, key, value, mask, scaling=0.25, is_causal=is_causal, soft_mask_rate=0.0)
+    scores = (query @ key.transpose(2, 3)) * 0.25  # eager causal attention, written out
+    scores = scores.masked_fill(torch.ones(17, 17, dtype=torch.bool).triu(1), float("-inf"))
+    expected = (scores.softmax(-1) @ value).transpose(1, 2)
+    assert_close(got, expected, what="renormalized sdpa at r = 0")
+
+
+def test_unsupported_attention_pairs_are_clear_errors_naming_the_supported_ones():
+    from modeling_illama.modeling_illama import ALL_ILLAMA_ATTENTION_FUNCTIONS
+
+    with pytest.raises(ValueError, match=r"'flash_attention_2' for mask_style='post_softmax'.*'eager', 'sdpa'"):
+        ALL_ILLAMA_ATTENTION_FUNCTIONS.get_interface("post_softmax", "flash_attention_2")
+    with pytest.raises(ValueError, match=r"'flash_attention_2' for mask_style='post_softmax'.*'eager', 'sdpa'"):
+        make_model(mask_style="post_softmax").set_attn_implementation("flash_attention_2")
+    # flash is exact for the renormalized style at r = 0 and 1 only; a float mask (0 < r < 1) is refused
+    flash = ALL_ILLAMA_ATTENTION_FUNCTIONS.get_interface("renormalized", "flash_attention_2")
+    tensors = [torch.randn(1, 2, 5, 8) for _ in range(3)]
+    mask = torch.zeros(5, 5)
+    with pytest.raises(ValueError, match=r"only at soft-mask rate r = 0 .* got r = 0.37: use 'sdpa' or 'eager'"):
+        flash(None, *tensors, mask, scaling=0.3, soft_mask_rate=0.37)
+
+
+def test_output_attentions_with_sdpa_is_a_clear_error_not_an_empty_tuple():
+    """Transformers' own Llama / ViT warn and return no maps under sdpa; iLLaMA refuses (docs/DESIGN.md)."""
+    model = make_model()
+    model.set_attn_implementation("sdpa")
+    with pytest.raises(ValueError, match=r"output_attentions=True needs the 'eager' attention backend"):
+        model(pixels(), output_attentions=True)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Soft-mask schedule, learning-rate schedule and AdamW groups against arithmetic written out here."""
 
+import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -46,6 +48,29 @@ def test_callback_state_round_trips_through_trainer_export():
     exported = callback.state()
     restored = SoftMaskCallback.from_state(exported)
     assert (restored.schedule, restored.cutoff_steps, restored.rate) == ("linear", 11, 1.0)
+
+
+def test_callback_sets_the_model_rate_per_step_resumes_from_the_step_and_restores_the_deployed_rate(tmp_path):
+    config = load_preset(
+        "illama-tiny-224", hidden_size=32, num_attention_heads=1, num_hidden_layers=1, image_size=16, patch_size=8
+    )
+    model = ILlamaForImageClassification(config)
+    callback = SoftMaskCallback("linear", 5)
+    state = SimpleNamespace(global_step=0)
+    callback.on_train_begin(None, state, None, model=model)
+    assert model.soft_mask_rate == 1.0
+    for step in range(3):
+        state.global_step = step
+        callback.on_step_begin(None, state, None, model=model)
+        assert model.illama.soft_mask_rate == pytest.approx(1.0 - step / 4)
+    assert model.config.soft_mask_rate == 0.0  # the config is never written during training
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["soft_mask_rate"] == 0.0
+    resumed = SoftMaskCallback.from_state(callback.state())
+    resumed.on_train_begin(None, SimpleNamespace(global_step=3), None, model=model)  # a resumed run
+    assert model.soft_mask_rate == pytest.approx(0.25)
+    resumed.on_train_end(None, state, None, model=model)
+    assert model.soft_mask_rate == 0.0 and resumed.rate == 0.0
 
 
 def test_warmup_cosine_matches_the_authors_per_step_table():

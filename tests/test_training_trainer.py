@@ -73,9 +73,7 @@ def finished_run(tmp_path_factory):
     model = run.trainer.model
     seen = []  # (global step, training?, r) at every forward
     model.register_forward_pre_hook(
-        lambda module, args: seen.append(
-            (run.trainer.state.global_step, module.training, module.config.soft_mask_rate)
-        )
+        lambda module, args: seen.append((run.trainer.state.global_step, module.training, module.soft_mask_rate))
     )
     run.trainer.train()
     save_final_model(run, out)

@@ -40,7 +40,8 @@ class SoftMaskCallback(TrainerCallback, ExportableState):
     The rate depends only on `state.global_step` (the count of finished optimizer steps), so every
     micro-batch of one accumulated step and every process see the same r, and a resumed run continues
     exactly. The schedule and the current rate are stored in each checkpoint's trainer_state.json.
-    At the end of training the model is put back in its deployed state, r = 0.
+    The rate is the model's runtime state (`model.set_soft_mask_rate`); the config, and so every saved
+    config.json, keeps the deployed rate. At the end of training the model is put back at that rate.
     """
 
     def __init__(self, schedule: str = "none", cutoff_steps: int = 0):
@@ -70,9 +71,9 @@ class SoftMaskCallback(TrainerCallback, ExportableState):
         self._apply(model, state.global_step)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        self.rate = 0.0
         if model is not None:
-            model.set_soft_mask_rate(0.0)
+            model.reset_soft_mask_rate()
+            self.rate = model.soft_mask_rate
 
     def state(self) -> dict:
         return {

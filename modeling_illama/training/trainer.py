@@ -73,7 +73,6 @@ def build_model(model: str, recipe: Recipe, label_names: list[str]):
 
         report = init_model_from_llama(net, recipe.init_from_llama)
         logger.info("weight selection from %s: %s", recipe.init_from_llama, report)
-    net.set_soft_mask_rate(0.0)
     return net
 
 
@@ -200,12 +199,12 @@ class ILlamaTrainer(Trainer):
         loss = self.loss_fn(outputs.logits, labels)
         return (loss, outputs) if return_outputs else loss
 
-    # evaluation at the deployed rate
+    # evaluation at the deployed rate (config.soft_mask_rate), then back to the scheduled one
     @contextlib.contextmanager
     def deployed_soft_mask(self):
         model = self.model
-        rate = model.config.soft_mask_rate
-        model.set_soft_mask_rate(0.0)
+        rate = model.soft_mask_rate
+        model.reset_soft_mask_rate()
         try:
             yield
         finally:
@@ -217,7 +216,7 @@ class ILlamaTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
-            logs["soft_mask_rate"] = float(self.model.config.soft_mask_rate)
+            logs["soft_mask_rate"] = self.model.soft_mask_rate
             if self.undecodable_images:
                 logs["undecodable_images"] = self.undecodable_images
         super().log(logs, start_time)
@@ -410,6 +409,5 @@ def last_checkpoint(output_dir: str) -> str | None:
 
 
 def save_final_model(run: TrainingRun, output_dir: str | Path) -> None:
-    """Hub-ready folder: weights (safetensors), config with id2label and r = 0, preprocessor, remote code."""
-    run.trainer.model.set_soft_mask_rate(0.0)
+    """Hub-ready folder: weights (safetensors), config with id2label and the deployed r, preprocessor, remote code."""
     run.trainer.save_model(str(output_dir))
