@@ -3,7 +3,9 @@
 import math
 
 from huggingface_hub.dataclasses import strict
-from transformers.configuration_utils import PreTrainedConfig
+from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+
+from .configuration_frozen_llm import ILlamaFrozenLLMConfig, frozen_llm_config_from_dict
 
 MASK_STYLES = ("post_softmax", "renormalized")
 
@@ -49,11 +51,12 @@ class ILlamaConfig(PreTrainedConfig):
         mask_style (`str`): `"post_softmax"` (the authors' arithmetic: the mask multiplies the softmax
             output without renormalising; required by the released weights) or `"renormalized"` (standard
             causal attention at r = 0, softmax(S + log M) in general). They are different models.
-        frozen_llm (`dict`, *optional*): frozen LLaMA decoder layers inserted after the last block
-            (see `modeling_frozen_llm.py`).
+        frozen_llm (`ILlamaFrozenLLMConfig` or `dict`, *optional*): frozen LLaMA decoder layers inserted after
+            the last block (see `configuration_frozen_llm.py`, `modeling_frozen_llm.py`).
     """
 
     model_type = "illama"
+    sub_configs_defaults = {"frozen_llm": SubConfigSpec(ILlamaFrozenLLMConfig, optional=True)}
 
     image_size: int | list[int] | tuple[int, int] = 224
     patch_size: int | list[int] | tuple[int, int] = 16
@@ -70,9 +73,10 @@ class ILlamaConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     soft_mask_rate: float | int = 0.0
     mask_style: str = "post_softmax"
-    frozen_llm: dict | None = None
+    frozen_llm: dict | ILlamaFrozenLLMConfig | None = None
 
     def __post_init__(self, **kwargs):
+        self.frozen_llm = frozen_llm_config_from_dict(self.frozen_llm)
         if self.intermediate_size is None:
             self.intermediate_size = swiglu_hidden_size(self.hidden_size)
         if self.rope_parameters is None:

@@ -23,11 +23,17 @@ from .cpu_attention_illama import post_softmax_cpu_attention
 
 
 class ILlamaRMSNorm(nn.Module):
-    """RMSNorm with Hugging Face's LlamaRMSNorm arithmetic (normalise in fp32, scale in the input dtype)."""
+    """RMSNorm with Hugging Face's LlamaRMSNorm arithmetic (normalise in fp32, scale in the input dtype).
 
-    def __init__(self, hidden_size: int, eps: float = 1e-6):
+    With `constant_weight` the weight is a non-persistent buffer of ones (never trained, saved or loaded), as the
+    extra norm after the frozen LLaMA layers."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6, constant_weight: bool = False):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
+        if constant_weight:
+            self.register_buffer("weight", torch.ones(hidden_size), persistent=False)
+        else:
+            self.weight = nn.Parameter(torch.ones(hidden_size))
         self.variance_epsilon = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -435,6 +441,12 @@ class ILlamaPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = False
     _supports_attention_backend = False
     _can_record_outputs = {"hidden_states": ILlamaLayer, "attentions": ILlamaAttention}
+
+    def _initialize_weights(self, module, is_custom_code: bool = False):
+        # `_init_weights` writes through transformers.initialization, which leaves loaded tensors alone, so the
+        # shortcut Transformers takes for custom code (skip a module whose own tensors all loaded) is not needed;
+        # it would skip ILlamaFrozenLLM (no tensors of its own), whose init re-freezes the loaded LLaMA layers
+        super()._initialize_weights(module, is_custom_code=False)
 
     @torch.no_grad()
     def _init_weights(self, module):

@@ -8,6 +8,7 @@ state dict loads into this model unchanged. This file is copied next to saved we
 import torch
 from huggingface_hub.dataclasses import strict
 from torch import nn
+from transformers.configuration_utils import SubConfigSpec
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.models.vit.configuration_vit import ViTConfig
@@ -15,19 +16,25 @@ from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer, ViTPoo
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
+from .configuration_frozen_llm import ILlamaFrozenLLMConfig, frozen_llm_config_from_dict
 from .modeling_frozen_llm import ILlamaFrozenLLM
 
 
 @strict
 class ViTWithFrozenLLMConfig(ViTConfig):
     r"""
-    A `ViTConfig` plus `frozen_llm` (the dict described in `modeling_frozen_llm.py`); without `frozen_llm` the
-    model is a plain ViT.
+    A `ViTConfig` plus `frozen_llm` (an `ILlamaFrozenLLMConfig`, or a dict of its fields); without `frozen_llm`
+    the model is a plain ViT.
     """
 
     model_type = "vit_frozen_llm"
+    sub_configs_defaults = {"frozen_llm": SubConfigSpec(ILlamaFrozenLLMConfig, optional=True)}
 
-    frozen_llm: dict | None = None
+    frozen_llm: dict | ILlamaFrozenLLMConfig | None = None
+
+    def __post_init__(self, **kwargs):
+        self.frozen_llm = frozen_llm_config_from_dict(self.frozen_llm)
+        super().__post_init__(**kwargs)
 
 
 class ViTWithFrozenLLMPreTrainedModel(ViTPreTrainedModel):
@@ -36,6 +43,12 @@ class ViTWithFrozenLLMPreTrainedModel(ViTPreTrainedModel):
     _supports_flash_attn = False
     _supports_flex_attn = False
     _supports_attention_backend = False
+
+    def _initialize_weights(self, module, is_custom_code: bool = False):
+        # `_init_weights` writes through transformers.initialization, which leaves loaded tensors alone, so the
+        # shortcut Transformers takes for custom code (skip a module whose own tensors all loaded) is not needed;
+        # it would skip ILlamaFrozenLLM (no tensors of its own), whose init re-freezes the loaded LLaMA layers
+        super()._initialize_weights(module, is_custom_code=False)
 
     @torch.no_grad()
     def _init_weights(self, module):

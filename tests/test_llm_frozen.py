@@ -104,7 +104,7 @@ def test_chain_matches_plain_arithmetic_and_transformers_layer(llama_dir):
 def test_frozen_llm_trains_adapters_not_llm(llama_dir):
     model = tiny_illama()
     attach_frozen_llm(model, llama_dir)  # default: the LAST layer
-    assert model.config.frozen_llm["layer_indices"] == [3]
+    assert model.config.frozen_llm.layer_indices == [3]
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if "frozen_llm.layers." in n}
     assert frozen and all(not p.requires_grad for n, p in model.named_parameters() if n in frozen)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -149,7 +149,7 @@ def test_save_reload_identical(llama_dir, tmp_path, store_weights):
         torch.testing.assert_close(reloaded(pixel_values=pixels).logits, expected, rtol=0, atol=0)
     for name, param in reloaded.named_parameters():
         assert param.requires_grad == ("frozen_llm.layers." not in name), name
-    assert reloaded.illama.frozen_llm.output_norm_weight.eq(1).all()
+    assert reloaded.illama.frozen_llm.output_norm.weight.eq(1).all()
 
     if store_weights:  # self-contained: the LLaMA folder is not needed any more
         shutil.rmtree(source)
@@ -300,10 +300,56 @@ def test_attach_cli_on_a_vit_folder(llama_dir, tmp_path):
     assert code == 0
     model = AutoModelForImageClassification.from_pretrained(tmp_path / "out")
     assert isinstance(model, ViTWithFrozenLLMForImageClassification)
-    assert model.config.frozen_llm["layer_indices"] == [0, 3] and not model.config.frozen_llm["store_weights"]
+    assert model.config.frozen_llm.layer_indices == [0, 3] and not model.config.frozen_llm.store_weights
     weights = read_all_tensors(llama_dir)
     assert torch.equal(model.vit.frozen_llm.layers[1].mlp.up_proj.weight, weights["model.layers.3.mlp.up_proj.weight"])
     assert (
         attach_main(["--llama", str(tmp_path), "--model", str(tmp_path / "vit"), "--output-dir", str(tmp_path / "x")])
         == 2
     )
+
+
+def test_frozen_llm_sub_config_is_saved_typed_and_the_old_dict_form_still_loads(llama_dir, tmp_path):
+    import json
+
+    from modeling_illama.configuration_frozen_llm import LLAMA_LAYER_FIELDS, ILlamaFrozenLLMConfig
+
+    model = tiny_illama()
+    attach_frozen_llm(model, llama_dir, layer_indices=[1, 3], store_weights=False)
+    model.eval().save_pretrained(tmp_path / "new")
+    saved = json.loads((tmp_path / "new" / "config.json").read_text())["frozen_llm"]
+    # every field written out, the LLaMA layer's own norm epsilon included (so a later default cannot change it)
+    assert saved["model_type"] == "illama_frozen_llm" and saved["rms_norm_eps"] == 1e-5
+    assert saved["layer_indices"] == [1, 3] and saved["checksum"].startswith("sha256:")
+    assert saved["num_key_value_heads"] == 2 and saved["head_dim"] == 24 and saved["store_weights"] is False
+    # the older untyped form of the same settings, as earlier versions wrote it
+    old = {key: saved[key] for key in ("layer_indices", "source_path", "source_prefix", "checksum", "store_weights")}
+    old.update(llm_config={key: saved[key] for key in LLAMA_LAYER_FIELDS}, output_norm_eps=saved["output_norm_eps"])
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    config["frozen_llm"] = old
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    new, legacy = (ILlamaForImageClassification.from_pretrained(tmp_path / name).eval() for name in ("new", "old"))
+    assert type(legacy.config.frozen_llm) is ILlamaFrozenLLMConfig
+    assert legacy.config.frozen_llm.to_dict() == new.config.frozen_llm.to_dict()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(legacy(pixel_values=pixels).logits, model(pixel_values=pixels).logits)
+        torch.testing.assert_close(new(pixel_values=pixels).logits, model(pixel_values=pixels).logits)
+    with pytest.raises(ValueError, match=r"unknown config.frozen_llm keys \['colour'\]"):
+        tiny_illama(frozen_llm={**old, "colour": 1})
+    with pytest.raises(ValueError, match=r"lacks \['rms_norm_eps'\]"):
+        tiny_illama(
+            frozen_llm={**old, "llm_config": {k: v for k, v in old["llm_config"].items() if k != "rms_norm_eps"}}
+        )
+
+
+def test_one_rms_norm_class_serves_the_vision_blocks_and_the_frozen_llm(llama_dir):
+    from modeling_illama.modeling_illama import ILlamaRMSNorm
+
+    model = tiny_illama()
+    attach_frozen_llm(model, llama_dir)
+    norms = [name for name, module in model.named_modules() if "norm" in type(module).__name__.lower()]
+    assert norms and all(type(model.get_submodule(name)) is ILlamaRMSNorm for name in norms)
+    assert "illama.frozen_llm.layers.0.input_layernorm" in norms and "illama.frozen_llm.output_norm" in norms
+    assert "frozen_llm.output_norm.weight" not in model.illama.state_dict()  # a constant, never saved

@@ -91,8 +91,8 @@ def main(argv=None) -> int:
     frozen = sum(p.numel() for n, p in model.named_parameters() if "frozen_llm.layers." in n)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(
-        f"{type(model).__name__}: LLaMA layers {settings['layer_indices']} from {settings['source_path']} "
-        f"({frozen:,} frozen parameters, {'stored' if store_weights else 'referenced, ' + settings['checksum']}); "
+        f"{type(model).__name__}: LLaMA layers {settings.layer_indices} from {settings.source_path} "
+        f"({frozen:,} frozen parameters, {'stored' if store_weights else 'referenced, ' + settings.checksum}); "
         f"{trainable:,} trainable parameters; saved to {args.output_dir}"
     )
     return 0

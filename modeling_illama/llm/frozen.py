@@ -13,20 +13,20 @@ import os
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 
-from ..modeling_frozen_llm import ILlamaFrozenLLM, llm_layer_config
+from ..configuration_frozen_llm import ILlamaFrozenLLMConfig
+from ..modeling_frozen_llm import ILlamaFrozenLLM, refresh_save_rules
 from .safetensors_index import SafetensorsCheckpoint, find_layer_prefix, read_llama_config
 
 
 def frozen_llm_config(
     llama_dir: str | os.PathLike, layer_indices: list[int] | None = None, store_weights: bool = True
-) -> dict:
-    """The `config.frozen_llm` dict for layers of a LLaMA checkpoint (default: its last layer), after checking
+) -> ILlamaFrozenLLMConfig:
+    """The `config.frozen_llm` sub-config for layers of a LLaMA checkpoint (default: its last layer), after checking
     that every tensor of those layers is present with the shape its config implies (errors name them)."""
     llama_dir = os.path.abspath(os.fspath(llama_dir))
     llama_config = read_llama_config(llama_dir)
-    llm_config = llm_layer_config(llama_config)
+    layer = ILlamaFrozenLLMConfig.from_llama_config(llama_config)
     num_layers = llama_config.get("num_hidden_layers")
     if layer_indices is None:
         if not num_layers:
@@ -38,23 +38,21 @@ def frozen_llm_config(
         raise ValueError(f"layer indices {out_of_range} out of range for a {num_layers}-layer LLaMA at {llama_dir}")
     with SafetensorsCheckpoint(llama_dir) as checkpoint:
         prefix = find_layer_prefix(checkpoint)
-        check_frozen_layers(checkpoint, prefix, layer_indices, llm_config)
-    return {
-        "llm_config": llm_config,
-        "layer_indices": layer_indices,
-        "source_path": llama_dir,
-        "source_prefix": prefix,
-        "checksum": None,
-        "store_weights": bool(store_weights),
-        "output_norm_eps": 1e-6,
-    }
+        check_frozen_layers(checkpoint, prefix, layer_indices, layer)
+    return ILlamaFrozenLLMConfig.from_llama_config(
+        llama_config,
+        layer_indices=layer_indices,
+        source_path=llama_dir,
+        source_prefix=prefix,
+        store_weights=bool(store_weights),
+    )
 
 
-def expected_layer_shapes(llm_config: dict) -> dict[str, tuple[int, ...]]:
-    """{name inside a decoder layer: shape} implied by the LLaMA config."""
-    hidden, inner = llm_config["hidden_size"], llm_config["intermediate_size"]
-    q_rows = llm_config["num_attention_heads"] * llm_config["head_dim"]
-    kv_rows = llm_config["num_key_value_heads"] * llm_config["head_dim"]
+def expected_layer_shapes(layer: ILlamaFrozenLLMConfig) -> dict[str, tuple[int, ...]]:
+    """{name inside a decoder layer: shape} implied by the LLaMA layer fields."""
+    hidden, inner = layer.hidden_size, layer.intermediate_size
+    q_rows = layer.num_attention_heads * layer.head_dim
+    kv_rows = layer.num_key_value_heads * layer.head_dim
     shapes = {
         "input_layernorm.weight": (hidden,),
         "post_attention_layernorm.weight": (hidden,),
@@ -66,19 +64,21 @@ def expected_layer_shapes(llm_config: dict) -> dict[str, tuple[int, ...]]:
         "mlp.up_proj.weight": (inner, hidden),
         "mlp.down_proj.weight": (hidden, inner),
     }
-    if llm_config["attention_bias"]:
+    if layer.attention_bias:
         shapes.update({f"self_attn.{n}_proj.bias": (r,) for n, r in zip("qkv", (q_rows, kv_rows, kv_rows))})
         shapes["self_attn.o_proj.bias"] = (hidden,)
-    if llm_config["mlp_bias"]:
+    if layer.mlp_bias:
         shapes.update({"mlp.gate_proj.bias": (inner,), "mlp.up_proj.bias": (inner,), "mlp.down_proj.bias": (hidden,)})
     return shapes
 
 
-def check_frozen_layers(checkpoint: SafetensorsCheckpoint, prefix: str, layer_indices: list[int], llm_config: dict):
+def check_frozen_layers(
+    checkpoint: SafetensorsCheckpoint, prefix: str, layer_indices: list[int], layer: ILlamaFrozenLLMConfig
+):
     """Refuse missing or mis-shaped layer tensors, naming each one (reads only the shard headers)."""
     missing, wrong = [], []
     for index in layer_indices:
-        for name, shape in expected_layer_shapes(llm_config).items():
+        for name, shape in expected_layer_shapes(layer).items():
             key = f"{prefix}{index}.{name}"
             if key not in checkpoint:
                 missing.append(key)
@@ -113,29 +113,11 @@ def attach_frozen_llm(
         module = ILlamaFrozenLLM(model.config).to(dtype)
     for adapter in (module.input_projection, module.output_projection):
         nn.init.trunc_normal_(adapter.weight, std=model.config.initializer_range)
-    checksum = module.load_frozen_weights()
-    settings["checksum"] = checksum
-    module.settings["checksum"] = checksum
+    settings.checksum = module.load_frozen_weights()
     module._is_hf_initialized = True
     base.frozen_llm = module
-    _update_save_rules(model, store_weights)
+    refresh_save_rules(model)
     return module
-
-
-def _update_save_rules(model: nn.Module, store_weights: bool) -> None:
-    """Keep every PreTrainedModel's `_keys_to_ignore_on_save` in step with `store_weights` (post_init computed
-    them before the module existed)."""
-    for submodule in model.modules():
-        if not isinstance(submodule, PreTrainedModel):
-            continue
-        keys = {name for name in submodule.state_dict() if "frozen_llm.layers." in name}
-        ignore = set(submodule._keys_to_ignore_on_save or ())
-        ignore = {key for key in ignore if "frozen_llm.layers." not in key}
-        submodule._keys_to_ignore_on_save = ignore if store_weights else ignore | keys
-        missing_rules = set(getattr(submodule, "_keys_to_ignore_on_load_missing", None) or ())
-        if not store_weights:
-            missing_rules.add(r"frozen_llm\.layers\.")
-        submodule._keys_to_ignore_on_load_missing = missing_rules
 
 
 def vit_with_frozen_llm(
