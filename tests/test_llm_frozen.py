@@ -344,6 +344,20 @@ def test_frozen_llm_sub_config_is_saved_typed_and_the_old_dict_form_still_loads(
         )
 
 
+def test_switching_the_attention_backend_of_a_frozen_llm_model_is_silent_and_exact(llama_dir, caplog):
+    model = tiny_illama(mask_style="renormalized").eval()
+    attach_frozen_llm(model, llama_dir)
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        sdpa = model(pixel_values=pixels).logits
+        with caplog.at_level("WARNING"):
+            model.set_attn_implementation("eager")
+        eager = model(pixel_values=pixels).logits
+    assert model.config._attn_implementation == "eager"
+    assert not [record for record in caplog.records if "sub-config" in record.getMessage()]
+    torch.testing.assert_close(eager, sdpa, atol=1e-5, rtol=0)
+
+
 def test_one_rms_norm_class_serves_the_vision_blocks_and_the_frozen_llm(llama_dir):
     from modeling_illama.modeling_illama import ILlamaRMSNorm
 
