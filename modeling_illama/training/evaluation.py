@@ -102,7 +102,6 @@ def evaluate_saved_model(
             "by illama-train or illama-convert"
         )
     net = AutoModelForImageClassification.from_pretrained(model, dtype=torch.float32)
-    net.set_soft_mask_rate(0.0)
     if os.path.isfile(os.path.join(model, "preprocessor_config.json")):
         processor = AutoImageProcessor.from_pretrained(model)
     else:
