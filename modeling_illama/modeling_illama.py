@@ -165,7 +165,7 @@ class ILlamaRotaryEmbedding(nn.Module):
         self.register_buffer("sin", sin, persistent=False)
 
     def _apply(self, fn, recurse=True):
-        # `model.to(bfloat16)` would cast the table too: the spec wants it in float32 (and the complex rotary
+        # `model.to(bfloat16)` would cast the table too: the authors keep it in float32 (and the complex rotary
         # product has no bfloat16 kernel), so a cast table is recomputed once, on its new device.
         super()._apply(fn, recurse)
         if self.cos.dtype != torch.float32:

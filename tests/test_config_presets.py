@@ -12,7 +12,7 @@ from modeling_illama import ILlamaConfig, ILlamaForImageClassification, list_pre
 
 CONFIG_ERRORS = (ValueError, StrictDataclassError)  # @strict wraps the validator's ValueError
 
-# Spec section 2: (D, depth, heads, SwiGLU width, exact parameter count with 1000 classes)
+# docs/DESIGN.md "Sizes": (D, depth, heads, SwiGLU width, exact parameter count with 1000 classes)
 SPEC_PRESETS = {
     "illama-tiny-224": (192, 12, 3, 512, 5_701_096),
     "illama-small-224": (384, 12, 6, 1024, 22_018_024),

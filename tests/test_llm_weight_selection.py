@@ -60,7 +60,7 @@ def llama_dir(tmp_path_factory):
 
 
 def reference_indices(teacher: int, student: int) -> list[int]:
-    """The spec's rule, written independently: stride when S divides T, else round-half-even of the exact
+    """The authors' rule (docs/DESIGN.md "Weight selection"), written independently: stride when S divides T, else round-half-even of the exact
     points i * (T - 1) / (S - 1) (equal to torch float32 for these sizes: no point is within float error of .5)."""
     if teacher % student == 0:
         return [i * (teacher // student) for i in range(student)]

@@ -78,7 +78,7 @@ def ref_attention_weights(q, k, rate, kind):
 
 
 def ref_position_table(pos, old_grid, new_grid):
-    """Spec section 4: patch rows as a grid, bicubic (align_corners=False), cls row kept aside and appended."""
+    """docs/DESIGN.md "The network" (authors' resize for 224 -> 384): patch rows as a grid, bicubic (align_corners=False), cls row kept aside and appended."""
     if tuple(old_grid) == tuple(new_grid):
         return pos
     dim = pos.shape[-1]
