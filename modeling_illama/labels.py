@@ -1,8 +1,13 @@
-"""Class names <-> the config's label fields, built one way everywhere."""
+"""Class names <-> the config's label fields, and data-set classes -> model classes by name, one way everywhere."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 def label_fields(names: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -18,3 +23,42 @@ def label_fields(names: list[str] | tuple[str, ...]) -> dict[str, Any]:
 def class_names(id2label: dict[int, str] | None) -> list[str]:
     """The class names of a config's `id2label`, in class-id order (empty when there is none)."""
     return [id2label[i] for i in sorted(id2label)] if id2label else []
+
+
+class LabelError(ValueError):
+    """A label id that is not a class of the data set (or of the model)."""
+
+
+def label_mapping(dataset_names: list[str] | None, model_names: list[str] | dict[int, str]) -> np.ndarray | None:
+    """Data-set class id -> model class id, matched by class name; None when the ids already agree.
+
+    `model_names` is a list of names or a config's `id2label`. Names that are all different (another naming
+    scheme, e.g. WordNet ids against English names) with equal class counts keep the ids as they are, with a
+    warning; a partial overlap, or a data-set class the model does not have, is an error.
+    """
+    if isinstance(model_names, dict):
+        model_names = class_names(model_names)
+    model_names = [str(name) for name in model_names]
+    if not dataset_names:
+        return None
+    dataset_names = [str(name) for name in dataset_names]
+    if dataset_names == model_names:
+        return None
+    missing = [name for name in dataset_names if name not in model_names]
+    if missing:
+        if len(missing) == len(dataset_names) == len(model_names):
+            logger.warning(
+                "no data-set class name is a model class name (%s... against %s...); using class ids as they are",
+                dataset_names[:3],
+                model_names[:3],
+            )
+            return None
+        raise LabelError(
+            f"data-set classes {missing[:5]}{'...' if len(missing) > 5 else ''} ({len(missing)} of "
+            f"{len(dataset_names)}) are not classes of the model ({len(model_names)} classes, e.g. {model_names[:5]})"
+        )
+    index = {name: i for i, name in enumerate(model_names)}
+    mapping = np.array([index[name] for name in dataset_names], dtype=np.int64)
+    if not np.array_equal(mapping, np.arange(len(mapping))):
+        logger.info("data-set class ids mapped onto the model's by name (%d classes)", len(mapping))
+    return mapping

@@ -46,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare logits with a reference forward pass on the authors' layout; fail above 1e-4",
     )
     parser.add_argument("--verify-inputs", type=int, default=2, help="random inputs used by --verify")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an existing output folder: the converted files replace their namesakes, other files stay",
+    )
     return parser
 
 

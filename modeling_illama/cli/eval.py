@@ -30,8 +30,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    parser.add_argument("--output", help="JSON file for the results (default: <model>/eval_<split>.json)")
+    parser.add_argument(
+        "--output",
+        help="JSON file for the results (default: <model>/eval_<split>.json for a folder, "
+        "./eval_<org>--<name>_<split>.json for a Hub id)",
+    )
+    parser.add_argument(
+        "--allow-missing-weights",
+        action="store_true",
+        help="evaluate even if weights are missing from the checkpoint (they are then random)",
+    )
     return parser
+
+
+def default_output(model: str, split: str) -> str:
+    """Next to a local model; in the current folder for a Hub id (never inside a path named like the id)."""
+    if os.path.isdir(model):
+        return os.path.join(model, f"eval_{split}.json")
+    return f"eval_{model.replace('/', '--')}_{split}.json"
 
 
 def main(argv=None) -> int:
@@ -40,12 +56,14 @@ def main(argv=None) -> int:
     import modeling_illama  # noqa: F401  (registers the Auto classes)
     from modeling_illama.training.evaluation import evaluate_saved_model
 
+    output = args.output or default_output(args.model, args.split)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
+        return user_error(PROG, f"no such folder for --output: {os.path.dirname(output)}")
     try:
         # every flag but --output is a parameter of evaluate_saved_model with the same name
         results = evaluate_saved_model(**{name: value for name, value in vars(args).items() if name != "output"})
-    except (OSError, ValueError) as error:  # missing model folder, bad dataset/split/columns, label mismatch
+    except (OSError, ValueError) as error:  # missing model/weights, bad dataset/split/columns/labels
         return user_error(PROG, error)
-    output = args.output or os.path.join(args.model, f"eval_{args.split}.json")
     with open(output, "w") as f:
         json.dump(results, f, indent=2)
     print(json.dumps(results, indent=2))

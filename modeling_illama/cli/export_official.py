@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True, metavar="DIR", help="folder with config.json and model.safetensors")
     parser.add_argument("--output", required=True, metavar="FILE", help="FILE.pth (torch.save) or FILE.safetensors")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return parser
 
 
@@ -26,7 +27,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with progress_on_stdout():
-            export_official(args.model, args.output)
+            export_official(args.model, args.output, overwrite=args.overwrite)
     except (OSError, ValueError) as error:  # CheckpointError is a ValueError
         return user_error(PROG, error)
     return 0

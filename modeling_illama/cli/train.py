@@ -36,6 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label-column", help="label column (default: auto-detected)")
     parser.add_argument("--output-dir", required=True, metavar="DIR", help="checkpoints, logs and the final model")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run or model already in --output-dir (only files a training run writes are removed)",
+    )
+    parser.add_argument(
+        "--allow-changed-recipe",
+        action="store_true",
+        help="with --resume: accept another data set, model or recipe than the run's recipe.json",
+    )
     parser.add_argument("--no-plot", action="store_true", help="do not write training_curves.png")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe field overrides, e.g. epochs=10")
     return parser
@@ -62,23 +72,46 @@ def setup_logging(output_dir: str, is_main: bool) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from modeling_illama.training.recipes import load_recipe, parse_overrides
+    from modeling_illama.training.output_dir import claim_output_dir
     from modeling_illama.training.trainer import distributed_state
 
     state = distributed_state()
-    setup_logging(args.output_dir, state.is_main_process)
-    overrides = parse_overrides(args.overrides)
-    if args.image_column:
-        overrides["image_column"] = args.image_column
-    if args.label_column:
-        overrides["label_column"] = args.label_column
+    try:  # one run per folder, and never over an existing model unless --overwrite
+        lock = claim_output_dir(args.output_dir, overwrite=args.overwrite, resume=args.resume, state=state)
+    except (OSError, RuntimeError) as error:
+        return user_error(PROG, error)
     try:
+        return train(args, state)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def train(args: argparse.Namespace, state) -> int:
+    from modeling_illama.labels import LabelError
+    from modeling_illama.training.recipes import load_recipe, parse_overrides
+    from modeling_illama.training.resume import check_resume_record
+
+    setup_logging(args.output_dir, state.is_main_process)
+    try:
+        overrides = parse_overrides(args.overrides)
+        if args.image_column:
+            overrides["image_column"] = args.image_column
+        if args.label_column:
+            overrides["label_column"] = args.label_column
         recipe = load_recipe(args.recipe, overrides)
     except (FileNotFoundError, ValueError) as error:
         return user_error(PROG, error)
     model = args.model or recipe.model
     if not model:
         return user_error(PROG, "no model: pass --model PRESET|DIR or set `model:` in the recipe")
+    record = {
+        **recipe.to_dict(),
+        "model": model,
+        "dataset": args.dataset,
+        "eval_dataset": args.eval_dataset,
+        "streaming": args.streaming,
+    }
 
     from modeling_illama.training.trainer import build_training, last_checkpoint, save_final_model
 
@@ -86,13 +119,14 @@ def main(argv=None) -> int:
     if args.resume:
         resume = last_checkpoint(args.output_dir)
         if resume is None:
-            return user_error(PROG, f"--resume given but {args.output_dir} holds no checkpoint-* folder")
+            return user_error(PROG, f"--resume given but {args.output_dir} holds no complete checkpoint-* folder")
+        try:
+            check_resume_record(
+                args.output_dir, record, args.allow_changed_recipe, keep_previous=state.is_main_process
+            )
+        except ValueError as error:
+            return user_error(PROG, error)
         logger.info("resuming from %s", resume)
-    elif last_checkpoint(args.output_dir):
-        return user_error(
-            PROG,
-            f"{args.output_dir} already holds checkpoints; pass --resume to continue or choose another --output-dir",
-        )
 
     try:
         run = build_training(recipe, model, args.dataset, args.output_dir, args.streaming, args.eval_dataset)
@@ -100,7 +134,7 @@ def main(argv=None) -> int:
         return user_error(PROG, error)
     if state.is_main_process:
         with open(os.path.join(args.output_dir, "recipe.json"), "w") as f:
-            json.dump({**recipe.to_dict(), "model": model, "dataset": args.dataset}, f, indent=2)
+            json.dump(record, f, indent=2)
     logger.info(
         "model: %s, %.2fM parameters, labels %s",
         model,
@@ -109,7 +143,10 @@ def main(argv=None) -> int:
     )
 
     start = time.time()
-    result = run.trainer.train(resume_from_checkpoint=resume)
+    try:
+        result = run.trainer.train(resume_from_checkpoint=resume)
+    except LabelError as error:  # a bad label in streamed data, found as it arrives
+        return user_error(PROG, error)
     train_seconds = time.time() - start
     save_final_model(run, args.output_dir)
     metrics = dict(result.metrics, train_wall_seconds=train_seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,20 +31,32 @@ def _atomic_output(output_dir: Path, overwrite: bool):
     """A temp folder next to `output_dir`; raise early if `output_dir` exists and may not be replaced."""
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"output folder {output_dir} already exists (pass overwrite=True / --overwrite).")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"output {output_dir} exists and is not a folder")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
 
 
 def _publish(tmp_dir: Path, output_dir: Path) -> None:
-    """Move the finished temp folder into place (replacing an old folder only now that the new one is complete)."""
-    if output_dir.exists():
-        old = output_dir.with_name(f".{output_dir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        output_dir.rename(old)
+    """Move the finished temp folder into place.
+
+    A new folder is one rename. Into an existing folder (`overwrite`), each written file replaces its namesake
+    with an atomic rename, config.json last; files the conversion did not write are left as they are.
+    """
+    if not output_dir.exists():
         tmp_dir.rename(output_dir)
-        shutil.rmtree(old)
-    else:
-        tmp_dir.rename(output_dir)
+        return
+    names = sorted(os.listdir(tmp_dir), key=lambda name: name == "config.json")
+    for name in names:
+        target = output_dir / name
+        if target.is_dir() and not target.is_symlink():
+            raise IsADirectoryError(f"cannot write {name} into {output_dir}: a folder of that name is in the way")
+    for name in names:
+        os.replace(tmp_dir / name, output_dir / name)
+    tmp_dir.rmdir()
+    kept = sorted(set(os.listdir(output_dir)) - set(names))
+    if kept:
+        logger.info("replaced %d file(s) in %s; kept the other files there: %s", len(names), output_dir, kept)
 
 
 def verify_against_reference(
@@ -206,7 +219,7 @@ def convert_all(
     return written
 
 
-def export_official(model, output_path: str | Path) -> Path:
+def export_official(model, output_path: str | Path, overwrite: bool = False) -> Path:
     """Write a Hugging Face iLLaMA classifier (a folder or an ILlamaForImageClassification) in the authors' layout.
 
     `.pth`: torch.save of a plain dict of tensors; `.safetensors`: safetensors. The tensors are written as they
@@ -217,6 +230,8 @@ def export_official(model, output_path: str | Path) -> Path:
     output_path = Path(output_path)
     if output_path.suffix not in (".pth", ".pt", ".safetensors"):
         raise ValueError(f"output file must end in .pth, .pt or .safetensors, got {output_path.name}")
+    if output_path.exists() and not overwrite:
+        raise FileExistsError(f"output file {output_path} already exists (pass overwrite=True / --overwrite).")
     if isinstance(model, (str, Path)):
         model_dir = Path(model)
         config = ILlamaConfig.from_pretrained(model_dir)

@@ -20,6 +20,10 @@ ALLOWED_PICKLE_GLOBALS = (argparse.Namespace,)
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
 MODULE_PREFIX = "module."
+# torch's weights-only unpickler errors that mean "not a pickle" (random bytes, a truncated file)
+NOT_A_PICKLE = re.compile(
+    r"Unsupported operand \d+|invalid load key[^\n]*|pickle data was truncated|could not find MARK"
+)
 
 
 class CheckpointError(ValueError):
@@ -35,21 +39,50 @@ def load_checkpoint_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): an interrupted download or copy?")
     if path.suffix in SAFETENSORS_SUFFIXES:
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        try:
+            return load_file(str(path), device="cpu")
+        except SafetensorError as error:
+            raise CheckpointError(
+                f"{path} is not a valid safetensors file ({error}): truncated, corrupted, or another format "
+                "saved under a .safetensors name"
+            ) from None
     try:
         with torch.serialization.safe_globals(list(ALLOWED_PICKLE_GLOBALS)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if NOT_A_PICKLE.search(str(error)):  # the bytes are not a pickle at all: nothing was refused
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint: {_unpickler_reason(error)}") from None
         found = re.search(r"GLOBAL \S+", str(error))
-        what = found.group(0).rstrip(".,") if found else str(error).strip().splitlines()[0]
+        what = found.group(0).rstrip(".,") if found else _unpickler_reason(error)
         raise UnsafeCheckpointError(
             f"refused to load {path}: it contains a pickled object that is not a tensor, a plain container or an "
             f"argparse.Namespace ({what}). Nothing from the file was executed. If you trust its origin, re-save "
             "only its state dict (a dict of tensors) with torch.save or safetensors and convert that file."
         ) from None
+    except (RuntimeError, EOFError, ValueError) as error:  # not a zip archive, truncated archive or pickle
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (torch.save's zip archive or pickle): {_first_line(error)}"
+        ) from None
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """The line of torch's weights-only error that says what was wrong (its first line is a generic preamble)."""
+    text = str(error)
+    found = NOT_A_PICKLE.search(text) or re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if found is None:
+        return _first_line(error)
+    return (found.group(1) if found.re.groups else found.group(0)).strip()
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else 'no details'}"
 
 
 def _is_tensor_dict(value) -> bool:

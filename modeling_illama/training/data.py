@@ -21,6 +21,8 @@ from datasets import Image as ImageFeature
 from datasets.distributed import split_dataset_by_node
 from PIL import Image
 
+from ..image_processing_illama import to_8bit
+
 logger = logging.getLogger(__name__)
 
 IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "pixel_values")
@@ -75,11 +77,11 @@ def _load_kwargs(source: str, split: str) -> dict[str, Any]:
         files = sorted(glob.glob(source))
         if not files:
             raise FileNotFoundError(f"no parquet file matches {source!r}")
-        return {"path": "parquet", "data_files": {split: files}}
+        return {"path": "parquet", "data_files": {split: _readable_parquet(files)}}
     if os.path.isdir(source):
         files = _parquet_files(source, split)
         if files:
-            return {"path": "parquet", "data_files": {split: files}}
+            return {"path": "parquet", "data_files": {split: _readable_parquet(files)}}
         if glob.glob(os.path.join(source, "*.parquet")) or glob.glob(os.path.join(source, "*", "*.parquet")):
             raise ValueError(
                 f"no parquet file for split {split!r} in {source}; expected a name like {split}.parquet or "
@@ -88,7 +90,36 @@ def _load_kwargs(source: str, split: str) -> dict[str, Any]:
         return {"path": "imagefolder", "data_dir": source}
     if os.path.exists(source):
         raise ValueError(f"{source} is a file but not a .parquet file; give a parquet file, a folder or a Hub id")
+    if _looks_local(source):
+        raise FileNotFoundError(f"no such folder or file: {source}")
     return {"path": source}
+
+
+def _looks_local(source: str) -> bool:
+    """A path that cannot be a Hub id ("name" or "org/name"), or whose first folder exists here."""
+    parts = source.replace(os.sep, "/").split("/")
+    return (
+        source.startswith((".", "/", "~"))
+        or len(parts) > 2
+        or os.path.splitext(source)[1] in (".parquet", ".arrow", ".csv", ".json", ".jsonl")
+        or (len(parts) == 2 and os.path.isdir(parts[0]))
+    )
+
+
+def _readable_parquet(files: list[str]) -> list[str]:
+    """The files, after checking that each one is a parquet file with rows (pyarrow reads only the footer)."""
+    import pyarrow.parquet as pq
+
+    for file in files:
+        if os.path.getsize(file) == 0:
+            raise ValueError(f"{file} is empty (0 bytes), not a parquet file")
+        try:
+            rows = pq.ParquetFile(file).metadata.num_rows
+        except Exception as error:  # pyarrow raises ArrowInvalid / OSError for anything that is not parquet
+            raise ValueError(f"{file} is not a readable parquet file ({type(error).__name__}: {error})") from None
+        if rows == 0:
+            raise ValueError(f"{file} holds no rows")
+    return files
 
 
 def detect_columns(
@@ -138,6 +169,13 @@ def load_image_dataset(
         if "Unknown split" in str(error) or "split" in str(error).lower():
             raise ValueError(f"split {split!r} not found in {source}: {error}") from error
         raise
+    except ConnectionError as error:  # not a local path, and the Hub cannot be reached
+        raise FileNotFoundError(
+            f"{source} is no local folder or file, and the Hub data set {source!r} cannot be reached ({error})"
+        ) from None
+    except datasets.exceptions.DatasetGenerationError as error:
+        cause = error.__cause__ or error
+        raise ValueError(f"cannot read split {split!r} of {source}: {type(cause).__name__}: {cause}") from None
     column_names = list(dataset.column_names or (dataset.features or {}).keys())
     image_column, label_column = detect_columns(dataset.features, column_names, image_column, label_column)
     features = dataset.features or {}
@@ -153,10 +191,26 @@ def load_image_dataset(
         if world_size > 1:
             dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
     if names is None and not streaming:
-        names = [str(v) for v in sorted(set(dataset[label_column]))]
-        if any(not isinstance(v, int) for v in sorted(set(dataset[label_column]))):
-            raise ValueError(f"label column {label_column!r} must hold integer class ids or be a ClassLabel")
+        names = integer_class_names(set(dataset[label_column]), label_column, split)
     return ImageDataset(dataset, image_column, label_column, names, streaming)
+
+
+def integer_class_names(ids: set, label_column: str, split: str) -> list[str]:
+    """Class names "0".."max" for plain integer labels (a label is its class id); ids absent from the split are
+    reported, since 1-based labels or a class missing from the split show up that way."""
+    if any(not isinstance(v, int) or isinstance(v, bool) for v in ids):
+        raise ValueError(f"label column {label_column!r} must hold integer class ids or be a ClassLabel")
+    count = max(ids) + 1 if ids else 0
+    absent = sorted(set(range(count)) - ids)
+    if absent:
+        logger.warning(
+            "split %r has no example of class id(s) %s%s (classes are the ids 0..%d)",
+            split,
+            absent[:10],
+            " (1-based labels?)" if absent == [0] else "",
+            count - 1,
+        )
+    return [str(i) for i in range(count)]
 
 
 def decode_image(value: Any) -> Image.Image | None:
@@ -172,39 +226,55 @@ def decode_image(value: Any) -> Image.Image | None:
         else:
             image = Image.open(value)
         image.load()
-        return image.convert("RGB")
+        return to_8bit(image).convert("RGB")
     except Exception as error:  # any decoder failure: the example is skipped and counted
         logger.warning("skipping an undecodable image (%s: %s)", type(error).__name__, error)
         return None
 
 
 class ExampleTransform:
-    """datasets transform: decode + image transform -> {"pixel_values", "labels"} (pixel_values None if bad)."""
+    """datasets transform: decode + image transform -> {"pixel_values", "labels"} (pixel_values None if bad).
 
-    def __init__(self, image_transform: Callable, image_column: str, label_column: str):
+    `label_map` (data-set id -> model id, see labels.label_mapping) renumbers the labels; `label_check`
+    validates streamed labels as they arrive (whole splits are checked before training).
+    """
+
+    def __init__(
+        self, image_transform: Callable, image_column: str, label_column: str, label_map=None, label_check=None
+    ):
         self.image_transform = image_transform
         self.image_column = image_column
         self.label_column = label_column
+        self.label_map = label_map
+        self.label_check = label_check
 
     def _one(self, value):
         image = decode_image(value)
         return None if image is None else self.image_transform(image)
 
+    def _label(self, label):
+        return label if self.label_map is None else int(self.label_map[label])
+
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         return {
             "pixel_values": [self._one(v) for v in batch[self.image_column]],
-            "labels": list(batch[self.label_column]),
+            "labels": [self._label(label) for label in batch[self.label_column]],
         }
 
-    def example(self, example: dict) -> dict:
-        return {"pixel_values": self._one(example[self.image_column]), "labels": example[self.label_column]}
+    def example(self, example: dict, index: int | None = None) -> dict:
+        label = example[self.label_column]
+        if self.label_check is not None:
+            label = self.label_check(label, index, example[self.image_column])
+        return {"pixel_values": self._one(example[self.image_column]), "labels": self._label(label)}
 
 
-def with_transform(data: ImageDataset, image_transform: Callable):
+def with_transform(data: ImageDataset, image_transform: Callable, label_map=None, label_check=None):
     """The dataset yielding {"pixel_values": tensor | None, "labels": int} per example."""
-    transform = ExampleTransform(image_transform, data.image_column, data.label_column)
+    transform = ExampleTransform(image_transform, data.image_column, data.label_column, label_map, label_check)
     if isinstance(data.dataset, datasets.IterableDataset):
-        return data.dataset.map(transform.example, remove_columns=[data.image_column, data.label_column])
+        return data.dataset.map(
+            transform.example, with_indices=True, remove_columns=[data.image_column, data.label_column]
+        )
     return data.dataset.with_transform(transform)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import numpy as np
@@ -11,28 +10,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..labels import class_names
+from ..labels import label_mapping
 from .data import collate_images, load_image_dataset, with_transform
+from .label_checks import StreamingLabelCheck, check_label_ids
 from .metrics import classification_metrics
 
 logger = logging.getLogger(__name__)
-
-
-def label_mapping(dataset_names: list[str] | None, model_id2label: dict[int, str]) -> np.ndarray | None:
-    """Dataset class id -> model class id when both are named and the orders differ; None when ids agree."""
-    model_names = class_names(model_id2label)
-    if not dataset_names or dataset_names == model_names:
-        if dataset_names and len(dataset_names) > len(model_names):
-            raise ValueError(f"dataset has {len(dataset_names)} classes, the model {len(model_names)}")
-        return None
-    missing = [n for n in dataset_names if n not in model_names]
-    if missing:
-        if len(dataset_names) == len(model_names):
-            logger.warning("dataset and model class names differ (%s...); using class ids as they are", missing[:3])
-            return None
-        raise ValueError(f"dataset classes {missing[:5]} are not classes of the model ({len(model_names)} classes)")
-    index = {name: i for i, name in enumerate(model_names)}
-    return np.array([index[name] for name in dataset_names])
 
 
 @torch.no_grad()
@@ -85,38 +68,34 @@ def evaluate_saved_model(
     num_workers: int = 0,
     limit: int | None = None,
     device: str = "cpu",
+    allow_missing_weights: bool = False,
 ) -> dict:
     """Load a saved model folder (or Hub id) in its deployed state and evaluate it on `dataset`/`split`.
 
-    The folder's `preprocessor_config.json` is used when present, otherwise the authors' eval transform at the
-    config's resolution. Dataset classes are matched to the model's by name when both are named.
+    The checkpoint's `preprocessor_config.json` is used when present, otherwise the authors' eval transform at
+    the config's resolution. Weights missing from the checkpoint are an error unless `allow_missing_weights`.
+    Dataset classes are matched to the model's by name when both are named; label ids are checked first.
     """
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
+    from ..loading import load_classifier, load_image_processor
 
-    from ..image_processing import build_image_processor
-
-    looks_local = os.path.exists(model) or model.startswith((os.sep, ".")) or model.count("/") > 1
-    if looks_local and not os.path.isfile(os.path.join(model, "config.json")):
-        raise ValueError(
-            f"{model} is not a saved model folder (no config.json); pass the folder written "
-            "by illama-train or illama-convert"
-        )
-    net = AutoModelForImageClassification.from_pretrained(model, dtype=torch.float32)
-    if os.path.isfile(os.path.join(model, "preprocessor_config.json")):
-        processor = AutoImageProcessor.from_pretrained(model)
-    else:
-        size = net.config.image_size
-        logger.warning("no preprocessor_config.json in %s: using the authors' eval transform at %s px", model, size)
-        processor = build_image_processor(size)
+    net = load_classifier(model, allow_missing_weights=allow_missing_weights)
+    processor = load_image_processor(model, net.config)
 
     data = load_image_dataset(dataset, split, streaming, image_column, label_column, shuffle=False)
     if limit:
         data.dataset = (
             data.dataset.take(limit) if streaming else data.dataset.select(range(min(limit, len(data.dataset))))
         )
-    transformed = with_transform(data, lambda image: processor(image, return_tensors="pt")["pixel_values"][0])
-    loader = DataLoader(transformed, batch_size=batch_size, collate_fn=collate_images, num_workers=num_workers)
+    label_check = None
+    if streaming:
+        label_check = StreamingLabelCheck(len(data.label_names or net.config.id2label), split, dataset)
+    else:
+        check_label_ids(data.dataset[data.label_column], len(data.label_names), split, dataset)
     mapping = label_mapping(data.label_names, net.config.id2label)
+    transformed = with_transform(
+        data, lambda image: processor(image, return_tensors="pt")["pixel_values"][0], label_check=label_check
+    )
+    loader = DataLoader(transformed, batch_size=batch_size, collate_fn=collate_images, num_workers=num_workers)
     total = None if streaming else len(data.dataset)
     results = evaluate_model(net, loader, device, mapping, total)
     results.update(model=model, dataset=dataset, split=split, device=device, torch_threads=torch.get_num_threads())

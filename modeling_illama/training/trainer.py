@@ -19,9 +19,11 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from ..labels import class_names, label_fields
 from .data import ImageDataset, collate_images, load_image_dataset, with_transform
+from .label_checks import validate_training_labels
 from .metrics import classification_metrics
 from .optim import create_adamw, create_warmup_cosine_scheduler
 from .recipes import Recipe
+from .resume import last_checkpoint  # noqa: F401  (the newest complete checkpoint, for the CLI)
 from .soft_mask import SoftMaskCallback, cutoff_in_steps
 from .transforms import ClassificationLoss, create_mixup, eval_transform, train_transform
 
@@ -332,11 +334,15 @@ def build_training(
             eval_dataset or dataset, recipe.eval_split, False, recipe.image_column, recipe.label_column, shuffle=False
         )
 
+    train_check, eval_map = validate_training_labels(
+        train, evaluation, dataset, eval_dataset or dataset, recipe.train_split, recipe.eval_split
+    )
+
     net = build_model(model, recipe, train.label_names)
     image_size = _square(net.config.image_size)
     processor = build_image_processor(recipe, image_size)
-    train_set = with_transform(train, train_transform(recipe, image_size))
-    eval_set = with_transform(evaluation, eval_transform(recipe, image_size)) if evaluation else None
+    train_set = with_transform(train, train_transform(recipe, image_size), label_check=train_check)
+    eval_set = with_transform(evaluation, eval_transform(recipe, image_size), eval_map) if evaluation else None
 
     max_steps = recipe.max_steps
     if streaming and max_steps <= 0:
@@ -386,26 +392,6 @@ def build_training(
         args.gradient_accumulation_steps,
     )
     return TrainingRun(trainer, soft_mask, train, evaluation, steps_per_epoch, processor)
-
-
-def last_checkpoint(output_dir: str) -> str | None:
-    """The newest COMPLETE checkpoint-* folder (trainer_state.json is written last); a folder left half-written
-    by a killed run is skipped with a warning."""
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-    if not os.path.isdir(output_dir):
-        return None
-    steps = []
-    for name in os.listdir(output_dir):
-        prefix, _, number = name.rpartition("-")
-        if prefix == PREFIX_CHECKPOINT_DIR and number.isdigit() and os.path.isdir(os.path.join(output_dir, name)):
-            steps.append(int(number))
-    for step in sorted(steps, reverse=True):
-        folder = os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")
-        if os.path.isfile(os.path.join(folder, "trainer_state.json")):
-            return folder
-        logger.warning("skipping incomplete checkpoint %s (no trainer_state.json)", folder)
-    return None
 
 
 def save_final_model(run: TrainingRun, output_dir: str | Path) -> None:

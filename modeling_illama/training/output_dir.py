@@ -1,0 +1,205 @@
+"""A training run's output folder: never written over by accident, used by one run at a time.
+
+`prepare_output_dir` refuses a folder that already holds a model or checkpoints unless the run resumes or was
+started with `overwrite=True`; overwriting removes only what a training run writes (weights, config, states,
+metrics, logs, checkpoint-* folders, remote code), never other files. `OutputDirLock` is an exclusive lock
+(`fcntl.flock` on `<output_dir>/.illama-train.lock`, which names the holder's pid, host and start time): a
+second run into the same folder is refused, naming the first. The kernel drops the lock when its process
+ends, however it ends, so a lock left by a killed run is taken over, not waited for.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = ".illama-train.lock"
+# files that make a folder "hold a model" (a finished or running training run, a converted model)
+MODEL_FILES = (
+    "config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "trainer_state.json",
+    "recipe.json",
+)
+# everything a training run (and illama-eval's default output) writes at the top of its output folder
+RUN_OUTPUT_PATTERNS = MODEL_FILES + (
+    "model-*-of-*.safetensors",
+    "preprocessor_config.json",
+    "training_args.bin",
+    "*_results.json",
+    "eval_*.json",
+    "training_curves.png",
+    "train.log",
+    "configuration_illama.py",
+    "modeling_illama.py",
+    "image_processing_illama.py",
+    "recipe.resumed-*.json",
+)
+CHECKPOINT_PATTERN = "checkpoint-*"
+
+
+class OutputDirError(FileExistsError):
+    """The output folder holds a model or checkpoints and the run may not write over them."""
+
+
+class OutputDirInUseError(RuntimeError):
+    """Another run holds the output folder's lock."""
+
+
+def existing_outputs(output_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """(model files, checkpoint folders) already in `output_dir`, sorted."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return [], []
+    names = sorted(os.listdir(folder))
+    models = [name for name in names if name in MODEL_FILES and (folder / name).is_file()]
+    checkpoints = [name for name in names if _is_checkpoint_name(name) and (folder / name).is_dir()]
+    return models, checkpoints
+
+
+def _is_checkpoint_name(name: str) -> bool:
+    prefix, _, number = name.rpartition("-")
+    return prefix == "checkpoint" and number.isdigit()
+
+
+def prepare_output_dir(output_dir: str | os.PathLike, overwrite: bool = False, resume: bool = False) -> list[str]:
+    """Check that a run may write into `output_dir`; with `overwrite`, remove the previous run's outputs.
+
+    Returns the names removed. Raises OutputDirError when the folder holds a model or checkpoints and neither
+    `resume` nor `overwrite` is given (or when both are).
+    """
+    if overwrite and resume:
+        raise OutputDirError("--overwrite and --resume exclude each other: resume continues the run in the folder")
+    models, checkpoints = existing_outputs(output_dir)
+    if resume or not (models or checkpoints):
+        return []
+    if not overwrite:
+        found = ", ".join(models + [f"{len(checkpoints)} checkpoint folder(s)"] * bool(checkpoints))
+        raise OutputDirError(
+            f"{output_dir} already holds a training run or model ({found}); pass --resume to continue it, "
+            "--overwrite to replace it, or choose another --output-dir"
+        )
+    removed = []
+    for name in sorted(os.listdir(output_dir)):
+        path = Path(output_dir) / name
+        if _is_checkpoint_name(name) and path.is_dir():
+            shutil.rmtree(path)
+        elif path.is_file() and any(fnmatch.fnmatchcase(name, pattern) for pattern in RUN_OUTPUT_PATTERNS):
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    kept = sorted(set(os.listdir(output_dir)) - {LOCK_FILE})
+    logger.info("--overwrite: removed the previous run's %s%s", removed, f"; kept {kept}" if kept else "")
+    return removed
+
+
+class OutputDirLock:
+    """Exclusive lock on an output folder for the life of a run (a context manager; see the module docstring)."""
+
+    def __init__(self, output_dir: str | os.PathLike):
+        self.output_dir = Path(output_dir)
+        self.path = self.output_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> OutputDirLock:
+        import fcntl
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise OutputDirInUseError(
+                    f"{self.output_dir} is in use by another training run ({holder}); wait for it to finish "
+                    "or choose another --output-dir"
+                ) from None
+            # the holder we waited on may have removed the file between our open() and flock(): retry on the new one
+            try:
+                same_file = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same_file = False
+            if same_file:
+                break
+            os.close(fd)
+        previous = _read_holder(fd)
+        if previous != "holder unknown":
+            logger.warning("taking over a lock left by a run that ended without releasing it (%s)", previous)
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "command": " ".join(sys.argv),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)  # while still holding the lock: a waiter then retries on a new file
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> OutputDirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        record = json.loads(os.pread(fd, 4096, 0).decode() or "null")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        record = None
+    if not isinstance(record, dict):
+        return "holder unknown"
+    return f"pid {record.get('pid')} on {record.get('host')}, started {record.get('started')}: {record.get('command')}"
+
+
+def claim_output_dir(output_dir: str | os.PathLike, overwrite: bool = False, resume: bool = False, state=None):
+    """Lock `output_dir` and check (or, with `overwrite`, clear) it for a new run; returns the held OutputDirLock.
+
+    With several processes (`state`: accelerate's PartialState) the main process does both and tells the
+    others its verdict, so that every process stops on a refusal instead of waiting for the main one.
+    """
+    lock, error = None, None
+    if state is None or state.is_main_process:
+        try:
+            lock = OutputDirLock(output_dir).acquire()
+            prepare_output_dir(output_dir, overwrite=overwrite, resume=resume)
+        except (OutputDirError, OutputDirInUseError) as caught:
+            if lock is not None:
+                lock.release()
+            error = caught
+    if state is not None and state.num_processes > 1:
+        import torch.distributed as dist
+
+        verdict = [None if error is None else str(error)]
+        dist.broadcast_object_list(verdict, src=0)
+        if verdict[0] is not None and error is None:
+            error = OutputDirError(verdict[0])
+    if error is not None:
+        raise error
+    return lock

@@ -1,0 +1,512 @@
+"""Nothing lost, nothing silently wrong: each case an adversarial user hit (issue 15), reproduced and answered
+with the safe behaviour (a refusal, a one-line error, or the right result). Tiny models, a few images."""
+
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from datasets import ClassLabel, Dataset, Features, Value
+from datasets import Image as ImageFeature
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from modeling_illama import ILlamaForImageClassification, build_image_processor, load_preset
+from modeling_illama.cli.convert import main as convert_main
+from modeling_illama.cli.eval import main as eval_main
+from modeling_illama.cli.train import main as train_main
+from modeling_illama.conversion import CheckpointError, convert_checkpoint, export_official
+from modeling_illama.labels import LabelError, label_fields, label_mapping
+from modeling_illama.loading import MissingWeightsError, load_classifier, load_image_processor
+from modeling_illama.training.data import decode_image, load_image_dataset
+from modeling_illama.training.output_dir import (
+    LOCK_FILE,
+    OutputDirError,
+    OutputDirInUseError,
+    OutputDirLock,
+    prepare_output_dir,
+)
+from modeling_illama.training.recipes import recipe_from_dict
+from modeling_illama.training.resume import RecipeChangedError, check_resume_record, last_checkpoint
+from modeling_illama.training.trainer import build_training
+
+TINY_MODEL = {"hidden_size": 32, "num_attention_heads": 1, "num_hidden_layers": 1, "image_size": 16, "patch_size": 8}
+CLASSES = ["a", "b", "c"]
+
+
+def png_bytes(rng) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_split(path, labels, names=CLASSES, seed=0):
+    """A parquet split with one random 16x16 PNG per label; `names=None` stores plain integer labels.
+
+    With `names`, the label column is declared a ClassLabel in the file's metadata as datasets writes it, but
+    the ids are written as given (datasets itself refuses to write an id outside the ClassLabel).
+    """
+    rng = np.random.default_rng(seed)
+    rows = {"image": [{"bytes": png_bytes(rng), "path": None} for _ in labels], "label": list(labels)}
+    Dataset.from_dict(rows, features=Features({"image": ImageFeature(), "label": Value("int64")})).to_parquet(
+        str(path)
+    )
+    if names:
+        features = Features({"image": ImageFeature(), "label": ClassLabel(names=names)})
+        table = pq.read_table(path)
+        metadata = {b"huggingface": json.dumps({"info": {"features": features.to_dict()}}).encode()}
+        pq.write_table(table.replace_schema_metadata(metadata), path)
+    return path
+
+
+def write_data(root, train_labels=(0, 1, 2) * 4, test_labels=(0, 1, 2) * 2, train_names=CLASSES, test_names=CLASSES):
+    root.mkdir(parents=True, exist_ok=True)
+    write_split(root / "train.parquet", train_labels, train_names, seed=0)
+    write_split(root / "test.parquet", test_labels, test_names, seed=1)
+    return root
+
+
+def tiny_recipe(**changes):
+    fields = dict(
+        model_overrides=TINY_MODEL,
+        train_split="train",
+        eval_split="test",
+        dataloader_num_workers=0,
+        crop_scale=[0.5, 1.0],
+        rand_augment=None,
+        random_erasing=0.0,
+        eval_crop_pct=1.0,
+        mixup=0.0,
+        cutmix=0.0,
+        epochs=1,
+        batch_size=4,
+        per_device_batch_size=4,
+        learning_rate=1e-3,
+        warmup_epochs=0,
+        soft_mask="none",
+        logging_steps=1,
+        eval_strategy="epoch",
+        save_strategy="no",
+        seed=0,
+    )
+    fields.update(changes)
+    return recipe_from_dict(fields)
+
+
+# ------------------------------------------------------------------ 1. an existing model is never written over
+
+
+def test_training_output_dir_with_a_model_is_refused_and_overwrite_removes_only_run_outputs(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("config.json", "model.safetensors", "trainer_state.json", "eval_test.json", "train.log"):
+        (out / name).write_text("old run")
+    (out / "checkpoint-4").mkdir()
+    (out / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    (out / "data").mkdir()
+
+    with pytest.raises(OutputDirError, match=r"already holds .*config\.json.*model\.safetensors.*--overwrite"):
+        prepare_output_dir(out)
+    assert (out / "model.safetensors").read_text() == "old run"  # the refusal touched nothing
+    with pytest.raises(OutputDirError, match="exclude each other"):
+        prepare_output_dir(out, overwrite=True, resume=True)
+    assert prepare_output_dir(out, resume=True) == []
+
+    removed = prepare_output_dir(out, overwrite=True)
+    assert set(removed) == {
+        "config.json",
+        "model.safetensors",
+        "trainer_state.json",
+        "eval_test.json",  # the stale metrics do not stay next to new weights
+        "train.log",
+        "checkpoint-4",
+    }
+    assert sorted(os.listdir(out)) == ["data", "notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def write_recipe(path, **changes):
+    path.write_text(yaml.safe_dump({**tiny_recipe(**changes).to_dict(), "model": "illama-tiny-224"}))
+    return path
+
+
+def test_illama_train_refuses_a_folder_holding_a_model(tmp_path, capsys):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "model.safetensors").write_bytes(b"weights")
+    argv = ["--recipe", str(write_recipe(tmp_path / "r.yaml")), "--dataset", str(tmp_path), "--output-dir", str(out)]
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("illama-train: error: ") and "already holds a training run or model" in err
+    assert (out / "model.safetensors").read_bytes() == b"weights" and not (out / "train.log").exists()
+
+
+# ------------------------------------------------------------------ 2. one run per output folder
+
+
+def _hold_lock(folder, ready):
+    OutputDirLock(folder).acquire()
+    ready.set()
+    time.sleep(120)  # killed by the test long before
+
+
+def test_a_second_run_is_refused_naming_the_first_and_a_killed_holders_lock_is_taken_over(tmp_path, capsys):
+    context = multiprocessing.get_context("fork")
+    ready = context.Event()
+    holder = context.Process(target=_hold_lock, args=(tmp_path, ready), daemon=True)
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(OutputDirInUseError, match=rf"in use by another training run \(pid {holder.pid} on "):
+            OutputDirLock(tmp_path).acquire()
+        recipe = str(write_recipe(tmp_path / "r.yaml"))
+        argv = ["--recipe", recipe, "--dataset", str(tmp_path), "--output-dir", str(tmp_path)]
+        assert train_main(argv) == 2  # illama-train: the same refusal, one line, before any log is written
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"illama-train: error: {tmp_path} is in use by another training run (pid {holder.pid}")
+        assert len(err.splitlines()) == 1 and not (tmp_path / "train.log").exists()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # dies holding the lock: the file stays, the kernel lock goes
+        holder.join(30)
+    assert (tmp_path / LOCK_FILE).exists()
+    with OutputDirLock(tmp_path) as lock:
+        record = json.loads((tmp_path / LOCK_FILE).read_text())
+        assert record["pid"] == os.getpid()
+        with pytest.raises(OutputDirInUseError, match=rf"pid {os.getpid()}"):  # a second lock in this process
+            OutputDirLock(tmp_path).acquire()
+    assert lock._fd is None and not (tmp_path / LOCK_FILE).exists()
+    OutputDirLock(tmp_path).acquire().release()  # free again
+
+
+# ------------------------------------------------------------------ 3. evaluation maps class names
+
+
+def test_evaluation_during_training_maps_eval_class_names_onto_the_model_classes(tmp_path):
+    test_names = ["c", "a", "b"]  # the same classes in another order
+    data = write_data(tmp_path / "data", test_names=test_names)
+    run = build_training(tiny_recipe(), "illama-tiny-224", str(data), str(tmp_path / "out"))
+    raw = run.eval_data.dataset["label"]
+    mapped = [run.trainer.eval_dataset[i]["labels"] for i in range(len(raw))]
+    assert mapped == [CLASSES.index(test_names[label]) for label in raw]
+
+    # the metric Trainer reports is top-1 against the MAPPED labels, computed here from the model's own logits
+    model = run.trainer.model.eval()
+    pixels = torch.stack([run.trainer.eval_dataset[i]["pixel_values"] for i in range(len(raw))])
+    with torch.no_grad():
+        predicted = model(pixel_values=pixels).logits.argmax(-1).tolist()
+    expected = float(np.mean([p == t for p, t in zip(predicted, mapped)]))
+    assert run.trainer.evaluate()["eval_top1"] == pytest.approx(expected)
+
+
+def test_one_class_mapping_for_training_and_illama_eval():
+    assert label_mapping(["a", "b", "c"], {0: "a", 1: "b", 2: "c"}) is None
+    assert label_mapping(["c", "a"], ["a", "b", "c"]).tolist() == [2, 0]
+    with pytest.raises(LabelError, match=r"\['d'\] \(1 of 3\) are not classes of the model"):
+        label_mapping(["a", "b", "d"], ["a", "b", "c"])
+
+
+# ------------------------------------------------------------------ 4. labels checked before the first step
+
+
+@pytest.mark.parametrize(
+    "train_labels, test_labels, names, message",
+    [
+        ((0, 1, 2, 3, 0, 1), (0, 1), CLASSES, r"row 3 of split 'train' .* has label 3, not a class id in 0\.\.2"),
+        ((1, 2, 3, 1, 2, 3), (1, 2), CLASSES, r"row 2 of split 'train' .* label 3 .*1\.\.N: labels must be 0-based"),
+        ((0, 1, 2, 0, -1, 2), (0, 1), CLASSES, r"row 4 of split 'train' .* has label -1 \(no label"),
+        ((0, 1, 2, 0, 1, 2), (0, 1, 2, 5), CLASSES, r"row 3 of split 'test' .* has label 5"),
+        ((0, 1, 2, 0, 1, 2), (0, 3), None, r"\['3'\] \(1 of 4\) are not classes of the model"),
+    ],
+    ids=["id-above-classes", "one-based", "minus-one", "bad-id-only-in-eval", "eval-class-absent-from-train"],
+)
+def test_bad_label_ids_stop_the_run_before_training_naming_the_row(
+    tmp_path, train_labels, test_labels, names, message
+):
+    data = write_data(tmp_path / "data", train_labels, test_labels, names, names)
+    with pytest.raises(LabelError, match=message):
+        build_training(tiny_recipe(), "illama-tiny-224", str(data), str(tmp_path / "out"))
+
+
+def test_plain_integer_labels_are_their_own_class_ids_and_absent_ids_are_reported(tmp_path, caplog):
+    write_split(tmp_path / "train.parquet", (1, 2, 3, 1), names=None)  # 1-based: class 0 has no example
+    data = load_image_dataset(str(tmp_path), "train")
+    assert data.label_names == ["0", "1", "2", "3"]
+    assert "no example of class id(s) [0] (1-based labels?)" in caplog.text
+
+
+def test_a_bad_streamed_label_is_reported_with_its_row_as_it_arrives(tmp_path):
+    data = write_data(tmp_path / "data", (0, 1, 2, 0, 7, 1), (0, 1))
+    recipe = tiny_recipe(max_steps=2, shuffle_buffer=1)
+    run = build_training(recipe, "illama-tiny-224", str(data), str(tmp_path / "out"), streaming=True)
+    stream = iter(run.trainer.train_dataset)
+    assert [next(stream)["labels"] for _ in range(4)] == [0, 1, 2, 0]
+    with pytest.raises(LabelError, match=r"streamed row 4 of split 'train' .* has label 7, not a class id in 0\.\.2"):
+        next(stream)
+
+
+# ------------------------------------------------------------------ 5, 6. illama-eval: Hub ids, missing weights
+
+
+def save_tiny_classifier(folder, crop_pct=0.5):
+    torch.manual_seed(0)
+    config = load_preset("illama-tiny-224", **TINY_MODEL, **label_fields(CLASSES))
+    ILlamaForImageClassification(config).save_pretrained(folder)
+    processor = build_image_processor(16)
+    processor.crop_pct = crop_pct  # not the default: tells whether the saved processor was used
+    processor.save_pretrained(folder)
+    return folder
+
+
+def as_hub_snapshot(folder, cache, repo_id):
+    """`folder` copied into a Hub cache as the `main` revision of model `repo_id` (what a download leaves)."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub-cache"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def test_illama_eval_of_a_hub_id_writes_locally_and_uses_the_repos_processor(tmp_path, offline_hub, monkeypatch):
+    local = save_tiny_classifier(tmp_path / "tiny")
+    as_hub_snapshot(local, offline_hub, "someorg/tiny")
+    data = write_data(tmp_path / "data")
+    assert load_image_processor("someorg/tiny", None).crop_pct == 0.5  # the repo's preprocessor_config.json
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    argv = ["--dataset", str(data), "--split", "test", "--device", "cpu"]
+    assert eval_main(["--model", "someorg/tiny"] + argv) == 0
+    assert os.listdir(work) == ["eval_someorg--tiny_test.json"] and not (work / "someorg").exists()
+    from_hub = json.loads((work / "eval_someorg--tiny_test.json").read_text())
+    assert eval_main(["--model", str(local)] + argv) == 0  # the same files as a local folder
+    from_folder = json.loads((local / "eval_test.json").read_text())
+    for key in ("top1", "top5", "loss", "num_images"):
+        assert from_hub[key] == from_folder[key], key
+
+
+def test_illama_eval_refuses_a_model_with_missing_weights_unless_allowed(tmp_path, capsys):
+    folder = save_tiny_classifier(tmp_path / "tiny")
+    weights = load_file(str(folder / "model.safetensors"))
+    dropped = sorted(key for key in weights if key.startswith("classifier."))
+    save_file({k: v for k, v in weights.items() if k not in dropped}, str(folder / "model.safetensors"))
+    data = write_data(tmp_path / "data")
+    argv = ["--model", str(folder), "--dataset", str(data), "--split", "test", "--device", "cpu"]
+    assert eval_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "illama-eval: error: " in err and "would be randomly initialised: missing (2)" in err
+    assert all(key in err for key in dropped) and "--allow-missing-weights" in err
+    assert not (folder / "eval_test.json").exists()
+    with pytest.raises(MissingWeightsError):
+        load_classifier(str(folder))
+    assert eval_main(argv + ["--allow-missing-weights"]) == 0
+
+
+def test_illama_eval_checks_label_ids_and_a_missing_folder(tmp_path, capsys):
+    folder = save_tiny_classifier(tmp_path / "tiny")
+    data = write_data(tmp_path / "data", test_labels=(0, 1, -1, 2))
+    argv = ["--dataset", str(data), "--split", "test", "--device", "cpu"]
+    assert eval_main(["--model", str(folder)] + argv) == 2
+    assert "row 2 of split 'test'" in capsys.readouterr().err
+    assert eval_main(["--model", str(tmp_path / "nope")] + argv) == 2
+    assert f"illama-eval: error: no such folder: {tmp_path / 'nope'}" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ 7. conversion never deletes foreign files
+
+
+def authors_checkpoint(path):
+    """A 1-block authors'-layout state dict (hidden 64, 16 px, 8 px patches, 3 classes) saved as .pth."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = {
+        "cls_token": (1, 1, 64),
+        "pos_embed": (1, 5, 64),
+        "patch_embed.proj.weight": (64, 3, 8, 8),
+        "patch_embed.proj.bias": (64,),
+        "blocks.0.norm1.weight": (64,),
+        "blocks.0.attn.qkv.weight": (192, 64),
+        "blocks.0.attn.proj.weight": (64, 64),
+        "blocks.0.norm2.weight": (64,),
+        "blocks.0.mlp.fc1.weight": (128, 64),
+        "blocks.0.mlp.fc2.weight": (128, 64),
+        "blocks.0.mlp.fc3.weight": (64, 128),
+        "norm.weight": (64,),
+        "head.weight": (3, 64),
+        "head.bias": (3,),
+    }
+    torch.save({key: torch.randn(shape, generator=generator) for key, shape in shapes.items()}, path)
+    return path
+
+
+def test_convert_overwrite_replaces_only_its_own_files_and_export_refuses_an_existing_file(tmp_path):
+    checkpoint = authors_checkpoint(tmp_path / "tiny.pth")
+    out = tmp_path / "converted"
+    convert_checkpoint(checkpoint, out)
+    written = sorted(os.listdir(out))
+    (out / "my_notes.md").write_text("keep me")
+    (out / "model.safetensors").write_bytes(b"stale")
+    with pytest.raises(FileExistsError, match="already exists"):
+        convert_checkpoint(checkpoint, out)
+    convert_checkpoint(checkpoint, out, overwrite=True)
+    assert sorted(os.listdir(out)) == sorted(written + ["my_notes.md"])
+    assert (out / "my_notes.md").read_text() == "keep me"
+    assert (out / "model.safetensors").stat().st_size > 100  # replaced by the new conversion
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".converted")]  # no temp left
+
+    target = tmp_path / "back.pth"
+    target.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="already exists"):
+        export_official(out, target)
+    assert target.read_bytes() == b"precious"
+    export_official(out, target, overwrite=True)
+    assert set(torch.load(target, weights_only=True)) >= {"cls_token", "head.weight"}
+
+
+# ------------------------------------------------------------------ 8. high-bit-depth images
+
+
+def high_bit_depth_versions(gray8: np.ndarray) -> dict[str, Image.Image]:
+    """The same picture as 16-bit (I;16, I;16B, I) and float (F, in [0, 1]) images."""
+    sixteen = gray8.astype(np.uint16) * 257  # 255 -> 65535: the standard 8 -> 16 bit scaling
+    return {
+        "I;16": Image.fromarray(sixteen),
+        "I;16B": Image.frombytes("I;16B", (gray8.shape[1], gray8.shape[0]), sixteen.astype(">u2").tobytes()),
+        "I": Image.fromarray(sixteen.astype(np.int32)),
+        "F": Image.fromarray(gray8.astype(np.float32) / 255.0),
+    }
+
+
+def test_16_bit_png_and_float_images_keep_their_brightness(imagenet_sample_files, tmp_path):
+    gray = Image.open(imagenet_sample_files[0]).convert("L")
+    gray8 = np.asarray(gray)
+    png16 = tmp_path / "sixteen.png"
+    Image.fromarray(gray8.astype(np.uint16) * 257).save(png16)
+    images = {"png16": Image.open(png16), **high_bit_depth_versions(gray8)}
+    assert images["png16"].mode == "I;16"
+    processor = build_image_processor(224)
+    reference = processor(gray, return_tensors="pt")["pixel_values"][0]
+    for name, image in images.items():
+        decoded = np.asarray(decode_image(image), dtype=np.float64)  # training path (decode -> transforms)
+        assert decoded.shape == gray8.shape + (3,), name
+        assert abs(decoded.mean() - gray8.mean()) <= 1.0, name  # within one 8-bit level (Pillow alone: ~255)
+        assert np.abs(decoded[..., 0] - gray8).max() <= 1, name
+        processed = processor(image, return_tensors="pt")["pixel_values"][0]  # image processor / pipeline path
+        assert (processed - reference).abs().max().item() <= 1.0 / 255 / 0.224 + 1e-4, name
+
+    # a float image outside [0, 1] has no known scale: refused (and, in a data set, skipped and counted)
+    too_bright = Image.fromarray(gray8.astype(np.float32))
+    with pytest.raises(ValueError, match=r"F image with values in \[0, 255\]: expected \[0, 1\]"):
+        processor(too_bright)
+    assert decode_image(too_bright) is None
+
+
+# ------------------------------------------------------------------ 9. resume checks what it resumes
+
+
+def fake_checkpoint(folder, step, state_text=None, weights=True):
+    folder.mkdir(parents=True)
+    state = {"global_step": step, "log_history": []}
+    (folder / "trainer_state.json").write_text(json.dumps(state) if state_text is None else state_text)
+    if weights:
+        (folder / "model.safetensors").write_bytes(b"weights")
+    return folder
+
+
+def test_resume_skips_a_truncated_or_weightless_checkpoint_for_the_previous_complete_one(tmp_path, caplog):
+    fake_checkpoint(tmp_path / "checkpoint-2", 2)
+    fake_checkpoint(tmp_path / "checkpoint-4", 4, weights=False)
+    full = json.dumps({"global_step": 6, "log_history": [{"loss": 1.0}]})
+    fake_checkpoint(tmp_path / "checkpoint-6", 6, state_text=full[: len(full) // 2])  # killed mid-write
+    assert last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-2")
+    assert "checkpoint-6 (trainer_state.json does not parse" in caplog.text
+    assert "checkpoint-4 (no weights" in caplog.text
+    assert last_checkpoint(str(tmp_path / "absent")) is None
+
+
+def test_resume_with_another_data_set_or_learning_rate_is_refused_unless_allowed(tmp_path):
+    saved = {**tiny_recipe().to_dict(), "model": "illama-tiny-224", "dataset": "data/a"}
+    (tmp_path / "recipe.json").write_text(json.dumps(saved))
+    same = json.loads(json.dumps(saved))
+    same["dataloader_num_workers"] = 8  # operational: allowed
+    assert check_resume_record(tmp_path, same) == {}
+    changed = {**same, "dataset": "data/b", "learning_rate": 0.1}
+    with pytest.raises(RecipeChangedError, match=r"dataset: 'data/a' -> 'data/b'; learning_rate: 0\.001 -> 0\.1"):
+        check_resume_record(tmp_path, changed)
+    assert json.loads((tmp_path / "recipe.json").read_text()) == saved  # untouched
+    assert set(check_resume_record(tmp_path, changed, allow_changes=True)) == {"dataset", "learning_rate"}
+    assert json.loads((tmp_path / "recipe.resumed-1.json").read_text()) == saved  # kept, not rewritten
+
+
+def test_illama_train_resume_with_a_changed_learning_rate_is_refused_before_loading_anything(tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "r.yaml")
+    out = tmp_path / "run"
+    fake_checkpoint(out / "checkpoint-2", 2)
+    record = {**tiny_recipe().to_dict(), "model": "illama-tiny-224", "dataset": str(tmp_path / "data")}
+    (out / "recipe.json").write_text(json.dumps(record))
+    argv = ["--recipe", str(recipe), "--dataset", str(tmp_path / "data"), "--output-dir", str(out), "--resume"]
+    assert train_main(argv + ["learning_rate=0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "learning_rate: 0.001 -> 0.01" in err and "--allow-changed-recipe" in err
+    assert json.loads((out / "recipe.json").read_text()) == record
+
+
+# ------------------------------------------------------------------ 11. one-line errors
+
+
+def test_an_override_without_equals_sign_is_a_one_line_error(tmp_path, capsys):
+    argv = ["--recipe", str(write_recipe(tmp_path / "r.yaml")), "--dataset", str(tmp_path), "--output-dir"]
+    assert train_main(argv + [str(tmp_path / "out"), "epochs10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "illama-train: error: override 'epochs10' must look like key=value (e.g. epochs=10)"
+
+
+def test_data_errors_are_one_line_and_name_the_file(tmp_path, monkeypatch):
+    (tmp_path / "empty.parquet").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.parquet is empty \(0 bytes\)"):
+        load_image_dataset(str(tmp_path / "empty.parquet"), "train")
+    Dataset.from_dict({"image": [], "label": []}).to_parquet(str(tmp_path / "train.parquet"))
+    with pytest.raises(ValueError, match=r"train\.parquet holds no rows"):
+        load_image_dataset(str(tmp_path), "train")
+    monkeypatch.chdir(tmp_path)
+    for missing in ("./nope", str(tmp_path / "nope"), "data/cifar10/train", "empty.parquet/x", "nope.parquet"):
+        with pytest.raises(FileNotFoundError, match=r"no such folder or file|no parquet file matches"):
+            load_image_dataset(missing, "train")
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("random.safetensors", os.urandom(256), r"is not a valid safetensors file \(.*header"),
+        ("zero.pth", b"", r"is empty \(0 bytes\)"),
+        ("random.pth", bytes(range(200, 256)) * 4, r"is not a PyTorch checkpoint"),
+    ],
+)
+def test_broken_checkpoint_files_get_an_accurate_error(tmp_path, capsys, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(CheckpointError, match=message) as error:
+        convert_checkpoint(tmp_path / name, tmp_path / "out")
+    assert "pickled object" not in str(error.value)
+    assert convert_main(["--checkpoint", str(tmp_path / name), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("illama-convert: error: ") and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
