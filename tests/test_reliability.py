@@ -222,7 +222,12 @@ def test_one_class_mapping_for_training_and_illama_eval():
     "train_labels, test_labels, names, message",
     [
         ((0, 1, 2, 3, 0, 1), (0, 1), CLASSES, r"row 3 of split 'train' .* has label 3, not a class id in 0\.\.2"),
-        ((1, 2, 3, 1, 2, 3), (1, 2), CLASSES, r"row 2 of split 'train' .* label 3 .*1\.\.N: labels must be 0-based"),
+        (
+            (1, 2, 3, 1, 2, 3),
+            (1, 2),
+            CLASSES,
+            r"row 2 of split 'train' .* has label 3, .*1\.\.N: labels must be 0-based",
+        ),
         ((0, 1, 2, 0, -1, 2), (0, 1), CLASSES, r"row 4 of split 'train' .* has label -1 \(no label"),
         ((0, 1, 2, 0, 1, 2), (0, 1, 2, 5), CLASSES, r"row 3 of split 'test' .* has label 5"),
         ((0, 1, 2, 0, 1, 2), (0, 3), None, r"\['3'\] \(1 of 4\) are not classes of the model"),
@@ -348,8 +353,8 @@ def authors_checkpoint(path):
         "blocks.0.attn.proj.weight": (64, 64),
         "blocks.0.norm2.weight": (64,),
         "blocks.0.mlp.fc1.weight": (128, 64),
-        "blocks.0.mlp.fc2.weight": (128, 64),
-        "blocks.0.mlp.fc3.weight": (64, 128),
+        "blocks.0.mlp.fc2.weight": (64, 128),
+        "blocks.0.mlp.fc3.weight": (128, 64),
         "norm.weight": (64,),
         "head.weight": (3, 64),
         "head.bias": (3,),
@@ -415,7 +420,7 @@ def test_16_bit_png_and_float_images_keep_their_brightness(imagenet_sample_files
 
     # a float image outside [0, 1] has no known scale: refused (and, in a data set, skipped and counted)
     too_bright = Image.fromarray(gray8.astype(np.float32))
-    with pytest.raises(ValueError, match=r"F image with values in \[0, 255\]: expected \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"F image with values in \[\d+, \d+\]: expected \[0, 1\]"):
         processor(too_bright)
     assert decode_image(too_bright) is None
 

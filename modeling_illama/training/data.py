@@ -102,7 +102,7 @@ def _looks_local(source: str) -> bool:
         source.startswith((".", "/", "~"))
         or len(parts) > 2
         or os.path.splitext(source)[1] in (".parquet", ".arrow", ".csv", ".json", ".jsonl")
-        or (len(parts) == 2 and os.path.isdir(parts[0]))
+        or (len(parts) == 2 and os.path.exists(parts[0]))
     )
 
 

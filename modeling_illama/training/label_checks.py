@@ -41,7 +41,8 @@ def check_label_ids(labels, num_labels: int, split: str, source: str) -> None:
         hint = ""
         if distinct.min() == 1 and distinct.max() == num_labels:
             hint = "; the ids run 1..N: labels must be 0-based"
-        raise LabelError(f"{message} ({bad.size} such row(s){hint}; distinct ids {distinct[:10].tolist()}...)")
+        shown = distinct[:10].tolist() + (["..."] if distinct.size > 10 else [])
+        raise LabelError(f"{message}; {bad.size} such row(s){hint}; the split's distinct ids: {shown}")
 
 
 class StreamingLabelCheck:
