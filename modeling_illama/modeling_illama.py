@@ -19,7 +19,7 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_illama import ILlamaConfig, _pair
-from .cpu_attention_illama import post_softmax_cpu_attention
+from .cpu_attention_illama import FUSED_POST_SOFTMAX_MIN_TOKENS, post_softmax_cpu_attention
 
 
 class ILlamaRMSNorm(nn.Module):
@@ -553,9 +553,19 @@ class ILlamaModel(ILlamaPreTrainedModel):
         return self.embeddings.patch_embeddings
 
     @torch.compiler.disable
-    def _attention_mask(self, num_tokens: int, dtype: torch.dtype, device) -> tuple[torch.Tensor | None, bool]:
-        """The (mask, is_causal) pair every layer uses, rebuilt only when r, N, dtype or device change."""
+    def _attention_mask(
+        self, num_tokens: int, dtype: torch.dtype, device, input_requires_grad: bool = True
+    ) -> tuple[torch.Tensor | None, bool]:
+        """The (mask, is_causal) pair every layer uses, rebuilt only when r, N, dtype or device change.
+
+        Only the mask of the model's own token count is kept (a larger input's N x N mask, 1 GiB at 2048 px,
+        is freed after the call). Where the attention function reads r but not M (`_reads_only_rate`) no mask
+        is built: a NaN placeholder of M's shape takes its place, so a path that did read it would give NaN,
+        never a silently wrong result.
+        """
         style, implementation, rate = self.config.mask_style, self.config._attn_implementation, self._soft_mask_rate
+        if rate < 1.0 and self._reads_only_rate(num_tokens, device, input_requires_grad):
+            return torch.full((), float("nan"), dtype=dtype, device=device).expand(num_tokens, num_tokens), False
         key = (num_tokens, rate, style, implementation, dtype, device)
         if self._mask_cache is not None and self._mask_cache[0] == key:
             return self._mask_cache[1]
@@ -567,8 +577,21 @@ class ILlamaModel(ILlamaPreTrainedModel):
             with torch.inference_mode(False):
                 mask = soft_attention_mask(num_tokens, rate, style, dtype, device)
             value = (mask, False)
-        self._mask_cache = (key, value)
+        if num_tokens == self.rotary_emb.cos.shape[0]:
+            self._mask_cache = (key, value)
         return value
+
+    def _reads_only_rate(self, num_tokens: int, device, input_requires_grad: bool) -> bool:
+        """Whether every layer's attention runs the fused CPU kernels, which take r and never read M: the
+        post-softmax style on "sdpa", on CPU, from FUSED_POST_SOFTMAX_MIN_TOKENS tokens, without autograd
+        (conservatively: no grad mode, or neither the input nor any layer weight requires grad)."""
+        if self.config.mask_style != "post_softmax" or self.config._attn_implementation != "sdpa":
+            return False
+        if torch.device(device).type != "cpu" or num_tokens < FUSED_POST_SOFTMAX_MIN_TOKENS:
+            return False
+        if torch.is_grad_enabled() and (input_requires_grad or any(p.requires_grad for p in self.layers.parameters())):
+            return False
+        return True
 
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
@@ -604,7 +627,9 @@ class ILlamaModel(ILlamaPreTrainedModel):
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=bool(interpolate_pos_encoding))
         num_tokens = hidden_states.shape[1]
         position_embeddings = self.rotary_emb(num_tokens)
-        attention_mask, is_causal = self._attention_mask(num_tokens, hidden_states.dtype, hidden_states.device)
+        attention_mask, is_causal = self._attention_mask(
+            num_tokens, hidden_states.dtype, hidden_states.device, hidden_states.requires_grad
+        )
 
         pooled_only = pooled_only and self.frozen_llm is None
         last_index = len(self.layers) - 1

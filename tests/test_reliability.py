@@ -1,6 +1,7 @@
 """Nothing lost, nothing silently wrong: each case an adversarial user hit (issue 15), reproduced and answered
 with the safe behaviour (a refusal, a one-line error, or the right result). Tiny models, a few images."""
 
+import copy
 import io
 import json
 import multiprocessing
@@ -473,6 +474,41 @@ def test_illama_train_resume_with_a_changed_learning_rate_is_refused_before_load
     err = capsys.readouterr().err
     assert "learning_rate: 0.001 -> 0.01" in err and "--allow-changed-recipe" in err
     assert json.loads((out / "recipe.json").read_text()) == record
+
+
+# ------------------------------------------------------------------ 10. masks at large inputs
+
+
+def test_a_large_inputs_mask_is_not_built_for_the_fused_cpu_path_nor_kept_on_the_model(monkeypatch):
+    import modeling_illama.modeling_illama as modeling
+
+    torch.manual_seed(0)
+    model = ILlamaForImageClassification(load_preset("illama-tiny-224", **TINY_MODEL, num_labels=3)).eval()
+    assert model.config._attn_implementation == "sdpa"
+    model.set_soft_mask_rate(0.37)
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    built = []
+    original = modeling.soft_attention_mask
+    monkeypatch.setattr(
+        modeling, "soft_attention_mask", lambda n, *args, **kwargs: built.append(n) or original(n, *args, **kwargs)
+    )
+    pixels = torch.randn(2, 3, 128, 128)  # 16 x 16 patches + the class token = 257 >= the fused kernels' minimum
+    assert modeling.FUSED_POST_SOFTMAX_MIN_TOKENS <= 257
+    with torch.no_grad():
+        fused = model(pixel_values=pixels, interpolate_pos_encoding=True).logits
+        assert built == [] and model.illama._mask_cache is None  # never built, nothing kept
+        reference = eager(pixel_values=pixels, interpolate_pos_encoding=True).logits  # materialises M
+        assert built == [257] and eager.illama._mask_cache is None  # built for that call, not kept
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
+
+    model.train()  # autograd: the eager arithmetic runs, with M, built per call and not kept
+    loss = model(pixel_values=pixels, interpolate_pos_encoding=True).logits.sum()
+    loss.backward()
+    assert built == [257, 257] and model.illama._mask_cache is None
+    with torch.no_grad():  # the model's own resolution (5 tokens) keeps its small mask
+        model(pixel_values=torch.randn(1, 3, 16, 16))
+    assert model.illama._mask_cache[0][0] == 5 and built[-1] == 5
 
 
 # ------------------------------------------------------------------ 11. one-line errors
