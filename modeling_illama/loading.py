@@ -44,25 +44,40 @@ def load_classifier(model: str, allow_missing_weights: bool = False, dtype=torch
 
     check_model_reference(model)
     net, info = AutoModelForImageClassification.from_pretrained(model, dtype=dtype, output_loading_info=True, **kwargs)
-    missing = sorted(info.get("missing_keys") or [])
-    mismatched = sorted(
-        str(key[0] if isinstance(key, (tuple, list)) else key) for key in info.get("mismatched_keys") or []
-    )
+    check_loading_info(model, info, allow_missing_weights)
+    return net
+
+
+def check_loading_info(
+    model: str,
+    info: dict,
+    allow_missing_weights: bool = False,
+    new_modules: tuple[str, ...] = (),
+    remedy: str = "pass --allow-missing-weights (allow_missing_weights=True) to use it anyway",
+) -> None:
+    """Raise a MissingWeightsError when `from_pretrained(..., output_loading_info=True)` reports weights missing
+    from the checkpoint or of another shape, except under the `new_modules` prefixes (e.g. a replaced head)."""
+
+    def kept(keys) -> list[str]:
+        names = (str(key[0] if isinstance(key, (tuple, list)) else key) for key in keys or [])
+        return sorted(name for name in names if not (new_modules and name.startswith(new_modules)))
+
+    missing, mismatched = kept(info.get("missing_keys")), kept(info.get("mismatched_keys"))
     if info.get("unexpected_keys"):
         logger.warning("%s holds weights the model does not use: %s", model, sorted(info["unexpected_keys"])[:10])
-    if missing or mismatched:
-        described = "; ".join(
-            f"{what} ({len(keys)}): {keys[:8]}{'...' if len(keys) > 8 else ''}"
-            for what, keys in (("missing", missing), ("shape mismatch", mismatched))
-            if keys
+    if not (missing or mismatched):
+        return
+    described = "; ".join(
+        f"{what} ({len(keys)}): {keys[:8]}{'...' if len(keys) > 8 else ''}"
+        for what, keys in (("missing", missing), ("shape mismatch", mismatched))
+        if keys
+    )
+    if not allow_missing_weights:
+        raise MissingWeightsError(
+            f"{model} does not hold every weight of the model, so these would be randomly initialised: "
+            f"{described}. {remedy[0].upper()}{remedy[1:]}"
         )
-        if not allow_missing_weights:
-            raise MissingWeightsError(
-                f"{model} does not hold every weight of the model, so these would be randomly initialised: "
-                f"{described}. Pass --allow-missing-weights (allow_missing_weights=True) to use it anyway"
-            )
-        logger.warning("%s: randomly initialised weights (allowed): %s", model, described)
-    return net
+    logger.warning("%s: randomly initialised weights (allowed): %s", model, described)
 
 
 def load_image_processor(model: str, config):

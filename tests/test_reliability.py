@@ -328,6 +328,18 @@ def test_illama_eval_refuses_a_model_with_missing_weights_unless_allowed(tmp_pat
     assert eval_main(argv + ["--allow-missing-weights"]) == 0
 
 
+def test_fine_tuning_from_a_folder_with_missing_weights_is_refused_but_a_new_head_is_not(tmp_path):
+    folder = save_tiny_classifier(tmp_path / "tiny")
+    data = write_data(tmp_path / "data", train_names=["x", "y", "z"], test_names=["x", "y", "z"])
+    run = build_training(tiny_recipe(), str(folder), str(data), str(tmp_path / "ok"))  # other classes: new head
+    assert run.trainer.model.config.id2label == {0: "x", 1: "y", 2: "z"}
+    weights = load_file(str(folder / "model.safetensors"))
+    dropped = sorted(key for key in weights if key.endswith("norm.weight"))[-1]
+    save_file({k: v for k, v in weights.items() if k != dropped}, str(folder / "model.safetensors"))
+    with pytest.raises(MissingWeightsError, match=rf"missing \(1\): \['{dropped}'\]. Fine-tune from a complete"):
+        build_training(tiny_recipe(), str(folder), str(data), str(tmp_path / "refused"))
+
+
 def test_illama_eval_checks_label_ids_and_a_missing_folder(tmp_path, capsys):
     folder = save_tiny_classifier(tmp_path / "tiny")
     data = write_data(tmp_path / "data", test_labels=(0, 1, -1, 2))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from ._common import make_parser, user_error
@@ -32,25 +31,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", required=True, help="PNG file to write")
     parser.add_argument("--json", help="also write the maps (lists of lists) to this JSON file")
+    parser.add_argument(
+        "--allow-missing-weights",
+        action="store_true",
+        help="draw even if weights are missing from the checkpoint (they are then random)",
+    )
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
     from PIL import Image
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     import modeling_illama  # noqa: F401  (registers the Auto classes)
     from modeling_illama.analysis.activation_maps import activation_maps, denormalize, draw_activation_maps
+    from modeling_illama.image_processing_illama import to_8bit
+    from modeling_illama.loading import load_classifier, load_image_processor
 
     try:
-        model = AutoModelForImageClassification.from_pretrained(args.model, dtype=torch.float32)
-        if os.path.isfile(os.path.join(args.model, "preprocessor_config.json")):
-            processor = AutoImageProcessor.from_pretrained(args.model)
-        else:
-            processor = modeling_illama.build_image_processor(model.config.image_size)
-        image = Image.open(args.image).convert("RGB")
+        model = load_classifier(args.model, allow_missing_weights=args.allow_missing_weights)
+        processor = load_image_processor(args.model, model.config)
+        image = to_8bit(Image.open(args.image)).convert("RGB")  # 16-bit / float images scaled, not clipped
         pixel_values = processor(images=image, return_tensors="pt")["pixel_values"]
         layers = args.layers
         if layers is None:

@@ -44,6 +44,7 @@ def build_model(model: str, recipe: Recipe, label_names: list[str]):
     `init_from_llama` runs weight selection from a LLaMA checkpoint.
     """
     from modeling_illama import ILlamaForImageClassification, load_preset
+    from modeling_illama.loading import check_loading_info
 
     labels = label_fields(label_names)
     if is_model_dir(model):
@@ -60,7 +61,9 @@ def build_model(model: str, recipe: Recipe, label_names: list[str]):
                 len(label_names),
             )
             kwargs.update(labels, ignore_mismatched_sizes=True)
-        net = ILlamaForImageClassification.from_pretrained(model, **kwargs)
+        net, info = ILlamaForImageClassification.from_pretrained(model, output_loading_info=True, **kwargs)
+        new_head = ("classifier.",) if "ignore_mismatched_sizes" in kwargs else ()
+        check_loading_info(model, info, new_modules=new_head, remedy="fine-tune from a complete model folder")
         if recipe.image_size and _square(net.config.image_size) != recipe.image_size:
             logger.info("resizing position embeddings %s -> %s", net.config.image_size, recipe.image_size)
             net.resize_position_embeddings(recipe.image_size)
