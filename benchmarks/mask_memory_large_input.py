@@ -1,0 +1,89 @@
+"""Memory of the soft mask at a large input: a 224 px model (patch 16) run at 2048 x 2048 with
+`interpolate_pos_encoding` (16,385 tokens, so M would be 16,385^2 fp32 = 1 GiB), CPU, no autograd, r = 0.37.
+
+Each case runs in its own process and reports the peak resident set (VmHWM) added by one forward and the
+anonymous memory still held after it (a mask cached on the model would stay there):
+- "this version": the fused CPU kernels read r only, so no mask is built;
+- "mask built": the same forward with the mask forced (`_reads_only_rate` -> False), i.e. what every forward
+  did before; the cache now keeps only the model's own token count, so it is freed after the call either way.
+The model is tiny (width 32, 1 block, 1 head) so that the mask, not the activations, dominates.
+
+    python benchmarks/mask_memory_large_input.py     (Linux; writes benchmarks/results/mask_memory_large_input.json)
+"""
+
+import json
+import multiprocessing
+import os
+import platform
+import subprocess
+import time
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "mask_memory_large_input.json")
+SIZE = 2048
+
+
+def status_mib(key: str) -> float:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) / 1024 for line in handle if line.startswith(key))
+
+
+def run_case(force_mask: bool, queue) -> None:
+    import torch
+
+    from modeling_illama import ILlamaForImageClassification, load_preset
+    from modeling_illama.modeling_illama import ILlamaModel
+
+    torch.manual_seed(0)
+    config = load_preset(
+        "illama-tiny-224", hidden_size=32, num_attention_heads=1, num_hidden_layers=1, intermediate_size=64
+    )
+    model = ILlamaForImageClassification(config).eval()
+    model.set_soft_mask_rate(0.37)
+    if force_mask:
+        ILlamaModel._reads_only_rate = lambda self, *args: False
+    pixels = torch.randn(1, 3, SIZE, SIZE)
+    anon_before, hwm_before = status_mib("RssAnon:"), status_mib("VmHWM:")
+    start = time.perf_counter()
+    with torch.no_grad():
+        model(pixel_values=pixels, interpolate_pos_encoding=True)
+    seconds = time.perf_counter() - start
+    cached = model.illama._mask_cache
+    queue.put(
+        {
+            "mask_built": force_mask,
+            "tokens": (SIZE // 16) ** 2 + 1,
+            "peak_rss_added_mib": round(status_mib("VmHWM:") - hwm_before, 1),
+            "anon_memory_held_after_mib": round(status_mib("RssAnon:") - anon_before, 1),
+            "mask_cached_after_call": None if cached is None else list(cached[0][:1]),
+            "forward_seconds": round(seconds, 2),
+        }
+    )
+
+
+def main():
+    context = multiprocessing.get_context("spawn")
+    results = []
+    for force_mask in (False, True):
+        queue = context.Queue()
+        process = context.Process(target=run_case, args=(force_mask, queue))
+        process.start()
+        results.append(queue.get())
+        process.join()
+        print(results[-1])
+    record = {
+        "cases": results,
+        "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        "cpu": next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+            platform.processor(),
+        ),
+        "note": "shared machine: other jobs were running; memory figures do not depend on load, seconds do",
+    }
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "w") as handle:
+        json.dump(record, handle, indent=2)
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
