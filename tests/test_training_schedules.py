@@ -1,5 +1,8 @@
 """Soft-mask schedule, learning-rate schedule and AdamW groups against arithmetic written out here."""
 
+import json
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
