@@ -21,6 +21,7 @@ class ModelEmaCallback(TrainerCallback):
 
     `step` is Trainer's count of finished optimizer steps, so timm's decay warm-up and `update_after_step`
     follow optimizer steps, not micro-batches. The EMA lives on the model's device, in the model's dtype.
+    With `load_best_model_at_end` the EMA of the best checkpoint is restored at the end of training.
     """
 
     def __init__(self, decay: float = 0.9999, use_warmup: bool = False):
@@ -40,6 +41,12 @@ class ModelEmaCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self.ema.update(model, step=state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        # Trainer has just loaded the best checkpoint's raw weights: take that checkpoint's EMA too, so that
+        # evaluation (model_ema_eval) and the saved model (model_ema_save) are the best epoch's EMA
+        if args.load_best_model_at_end and state.best_model_checkpoint:
+            self.load(state.best_model_checkpoint)
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
