@@ -33,7 +33,13 @@ def _register(config_class, model_class, classifier_class):
 
 _register(ILlamaConfig, ILlamaModel, ILlamaForImageClassification)
 _register(ViTWithFrozenLLMConfig, ViTWithFrozenLLMModel, ViTWithFrozenLLMForImageClassification)
-AutoImageProcessor.register(ILlamaConfig, image_processor_classes={"pil": ILlamaImageProcessor}, exist_ok=True)
+# Auto picks the "torchvision" backend whenever torchvision is installed and warns when a model has only a PIL
+# processor; ours is the reference transform for both requests (a torchvision variant would differ numerically).
+AutoImageProcessor.register(
+    ILlamaConfig,
+    image_processor_classes={"pil": ILlamaImageProcessor, "torchvision": ILlamaImageProcessor},
+    exist_ok=True,
+)
 ILlamaImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [

@@ -513,6 +513,18 @@ class ILlamaPreTrainedModel(PreTrainedModel):
         """Back to the deployed rate, `config.soft_mask_rate`."""
         self.set_soft_mask_rate(self.config.soft_mask_rate)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters kept out of weight decay besides 1-D ones (timm convention): position table, class token."""
+        return {name for name, _ in self.named_parameters() if name.endswith(("position_embeddings", "cls_token"))}
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups by depth (timm convention, for layer-wise lr decay): embeddings, one group per layer
+        with the final norm in the last one (timm's "previous group" ordinal), the unmatched classifier on top.
+        `coarse` is accepted for timm's API."""
+        prefix = "" if self.base_model is self else rf"{self.base_model_prefix}\."
+        blocks = [(rf"^{prefix}layers\.(\d+)", None), (rf"^{prefix}norm", (99999,))]
+        return {"stem": rf"^{prefix}embeddings", "blocks": blocks}
+
     def resize_position_embeddings(self, image_size: int | tuple[int, int]):
         """Permanently change the resolution: bicubic resize of the patch rows of the position table (class row
         kept aside) and a new rotary table for the new sequence length. Updates `config.image_size`."""

@@ -12,7 +12,7 @@ from PIL import Image
 from modeling_illama.training.data import collate_images, load_image_dataset, with_transform
 from modeling_illama.training.recipes import load_recipe
 from modeling_illama.training.trainer import build_image_processor
-from modeling_illama.training.transforms import eval_transform, train_transform
+from modeling_illama.training.transforms import processor_transform, train_transform
 
 NAMES = ["cat", "dog", "fish"]
 
@@ -130,11 +130,9 @@ def test_train_and_eval_transforms():
     torch.manual_seed(0)
     out = train_transform(recipe, 64)(image)
     assert out.shape == (3, 64, 64) and out.dtype == torch.float32
-    first = eval_transform(recipe, 64)(image)
-    assert torch.equal(first, eval_transform(recipe, 64)(image))  # deterministic
-    # the processor saved with the model reproduces the eval transform used during training
-    processed = build_image_processor(recipe, 64)(image, return_tensors="pt")["pixel_values"][0]
-    assert torch.allclose(processed, first, atol=1e-4)
+    evaluation = processor_transform(build_image_processor(recipe, 64))
+    first = evaluation(image)
+    assert first.shape == (3, 64, 64) and torch.equal(first, evaluation(image))  # deterministic
     mini = load_recipe("cifar10-mini")
     small = Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8))
     processed = build_image_processor(mini, 32)(small, return_tensors="pt")["pixel_values"][0]
@@ -142,8 +140,7 @@ def test_train_and_eval_transforms():
         torch.tensor(np.asarray(small), dtype=torch.float32).permute(2, 0, 1) / 255
         - torch.tensor([0.485, 0.456, 0.406])[:, None, None]
     ) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-    assert torch.allclose(eval_transform(mini, 32)(small), expected, atol=1e-5)  # crop_pct 1 at 32 px: identity
-    assert torch.allclose(processed, expected, atol=1e-5)
+    assert torch.allclose(processed, expected, atol=1e-5)  # crop_pct 1 at 32 px: identity
 
 
 def test_padded_crop_is_a_shifted_window_of_the_reflect_padded_image():

@@ -52,11 +52,12 @@ def write_recipe(path: Path, **changes) -> Path:
         mixup=0.0,
         cutmix=0.0,
         label_smoothing=0.1,
-        epochs=2,
-        batch_size=8,
-        per_device_batch_size=4,
+        num_train_epochs=2,
+        global_batch_size=8,
+        per_device_train_batch_size=4,
         learning_rate=1e-3,
-        min_lr=1e-5,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr": 1e-5},
         warmup_epochs=1,
         weight_decay=0.05,
         soft_mask="linear",
@@ -134,8 +135,8 @@ def test_killed_run_resumes_with_the_same_step_rate_and_schedule(tmp_path):
     # 6 steps per epoch x 8 epochs = 48 steps; soft mask linear over 4 epochs = 24 steps; warmup 6 steps
     recipe = write_recipe(
         tmp_path / "recipe.yaml",
-        epochs=8,
-        batch_size=4,
+        num_train_epochs=8,
+        global_batch_size=4,
         soft_mask_cutoff_epochs=4,
         save_strategy="steps",
         save_steps=2,
@@ -184,7 +185,7 @@ def test_killed_run_resumes_with_the_same_step_rate_and_schedule(tmp_path):
         i = step - 1  # the rate and lr logged at `step` were used for optimizer step i
         rate = 1.0 - i / 23 if i < 24 else 0.0  # numpy.linspace(1, 0, 24) then 0
         assert entry["soft_mask_rate"] == pytest.approx(rate, abs=1e-9), step
-        lr = 1e-3 * i / 5 if i < 6 else 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * (i - 6) / 42))
+        lr = 1e-3 * i / 6 if i < 6 else 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * (i - 6) / 42))
         assert entry["learning_rate"] == pytest.approx(lr, rel=1e-6), step
         assert math.isfinite(entry["loss"])
     stored = json.loads((out / "checkpoint-48" / "trainer_state.json").read_text())["stateful_callbacks"]

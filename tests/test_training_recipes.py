@@ -1,8 +1,9 @@
 """Recipes load from YAML with the paper's numbers (docs/DESIGN.md, training recipes); overrides and bad input."""
 
 import pytest
+from transformers import TrainingArguments
 
-from modeling_illama.training.recipes import list_recipes, load_recipe, parse_overrides
+from modeling_illama.training.recipes import ILlamaTrainingArguments, list_recipes, load_recipe, parse_overrides
 
 
 def test_every_named_recipe_loads():
@@ -37,6 +38,7 @@ def test_every_named_recipe_loads():
 )
 def test_imagenet_from_scratch_recipes_follow_the_spec_table(name, warmup, mixup, cutmix, drop_path, schedule, cutoff):
     r = load_recipe(name)
+    assert isinstance(r, TrainingArguments)
     assert (r.warmup_epochs, r.mixup, r.cutmix, r.drop_path_rate, r.soft_mask, r.soft_mask_cutoff_epochs) == (
         warmup,
         mixup,
@@ -46,8 +48,13 @@ def test_imagenet_from_scratch_recipes_follow_the_spec_table(name, warmup, mixup
         cutoff,
     )
     # shared by the three
-    assert (r.epochs, r.batch_size, r.learning_rate, r.min_lr, r.weight_decay) == (300, 4096, 4e-3, 1e-6, 0.05)
-    assert r.adam_betas == (0.9, 0.999) and r.adam_eps == 1e-8 and r.max_grad_norm == 0.0
+    assert (r.num_train_epochs, r.global_batch_size, r.learning_rate, r.weight_decay) == (300, 4096, 4e-3, 0.05)
+    assert r.lr_scheduler_type == "cosine_with_min_lr" and r.lr_scheduler_kwargs == {"min_lr": 1e-6}
+    assert (r.adam_beta1, r.adam_beta2, r.adam_epsilon, r.max_grad_norm) == (0.9, 0.999, 1e-8, 0.0)
+    # the authors' protocol: the best epoch by top-1; EMA and layer decay off (their released runs used neither)
+    assert r.load_best_model_at_end and r.metric_for_best_model == "top1" and r.greater_is_better
+    assert not r.model_ema and r.layer_decay is None
+    assert r.dataset == "ILSVRC/imagenet-1k"
     assert r.rand_augment == "rand-m9-mstd0.5-inc1" and r.label_smoothing == 0.1 and r.random_erasing == 0.25
     assert r.crop_scale == (0.08, 1.0) and r.interpolation == "bicubic" and r.mixup_switch_prob == 0.5
     assert not (r.bf16 or r.fp16)
@@ -66,30 +73,39 @@ def test_imagenet_from_scratch_recipes_follow_the_spec_table(name, warmup, mixup
 def test_fine_tuning_recipes_follow_the_spec(name, lr, drop_path, size):
     r = load_recipe(name)
     assert (r.learning_rate, r.drop_path_rate, r.image_size) == (lr, drop_path, size)
-    assert (r.epochs, r.warmup_epochs, r.weight_decay, r.batch_size) == (30, 0, 1e-8, 512)
+    assert (r.num_train_epochs, r.warmup_epochs, r.weight_decay, r.global_batch_size) == (30, 0, 1e-8, 512)
+    assert r.load_best_model_at_end and r.metric_for_best_model == "top1"
     assert (r.mixup, r.cutmix, r.label_smoothing, r.soft_mask) == (0.0, 0.0, 0.1, "none")
 
 
 def test_imagenet_21k_pretraining_recipe():
     r = load_recipe("illama-base-in21k")
-    assert (r.epochs, r.warmup_epochs, r.learning_rate, r.weight_decay, r.drop_path_rate) == (90, 5, 1e-3, 0.01, 0.1)
+    assert (r.num_train_epochs, r.warmup_epochs, r.learning_rate, r.weight_decay, r.drop_path_rate) == (
+        90,
+        5,
+        1e-3,
+        0.01,
+        0.1,
+    )
     assert (r.mixup, r.cutmix, r.soft_mask, r.soft_mask_cutoff_epochs) == (0.8, 1.0, "constant", 30)
 
 
 def test_overrides_are_parsed_as_yaml_and_merge_nested_fields(tmp_path):
-    assert parse_overrides(["epochs=3", "rand_augment=null", "crop_scale=[0.5, 1.0]", "soft_mask=linear"]) == {
-        "epochs": 3,
+    assert parse_overrides(
+        ["num_train_epochs=3", "rand_augment=null", "crop_scale=[0.5, 1.0]", "soft_mask=linear"]
+    ) == {
+        "num_train_epochs": 3,
         "rand_augment": None,
         "crop_scale": [0.5, 1.0],
         "soft_mask": "linear",
     }
     r = load_recipe("cifar10-mini", ["learning_rate=2e-3", "model_overrides.num_hidden_layers=2", "eval_strategy=no"])
     assert r.learning_rate == 2e-3 and r.eval_strategy == "no"
-    assert r.model_overrides == {"image_size": 32, "patch_size": 4, "num_hidden_layers": 2}
+    assert r.model_overrides["num_hidden_layers"] == 2 and r.model_overrides["patch_size"] == 4
     path = tmp_path / "mine.yaml"
-    path.write_text("epochs: 2\nbatch_size: 8\nper_device_batch_size: 4\nsave_strategy: no\n")
+    path.write_text("num_train_epochs: 2\nglobal_batch_size: 8\nper_device_train_batch_size: 4\nsave_strategy: no\n")
     r = load_recipe(str(path))
-    assert (r.epochs, r.gradient_accumulation_steps(1), r.gradient_accumulation_steps(2), r.save_strategy) == (
+    assert (r.num_train_epochs, r.gradient_accumulation_for(1), r.gradient_accumulation_for(2), r.save_strategy) == (
         2,
         2,
         1,
@@ -97,19 +113,63 @@ def test_overrides_are_parsed_as_yaml_and_merge_nested_fields(tmp_path):
     )
 
 
+def test_any_training_arguments_field_reaches_the_recipe_from_yaml_or_the_command_line(tmp_path):
+    """Fields the old recipe class did not know: tracking, Hub, checkpointing, compile, optimizer, schedule."""
+    r = load_recipe(
+        "cifar10-mini",
+        [
+            "report_to=tensorboard",
+            "push_to_hub=true",
+            "hub_model_id=me/illama-mini",
+            "activation_checkpointing=true",
+            "torch_compile=true",
+            "optim=sgd",
+            "lr_scheduler_type=linear",
+            "metric_for_best_model=top5",
+        ],
+    )
+    assert r.report_to == ["tensorboard"] and r.push_to_hub and r.hub_model_id == "me/illama-mini"
+    assert r.activation_checkpointing and r.torch_compile and r.optim == "sgd" and r.lr_scheduler_type == "linear"
+    assert r.metric_for_best_model == "top5"
+    path = tmp_path / "tracked.yaml"
+    path.write_text("model: illama-tiny-224\nreport_to: [tensorboard]\nlogging_strategy: steps\nseed: 3\n")
+    r = load_recipe(str(path))
+    assert isinstance(r, ILlamaTrainingArguments) and r.report_to == ["tensorboard"] and r.seed == 3
+
+
+def test_unknown_keys_name_their_source(tmp_path):
+    with pytest.raises(ValueError, match=r"\['learning_rat'\] in the command-line overrides.*did you mean"):
+        load_recipe("cifar10-mini", ["learning_rat=1"])
+    path = tmp_path / "typo.yaml"
+    path.write_text("model: illama-tiny-224\nreport_too: tensorboard\n")
+    with pytest.raises(ValueError, match=r"\['report_too'\] in recipe file .*typo.yaml.*'report_to'"):
+        load_recipe(str(path), ["report_to=tensorboard"])
+
+
+def test_a_recipe_names_its_default_data_set_and_the_command_line_overrides_it():
+    assert load_recipe("cifar10-mini").dataset == "data/cifar10-mini"
+    assert load_recipe("cifar10").dataset == "uoft-cs/cifar10"
+    assert load_recipe("illama-tiny-in1k").dataset == "ILSVRC/imagenet-1k"
+    assert load_recipe("cifar10-mini", {"dataset": "elsewhere/data"}).dataset == "elsewhere/data"
+
+
 def test_bad_recipes_give_specific_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no recipe 'nope'"):
         load_recipe("nope")
-    with pytest.raises(ValueError, match=r"unknown recipe field\(s\) \['learning_rat'\]"):
-        load_recipe("cifar10-mini", ["learning_rat=1"])
     with pytest.raises(ValueError, match="must look like key=value"):
-        load_recipe("cifar10-mini", ["epochs"])
+        load_recipe("cifar10-mini", ["num_train_epochs"])
     with pytest.raises(ValueError, match="'soft_mask' must be one of"):
         load_recipe("cifar10-mini", ["soft_mask=cosine"])
-    with pytest.raises(ValueError, match="multiple of per_device_batch_size"):
-        load_recipe("cifar10-mini", ["batch_size=100", "per_device_batch_size=64"])
+    with pytest.raises(ValueError, match="must be a multiple of per_device_train_batch_size"):
+        load_recipe("cifar10-mini", ["global_batch_size=100", "per_device_train_batch_size=64"])
     with pytest.raises(ValueError, match="not divisible"):
-        load_recipe("cifar10-mini", ["batch_size=64", "per_device_batch_size=32"]).gradient_accumulation_steps(3)
+        load_recipe(
+            "cifar10-mini", ["global_batch_size=64", "per_device_train_batch_size=32"]
+        ).gradient_accumulation_for(3)
+    with pytest.raises(ValueError, match="'learning_rate' must be a number"):
+        load_recipe("cifar10-mini", ["learning_rate=fast"])
+    with pytest.raises(ValueError, match="model_ema_eval / model_ema_save need model_ema"):
+        load_recipe("cifar10-mini", ["model_ema_eval=true"])
     path = tmp_path / "list.yaml"
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="must be a YAML mapping"):

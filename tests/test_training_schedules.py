@@ -1,15 +1,16 @@
 """Soft-mask schedule, learning-rate schedule and AdamW groups against arithmetic written out here."""
 
 import json
-import math
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from transformers import get_scheduler
 
 from modeling_illama import ILlamaForImageClassification, load_preset
-from modeling_illama.training.optim import create_adamw, create_warmup_cosine_scheduler, warmup_cosine_lr
+from modeling_illama.training.optim import optimizer_param_groups
+from modeling_illama.training.recipes import load_recipe
 from modeling_illama.training.soft_mask import SoftMaskCallback, cutoff_in_steps, soft_mask_rate
 
 
@@ -73,55 +74,99 @@ def test_callback_sets_the_model_rate_per_step_resumes_from_the_step_and_restore
     assert model.soft_mask_rate == 0.0 and resumed.rate == 0.0
 
 
-def test_warmup_cosine_matches_the_authors_per_step_table():
-    base, final, warmup, total = 4e-3, 1e-6, 4, 20
-    # written out as in their cosine_scheduler: linspace(0, base, warmup) then a half cosine over the rest
-    warm = [0.0, base / 3, 2 * base / 3, base]
-    rest = [final + 0.5 * (base - final) * (1 + math.cos(math.pi * i / 16)) for i in range(16)]
-    expected = warm + rest
-    assert [warmup_cosine_lr(s, base, final, warmup, total) for s in range(total)] == pytest.approx(expected)
-    assert warmup_cosine_lr(25, base, final, warmup, total) == pytest.approx(final)  # past the end: min lr
-    assert warmup_cosine_lr(0, base, final, 0, total) == pytest.approx(base)  # no warmup starts at the peak
+def authors_lr_table(base, final, warmup, total):
+    """The authors' cosine_scheduler (utils.py of their repository), per optimizer step."""
+    warm = np.linspace(0.0, base, warmup) if warmup > 0 else np.array([])
+    iters = np.arange(total - warmup)
+    rest = final + 0.5 * (base - final) * (1 + np.cos(np.pi * iters / len(iters)))
+    return np.concatenate([warm, rest])
 
 
-def test_scheduler_drives_the_optimizer_step_by_step():
-    weight = torch.nn.Parameter(torch.zeros(2))
-    optimizer = torch.optim.AdamW([{"params": [weight], "weight_decay": 0.0}], lr=1e-3)
-    scheduler = create_warmup_cosine_scheduler(optimizer, 1e-3, 1e-5, warmup_steps=3, total_steps=10)
+def stock_lr_table(base, final, warmup, total):
+    """Transformers' cosine_with_min_lr, stepped as Trainer steps it."""
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    scheduler = get_scheduler(
+        "cosine_with_min_lr", optimizer, warmup, total, scheduler_specific_kwargs={"min_lr": final}
+    )
     seen = []
-    for _ in range(10):
+    for _ in range(total):
         seen.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    expected = [0.0, 0.5e-3, 1e-3] + [1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * i / 7)) for i in range(7)]
-    assert seen == pytest.approx(expected)
+    return np.array(seen)
 
 
-def test_adamw_groups_exclude_1d_params_position_embeddings_and_cls_token():
+@pytest.mark.parametrize(
+    "name, steps_per_epoch", [("illama-tiny-in1k", 312), ("illama-base-in21k", 2700), ("cifar10-mini", 80)]
+)
+def test_stock_schedule_differs_from_the_authors_only_during_warmup_by_at_most_lr_over_w(name, steps_per_epoch):
+    """Why the recipes use Transformers' scheduler: the authors' table reaches the peak one step earlier
+    (linspace(0, lr, W) vs lr * s / W), so the two differ by at most lr / W during warm-up and not at all after."""
+    r = load_recipe(name)
+    warmup = int(r.warmup_epochs * steps_per_epoch)
+    total = int(r.num_train_epochs * steps_per_epoch)
+    if total > 30_000:  # the same shape, shorter: keep the test fast
+        warmup, total = warmup * 30_000 // total, 30_000
+    base, final = r.learning_rate, r.lr_scheduler_kwargs["min_lr"]
+    ours, theirs = stock_lr_table(base, final, warmup, total), authors_lr_table(base, final, warmup, total)
+    gap = np.abs(ours - theirs)
+    assert gap[warmup:].max() <= 1e-12 * base
+    assert gap[:warmup].max() == pytest.approx(base / warmup, rel=1e-6)  # at step W - 1
+    assert int(gap.argmax()) == warmup - 1
+
+
+def tiny_model(layers=2):
     config = load_preset(
         "illama-tiny-224",
         hidden_size=32,
         num_attention_heads=1,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         image_size=16,
         patch_size=8,
         num_labels=3,
     )
-    model = ILlamaForImageClassification(config)
-    optimizer = create_adamw(model, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999), eps=1e-8)
-    decayed, plain = optimizer.param_groups
-    assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
+    return ILlamaForImageClassification(config)
+
+
+def test_weight_decay_groups_exclude_1d_params_position_embeddings_and_cls_token():
+    model = tiny_model()
+    assert model.no_weight_decay() == {"illama.embeddings.position_embeddings", "illama.embeddings.cls_token"}
+    groups = optimizer_param_groups(model, weight_decay=0.05)
     names = {id(p): n for n, p in model.named_parameters()}
-    decayed_names = {names[id(p)] for p in decayed["params"]}
-    plain_names = {names[id(p)] for p in plain["params"]}
+    decayed = {names[id(p)] for g in groups if g["weight_decay"] == 0.05 for p in g["params"]}
+    plain = {names[id(p)] for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
     expected_plain = {
         n
         for n, p in model.named_parameters()
         if p.ndim == 1 or n.endswith("position_embeddings") or n.endswith("cls_token")
     }
-    assert plain_names == expected_plain
-    assert "illama.embeddings.position_embeddings" in plain_names and "illama.embeddings.cls_token" in plain_names
-    assert "classifier.bias" in plain_names and "illama.norm.weight" in plain_names
-    assert "classifier.weight" in decayed_names and "illama.layers.0.self_attn.qkv_proj.weight" in decayed_names
-    assert len(decayed_names) + len(plain_names) == len(list(model.parameters()))
-    assert optimizer.defaults["betas"] == (0.9, 0.999) and optimizer.defaults["eps"] == 1e-8
+    assert plain == expected_plain
+    assert "classifier.bias" in plain and "illama.norm.weight" in plain
+    assert "classifier.weight" in decayed and "illama.layers.0.self_attn.qkv_proj.weight" in decayed
+    assert len(decayed) + len(plain) == len(list(model.parameters()))
+
+
+def test_layer_decay_scales_each_depth_like_beit_and_timm_sees_the_layers(caplog):
+    """lr scale layer_decay ** (L + 1 - depth): embeddings depth 0, layer i depth i + 1 (the final norm joins the
+    last layer, as in timm's ViT), the classifier on top with scale 1."""
+    import timm.optim
+
+    model = tiny_model(layers=3)
+    decay, lr = 0.5, 1e-3
+    groups = optimizer_param_groups(model, 0.05, layer_decay=decay, lr=lr)
+    names = {id(p): n for n, p in model.named_parameters()}
+    scale = {names[id(p)]: g["lr"] / lr for g in groups for p in g["params"]}
+
+    def depth(name):
+        if name.startswith("illama.embeddings"):
+            return 0
+        if name.startswith("illama.layers."):
+            return int(name.split(".")[2]) + 1
+        return 3 if name.startswith("illama.norm") else 4
+
+    assert scale == pytest.approx({n: decay ** (4 - depth(n)) for n, _ in model.named_parameters()})
+    assert groups[0]["lr_scale"] == 1.0  # Trainer logs the first group's rate: the head's
+    with caplog.at_level("WARNING"):
+        optimizer = timm.optim.create_optimizer_v2(model, "adamw", lr=lr, weight_decay=0.05, layer_decay=decay)
+    assert "one layer" not in caplog.text
+    assert sorted({g["lr_scale"] for g in optimizer.param_groups}) == [decay**k for k in (4, 3, 2, 1, 0)]

@@ -35,6 +35,7 @@ def write_data(root, n_train=24, n_test=8, broken=(5,)):
 
 def tiny_recipe(**changes):
     fields = dict(
+        model="illama-tiny-224",
         model_overrides=TINY_MODEL,
         train_split="train",
         eval_split="test",
@@ -46,11 +47,12 @@ def tiny_recipe(**changes):
         mixup=0.8,
         cutmix=1.0,
         label_smoothing=0.1,
-        epochs=2,
-        batch_size=8,
-        per_device_batch_size=4,
+        num_train_epochs=2,
+        global_batch_size=8,
+        per_device_train_batch_size=4,
         learning_rate=1e-3,
-        min_lr=1e-5,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr": 1e-5},
         warmup_epochs=1,
         weight_decay=0.05,
         soft_mask="linear",
@@ -69,7 +71,7 @@ def tiny_recipe(**changes):
 def finished_run(tmp_path_factory):
     data = write_data(tmp_path_factory.mktemp("data"))
     out = tmp_path_factory.mktemp("run")
-    run = build_training(tiny_recipe(), "illama-tiny-224", str(data), str(out))
+    run = build_training(tiny_recipe(dataset=str(data), output_dir=str(out)))
     model = run.trainer.model
     seen = []  # (global step, training?, r) at every forward
     model.register_forward_pre_hook(
@@ -110,9 +112,10 @@ def test_log_history_has_loss_rate_and_learning_rate_per_step(finished_run):
     logs = [e for e in run.trainer.state.log_history if "loss" in e]
     assert [e["step"] for e in logs] == [1, 2, 3, 4, 5, 6]
     assert [e["soft_mask_rate"] for e in logs] == pytest.approx([1.0, 0.5, 0.0, 0.0, 0.0, 0.0])
-    # warmup 1 epoch = 3 steps: linspace(0, 1e-3, 3); then cosine over the 3 remaining steps to 1e-5
+    # warmup 1 epoch = 3 steps: lr * s / 3 (Transformers' linear warm-up); then cosine over the 3 remaining
+    # steps to 1e-5 (cosine_with_min_lr)
     cosine = [1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * i / 3)) for i in range(3)]
-    assert [e["learning_rate"] for e in logs] == pytest.approx([0.0, 5e-4, 1e-3] + cosine)
+    assert [e["learning_rate"] for e in logs] == pytest.approx([0.0, 1e-3 / 3, 2e-3 / 3] + cosine)
     assert all(math.isfinite(e["loss"]) for e in logs)
     assert logs[-1]["undecodable_images"] == 2  # the broken image, once per epoch
     evals = [e for e in run.trainer.state.log_history if "eval_top1" in e]
@@ -170,20 +173,25 @@ def test_streaming_training_uses_steps_for_the_schedules(tmp_path):
         soft_mask="constant",
         soft_mask_cutoff_steps=2,
         warmup_steps=1,
+        warmup_epochs=None,
         save_strategy="no",
         mixup=0.0,
         cutmix=0.0,
         shuffle_buffer=8,
+        dataset=str(data),
+        output_dir=str(tmp_path / "out"),
+        streaming=True,
     )
-    run = build_training(recipe, "illama-tiny-224", str(data), str(tmp_path / "out"), streaming=True)
+    run = build_training(recipe)
     assert run.steps_per_epoch is None  # unknown length: schedules are given in steps
     run.trainer.train()
     logs = [e for e in run.trainer.state.log_history if "loss" in e]
     assert [e["soft_mask_rate"] for e in logs] == [1.0, 1.0, 0.0, 0.0]
-    assert logs[0]["learning_rate"] == pytest.approx(1e-3)  # one warmup step: linspace(0, lr, 1) = [lr]
+    # one warm-up step: 0 at step 0, the peak from step 1 (Transformers' linear warm-up lr * s / W)
+    assert logs[0]["learning_rate"] == 0.0 and logs[1]["learning_rate"] == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="streaming data has no length"):
         build_training(
-            tiny_recipe(eval_split=None), "illama-tiny-224", str(data), str(tmp_path / "o2"), streaming=True
+            tiny_recipe(eval_split=None, dataset=str(data), output_dir=str(tmp_path / "o2"), streaming=True)
         )
 
 
@@ -221,10 +229,16 @@ def test_bf16_recipe_flag_trains_under_autocast_on_cpu(tmp_path):
     (tmp_path / "data").mkdir()
     data = write_data(tmp_path / "data")
     run = build_training(
-        tiny_recipe(bf16=True, epochs=1, eval_strategy="no", save_strategy="no", mixup=0.0, cutmix=0.0),
-        "illama-tiny-224",
-        str(data),
-        str(tmp_path / "run"),
+        tiny_recipe(
+            bf16=True,
+            num_train_epochs=1,
+            eval_strategy="no",
+            save_strategy="no",
+            mixup=0.0,
+            cutmix=0.0,
+            dataset=str(data),
+            output_dir=str(tmp_path / "run"),
+        )
     )
     assert run.trainer.args.bf16
     dtypes = []

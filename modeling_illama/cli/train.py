@@ -1,8 +1,12 @@
 """`illama-train`: train or fine-tune an iLLaMA classifier with a recipe (Trainer; accelerate for several processes).
 
-    illama-train --recipe cifar10-mini --dataset data/cifar10-mini --output-dir runs/demo
-    accelerate launch --num_processes 8 scripts/train.py --recipe illama-tiny-in1k \\
-        --model illama-tiny-224 --dataset ILSVRC/imagenet-1k --streaming --output-dir runs/tiny epochs=300
+A recipe is a YAML file of `ILlamaTrainingArguments` fields: every `TrainingArguments` field plus the iLLaMA ones
+(model, data, augmentation, soft mask, EMA, layer decay). `key=value` arguments override any of them.
+
+    illama-train --recipe cifar10-mini --output-dir runs/demo
+    illama-train --recipe cifar10-mini --output-dir runs/demo report_to=tensorboard num_train_epochs=5
+    accelerate launch --num_processes 8 scripts/train.py --recipe illama-tiny-in1k --streaming \\
+        --output-dir runs/tiny bf16=true
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         help="preset name (train from scratch) or saved model folder (fine-tune); default: the recipe's `model`",
     )
-    parser.add_argument("--dataset", required=True, help="Hub id, local image folder, parquet folder or file")
+    parser.add_argument(
+        "--dataset", help="Hub id, local image folder, parquet folder or file; default: the recipe's `dataset`"
+    )
     parser.add_argument("--eval-dataset", help="evaluation data when it lives elsewhere (default: --dataset)")
     parser.add_argument("--streaming", action="store_true", help="stream the training split (IterableDataset)")
     parser.add_argument("--image-column", help="image column (default: auto-detected)")
@@ -47,8 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --resume: accept another data set, model or recipe than the run's recipe.json",
     )
     parser.add_argument("--no-plot", action="store_true", help="do not write training_curves.png")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe field overrides, e.g. epochs=10")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="recipe / TrainingArguments field overrides, e.g. num_train_epochs=10 report_to=tensorboard",
+    )
     return parser
+
+
+def command_line_fields(args: argparse.Namespace) -> dict:
+    """The flags that are recipe fields, as overrides (they come from the command line)."""
+    fields = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "eval_dataset": args.eval_dataset,
+        "image_column": args.image_column,
+        "label_column": args.label_column,
+    }
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if args.streaming:
+        fields["streaming"] = True
+    return fields
 
 
 def setup_logging(output_dir: str, is_main: bool) -> None:
@@ -68,6 +94,12 @@ def setup_logging(output_dir: str, is_main: bool) -> None:
         to_file.setFormatter(formatter)
         package.addHandler(to_file)
         hf_logging.get_logger().addHandler(to_file)
+    # Trainer prints each log step on the console already: its JSON copy goes to train.log only.
+    steps = logging.getLogger("modeling_illama.training.steps")
+    steps.propagate = False
+    steps.setLevel(level)
+    if is_main:
+        steps.addHandler(to_file)
 
 
 def main(argv=None) -> int:
@@ -94,24 +126,11 @@ def train(args: argparse.Namespace, state) -> int:
 
     setup_logging(args.output_dir, state.is_main_process)
     try:
-        overrides = parse_overrides(args.overrides)
-        if args.image_column:
-            overrides["image_column"] = args.image_column
-        if args.label_column:
-            overrides["label_column"] = args.label_column
-        recipe = load_recipe(args.recipe, overrides)
+        overrides = {**parse_overrides(args.overrides), **command_line_fields(args)}
+        recipe = load_recipe(args.recipe, overrides, output_dir=args.output_dir)
     except (FileNotFoundError, ValueError) as error:
         return user_error(PROG, error)
-    model = args.model or recipe.model
-    if not model:
-        return user_error(PROG, "no model: pass --model PRESET|DIR or set `model:` in the recipe")
-    record = {
-        **recipe.to_dict(),
-        "model": model,
-        "dataset": args.dataset,
-        "eval_dataset": args.eval_dataset,
-        "streaming": args.streaming,
-    }
+    record = recipe.recipe_dict()  # what the run computes: recipe, model, data (compared on --resume)
 
     from modeling_illama.training.trainer import build_training, last_checkpoint, save_final_model
 
@@ -129,16 +148,17 @@ def train(args: argparse.Namespace, state) -> int:
         logger.info("resuming from %s", resume)
 
     try:
-        run = build_training(recipe, model, args.dataset, args.output_dir, args.streaming, args.eval_dataset)
+        run = build_training(recipe)
     except (FileNotFoundError, ValueError) as error:  # bad data, columns, preset or schedule settings
         return user_error(PROG, error)
     if state.is_main_process:
         with open(os.path.join(args.output_dir, "recipe.json"), "w") as f:
             json.dump(record, f, indent=2)
     logger.info(
-        "model: %s, %.2fM parameters, labels %s",
-        model,
+        "model: %s, %.2fM parameters, data: %s, labels %s",
+        recipe.model,
         sum(p.numel() for p in run.trainer.model.parameters()) / 1e6,
+        recipe.dataset,
         run.train_data.label_names,
     )
 
@@ -151,8 +171,7 @@ def train(args: argparse.Namespace, state) -> int:
     save_final_model(run, args.output_dir)
     metrics = dict(result.metrics, train_wall_seconds=train_seconds)
     if run.eval_data is not None:
-        eval_metrics = run.trainer.evaluate()
-        metrics.update(eval_metrics)
+        metrics.update(run.trainer.evaluate())
     print(
         f"[rank {state.process_index}/{state.num_processes}] finished at optimizer step "
         f"{run.trainer.state.global_step}",
@@ -169,6 +188,10 @@ def train(args: argparse.Namespace, state) -> int:
                 run.trainer.state.log_history, os.path.join(args.output_dir, "training_curves.png")
             )
             logger.info("training curves: %s", path)
+        run.trainer.create_model_card()
+        logger.info("model card: %s", os.path.join(args.output_dir, "README.md"))
+    if recipe.push_to_hub:
+        run.trainer.push_to_hub(commit_message="illama-train: end of training")
     return 0
 
 

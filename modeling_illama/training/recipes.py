@@ -1,14 +1,24 @@
-"""Training recipes: the YAML files in `configuration/recipes/` (package data) loaded into a typed `Recipe`."""
+"""Training recipes: `TrainingArguments` plus the iLLaMA fields, read from YAML with `HfArgumentParser`.
+
+A recipe file (`configuration/recipes/NAME.yaml`, package data) may set any `TrainingArguments` field (`report_to`, `optim`,
+`push_to_hub`, `torch_compile`, ...) next to the fields below; `key=value` overrides on the command line go
+through the same parser.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import enum
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration import configuration_files
 from ..image_processing_illama import EVAL_CROP_PCT
@@ -23,27 +33,39 @@ def check_soft_mask_schedule(schedule: str, what: str = "soft-mask schedule") ->
 
 
 @dataclass
-class Recipe:
-    """Every knob of a training run. Epoch-based fields are converted to optimizer steps by the trainer."""
+class ILlamaTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the model, data, augmentation, soft-mask, EMA and layer-decay fields of a recipe.
 
-    # model
-    model: str | None = None  # default --model (preset name or folder)
-    model_overrides: dict[str, Any] = field(default_factory=dict)  # config fields set on a preset
-    init_from_llama: str | None = None  # folder of a Hugging Face LLaMA checkpoint (weight selection)
+    Epoch-based iLLaMA fields (`warmup_epochs`, `soft_mask_cutoff_epochs`) are turned into optimizer steps once the
+    data set is loaded. Defaults that differ from `TrainingArguments` are the ones image training needs
+    (`remove_unused_columns=False`, `label_names=["labels"]`, `logging_first_step=True`).
+    """
+
+    description: str | None = field(default=None, metadata={"help": "Free text shown in the model card."})
+
+    # what to build
+    # what to build: `trainer.TASK_BUILDERS[(task, model_family)]` assembles the run
+    task: str = field(default="image-classification", metadata={"help": "e.g. image-classification"})
+    model_family: str = field(default="illama", metadata={"help": "e.g. illama"})
+    model: str | None = field(default=None, metadata={"help": "Preset name (from scratch) or saved folder."})
+    model_overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "Config fields set on a preset."})
+    init_from_llama: str | None = field(default=None, metadata={"help": "LLaMA checkpoint for weight selection."})
     drop_path_rate: float = 0.0
-    image_size: int | None = None  # training resolution; None keeps the model's
+    image_size: int | None = field(default=None, metadata={"help": "Training resolution; None keeps the model's."})
 
     # data
+    dataset: str | None = field(default=None, metadata={"help": "Default data set: Hub id, folder or parquet."})
+    eval_dataset: str | None = field(default=None, metadata={"help": "Evaluation data when it lives elsewhere."})
+    streaming: bool = False
     train_split: str = "train"
     eval_split: str | None = "validation"
     image_column: str | None = None
     label_column: str | None = None
     shuffle_buffer: int = 10_000  # streaming only
-    train_examples: int | None = None  # streaming: epoch length when the dataset has no __len__
-    dataloader_num_workers: int = 4
+    train_examples: int | None = field(default=None, metadata={"help": "Epoch length of streamed data."})
 
     # augmentation (timm)
-    crop_padding: int = 0  # > 0: pad + random crop instead of RandomResizedCrop (small images)
+    crop_padding: int = field(default=0, metadata={"help": "> 0: pad + random crop instead of RandomResizedCrop."})
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5
@@ -58,121 +80,211 @@ class Recipe:
     mixup_switch_prob: float = 0.5
     label_smoothing: float = 0.1
 
-    # optimisation
-    epochs: float = 300
-    max_steps: int = -1  # > 0 overrides epochs (required for streaming data of unknown length)
-    batch_size: int = 4096  # global batch = per_device_batch_size * processes * accumulation
-    per_device_batch_size: int = 128
-    eval_batch_size: int | None = None
-    learning_rate: float = 4e-3
-    min_lr: float = 1e-6
-    warmup_epochs: float = 5
-    warmup_steps: int | None = None  # overrides warmup_epochs
-    weight_decay: float = 0.05
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    adam_eps: float = 1e-8
-    max_grad_norm: float = 0.0  # 0 = no clipping (the paper)
-    bf16: bool = False
-    fp16: bool = False
+    # optimisation beyond TrainingArguments
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Images per optimizer step over all processes; sets gradient_accumulation_steps."},
+    )
+    warmup_epochs: float | None = field(default=None, metadata={"help": "Overrides warmup_steps when set."})
+    layer_decay: float | None = field(default=None, metadata={"help": "Layer-wise lr decay (timm), e.g. 0.75."})
+    model_ema: bool = field(default=False, metadata={"help": "Keep an EMA of the weights (timm ModelEmaV3)."})
+    model_ema_decay: float = 0.9999
+    model_ema_warmup: bool = field(default=False, metadata={"help": "timm's EMA decay warm-up."})
+    model_ema_eval: bool = field(default=False, metadata={"help": "Evaluate with the EMA weights."})
+    model_ema_save: bool = field(default=False, metadata={"help": "Save the EMA weights as the final model."})
 
-    # soft mask (docs/DESIGN.md, training recipes)
-    soft_mask: str = "constant"
+    # soft mask (docs/DESIGN.md, "soft mask")
+    soft_mask: str = field(default="constant", metadata={"help": f"One of {SOFT_MASK_SCHEDULES}."})
     soft_mask_cutoff_epochs: float = 50
-    soft_mask_cutoff_steps: int | None = None  # overrides soft_mask_cutoff_epochs
+    soft_mask_cutoff_steps: int | None = field(default=None, metadata={"help": "Overrides the cutoff in epochs."})
 
-    # bookkeeping
-    seed: int = 0
-    logging_steps: int = 50
-    eval_strategy: str = "epoch"
-    eval_steps: int | None = None
-    save_strategy: str = "epoch"
-    save_steps: int | None = None
-    save_total_limit: int | None = 2
+    # TrainingArguments defaults changed for image training
+    remove_unused_columns: bool = False
+    label_names: list[str] | None = field(default_factory=lambda: ["labels"])
+    logging_first_step: bool = True
+    restore_callback_states_from_checkpoint: bool = True
+    ddp_find_unused_parameters: bool | None = False
+    dataloader_pin_memory: bool = field(default_factory=torch.cuda.is_available)
 
     def __post_init__(self):
-        # YAML reads a bare `no` as false
-        for name in ("eval_strategy", "save_strategy"):
-            if getattr(self, name) is False:
-                setattr(self, name, "no")
-        if self.soft_mask is False or self.soft_mask is None:
+        if self.soft_mask is False or self.soft_mask is None:  # YAML reads a bare `no` as false
             self.soft_mask = "none"
-        self._coerce_numbers()
-        for name in ("crop_scale", "crop_ratio", "adam_betas"):
+        check_soft_mask_schedule(self.soft_mask, "recipe field 'soft_mask'")
+        for name in ("crop_scale", "crop_ratio"):
             value = getattr(self, name)
             if not isinstance(value, (list, tuple)) or len(value) != 2:
                 raise ValueError(f"recipe field {name!r} must be a pair of numbers, got {value!r}")
             setattr(self, name, tuple(float(v) for v in value))
-        check_soft_mask_schedule(self.soft_mask, "recipe field 'soft_mask'")
-        if self.bf16 and self.fp16:
-            raise ValueError("recipe fields 'bf16' and 'fp16' are exclusive; set at most one to true")
-        if self.batch_size % self.per_device_batch_size:
-            raise ValueError(
-                f"batch_size ({self.batch_size}) must be a multiple of per_device_batch_size "
-                f"({self.per_device_batch_size})"
-            )
         if not isinstance(self.model_overrides, dict):
             raise ValueError(f"recipe field 'model_overrides' must be a mapping, got {self.model_overrides!r}")
-
-    def _coerce_numbers(self) -> None:
-        """YAML 1.1 reads `4e-3` (no dot) as a string: convert numeric fields, with a clear error if impossible."""
-        for f in dataclasses.fields(self):
-            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-            value = getattr(self, f.name)
-            if value is None or isinstance(value, bool) or kind.split(" | ")[0] not in ("float", "int"):
-                continue
-            try:
-                number = float(value)
-                setattr(self, f.name, number if kind.startswith("float") else int(number))
-            except (TypeError, ValueError):
-                raise ValueError(f"recipe field {f.name!r} must be a number, got {value!r}") from None
-
-    def gradient_accumulation_steps(self, num_processes: int) -> int:
-        """Micro-batches per optimizer step so that the global batch equals `batch_size`."""
-        per_step = self.per_device_batch_size * num_processes
-        if self.batch_size % per_step:
+        if self.global_batch_size is not None and self.global_batch_size % self.per_device_train_batch_size:
             raise ValueError(
-                f"batch_size {self.batch_size} is not divisible by per_device_batch_size "
-                f"{self.per_device_batch_size} x {num_processes} processes; change one of them"
+                f"global_batch_size ({self.global_batch_size}) must be a multiple of per_device_train_batch_size "
+                f"({self.per_device_train_batch_size})"
             )
-        return self.batch_size // per_step
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise ValueError(f"recipe field 'layer_decay' must be in (0, 1], got {self.layer_decay}")
+        if (self.model_ema_eval or self.model_ema_save) and not self.model_ema:
+            raise ValueError("model_ema_eval / model_ema_save need model_ema=true")
+        super().__post_init__()
 
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+    def gradient_accumulation_for(self, num_processes: int) -> int:
+        """Micro-batches per optimizer step so that one step sees `global_batch_size` images."""
+        if self.global_batch_size is None:
+            return self.gradient_accumulation_steps
+        per_step = self.per_device_train_batch_size * num_processes
+        if self.global_batch_size % per_step:
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} is not divisible by per_device_train_batch_size "
+                f"{self.per_device_train_batch_size} x {num_processes} processes; change one of them"
+            )
+        return self.global_batch_size // per_step
+
+    def recipe_dict(self) -> dict[str, Any]:
+        """The fields that differ from the defaults (what the recipe and overrides set), for logs and model cards.
+
+        Compared with the declared defaults: building a default instance would re-run the device setup and reset
+        the accelerate state of a live Trainer."""
+        changed = {}
+        for f in dataclasses.fields(self):
+            if not f.init or f.name.startswith("_") or f.name in _NOT_RECIPE_FIELDS:
+                continue
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            value = _plain(getattr(self, f.name))
+            unset = default in (None, "none") and value in (
+                None,
+                False,
+                [],
+                "none",
+                ["none"],
+            )  # filled in by post_init
+            if value != _plain(default) and not unset:
+                changed[f.name] = value
+        return changed
+
+
+_NOT_RECIPE_FIELDS = ("output_dir", "logging_dir", "hub_token", "use_cpu", "accelerator_config", "do_eval", "debug")
+
+
+Recipe = ILlamaTrainingArguments  # the short name used across the package
+
+
+def _plain(value):
+    """JSON/YAML-safe copy (enums -> their value)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value):
+        return _plain(dataclasses.asdict(value))
+    return value
+
+
+def run_on_cpu() -> bool:
+    """CPU training when there is no GPU (or `accelerate launch --cpu`): several processes then use gloo.
+
+    accelerate only detects multi-process CPU runs when asked for the CPU explicitly, so every place that
+    creates the (shared) distributed state passes this (recipes set `use_cpu` from it unless given).
+    """
+    from transformers.utils import strtobool
+
+    return not torch.cuda.is_available() or bool(strtobool(os.environ.get("ACCELERATE_USE_CPU", "false")))
+
+
+# --------------------------------------------------------------------------------------------- files
 
 
 def list_recipes() -> list[str]:
     return list(configuration_files("recipes"))
 
 
-def load_recipe(name_or_path: str | os.PathLike, overrides: list[str] | dict[str, Any] | None = None) -> Recipe:
-    """Load a recipe by name (`cifar10-mini`) or YAML path, then apply `key=value` overrides."""
+def recipe_path(name_or_path: str | os.PathLike):
+    """A YAML file as given, or the named recipe shipped with the package."""
     path = Path(name_or_path)
-    if not path.is_file():
-        named = configuration_files("recipes")
-        if str(name_or_path) not in named:
-            raise FileNotFoundError(
-                f"no recipe {str(name_or_path)!r}: not a file and not one of the named recipes {list(named)}"
-            )
-        path = named[str(name_or_path)]
+    if path.is_file():
+        return path
+    named = configuration_files("recipes")
+    if str(name_or_path) not in named:
+        raise FileNotFoundError(
+            f"no recipe {str(name_or_path)!r}: not a file and not one of the named recipes {list(named)}"
+        )
+    return named[str(name_or_path)]
+
+
+def load_recipe(
+    name_or_path: str | os.PathLike,
+    overrides: list[str] | dict[str, Any] | None = None,
+    output_dir: str | None = None,
+) -> ILlamaTrainingArguments:
+    """Load a recipe by name (`cifar10-mini`) or YAML path, then apply `key=value` overrides (command line)."""
+    path = recipe_path(name_or_path)
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise ValueError(f"recipe {path} must be a YAML mapping of field: value, got {type(data).__name__}")
-    data.pop("description", None)
-    data = merge_overrides(data, parse_overrides(overrides))
-    return recipe_from_dict(data, source=str(path))
+    check_fields(data, f"recipe file {path}")
+    given = parse_overrides(overrides)
+    check_fields(given, "the command-line overrides")
+    merged = merge_overrides(data, given)
+    if output_dir is not None:
+        merged["output_dir"] = output_dir
+    return recipe_from_dict(merged, source=str(path))
 
 
-def recipe_from_dict(data: dict[str, Any], source: str = "<dict>") -> Recipe:
-    known = {f.name for f in dataclasses.fields(Recipe)}
+def recipe_from_dict(data: dict[str, Any], source: str = "<dict>") -> ILlamaTrainingArguments:
+    """Typed recipe from a mapping through `HfArgumentParser.parse_dict` (YAML strings such as `4e-3` coerced)."""
+    check_fields(data, source)
+    data = {"use_cpu": run_on_cpu(), **data}  # TrainingArguments checks bf16 against the device while parsing
+    try:
+        (recipe,) = HfArgumentParser(ILlamaTrainingArguments).parse_dict(_coerce(data))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"invalid recipe ({source}): {error}") from error
+    return recipe
+
+
+def check_fields(data: dict[str, Any], source: str) -> None:
+    """Unknown keys -> an error naming where they came from and the closest valid names."""
+    known = {f.name for f in dataclasses.fields(ILlamaTrainingArguments) if f.init}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown recipe field(s) {unknown} in {source}; valid fields: {sorted(known)}")
-    return Recipe(**data)
+        hints = {k: difflib.get_close_matches(k, known, n=3) for k in unknown}
+        hint = "; ".join(f"{k!r}: did you mean {v}?" for k, v in hints.items() if v)
+        raise ValueError(
+            f"unknown recipe field(s) {unknown} in {source}"
+            + (f" ({hint})" if hint else "")
+            + "; valid fields are the iLLaMA fields of ILlamaTrainingArguments and every TrainingArguments field"
+        )
+
+
+_STRATEGY_FIELDS = ("eval_strategy", "save_strategy", "logging_strategy", "hub_strategy")
+
+
+def _coerce(data: dict[str, Any]) -> dict[str, Any]:
+    """YAML 1.1 reads `4e-3` (no dot) as a string and a bare `no` as false: fix numeric and strategy fields."""
+    hints = typing.get_type_hints(ILlamaTrainingArguments)
+    out = dict(data)
+    for name, value in data.items():
+        if name in _STRATEGY_FIELDS and value is False:
+            out[name] = "no"
+            continue
+        if value is None or isinstance(value, bool) or not isinstance(value, str):
+            continue
+        kinds = set(typing.get_args(hints[name])) or {hints[name]}
+        if str in kinds:
+            continue
+        for kind in (int, float):
+            if kind in kinds:
+                try:
+                    out[name] = kind(float(value)) if kind is int else float(value)
+                except ValueError:
+                    raise ValueError(f"recipe field {name!r} must be a number, got {value!r}") from None
+                break
+    return out
 
 
 def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
-    """`["lr=1e-3", "model_overrides.depth=6"]` -> dict; values are parsed as YAML (numbers, lists, null)."""
+    """`["learning_rate=1e-3", "model_overrides.depth=6"]` -> dict; values are parsed as YAML (numbers, lists, null)."""
     if not overrides:
         return {}
     if isinstance(overrides, dict):
@@ -181,7 +293,7 @@ def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, A
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"override {item!r} must look like key=value (e.g. epochs=10)")
+            raise ValueError(f"override {item!r} must look like key=value (e.g. num_train_epochs=10)")
         value = yaml.safe_load(value)
         if "." in key:
             outer, inner = key.split(".", 1)

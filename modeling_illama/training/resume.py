@@ -22,13 +22,26 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 OPERATIONAL_FIELDS = frozenset(
     {
         "dataloader_num_workers",
+        "dataloader_pin_memory",
+        "dataloader_persistent_workers",
+        "dataloader_prefetch_factor",
+        "logging_strategy",
         "logging_steps",
+        "logging_first_step",
+        "report_to",
+        "run_name",
+        "disable_tqdm",
+        "per_device_eval_batch_size",
         "eval_batch_size",
         "eval_strategy",
         "eval_steps",
         "save_strategy",
         "save_steps",
         "save_total_limit",
+        "push_to_hub",
+        "hub_model_id",
+        "hub_strategy",
+        "hub_private_repo",
     }
 )
 
@@ -86,10 +99,10 @@ def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
 def recipe_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Fields whose values differ between two run records ({field: (saved, current)}), operational ones aside.
 
-    A field the saved record does not have (written by an older version) is not compared.
+    Records hold the fields that differ from the defaults, so a field in one record only is a change.
     """
     changes = {}
-    for key in sorted(saved):
+    for key in sorted(set(saved) | set(current)):
         if key in OPERATIONAL_FIELDS:
             continue
         old, new = saved.get(key), current.get(key)

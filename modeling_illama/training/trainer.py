@@ -1,4 +1,8 @@
-"""Trainer glue: model, data, loss, optimizer, schedules and callbacks for one recipe."""
+"""Trainer glue: the model, data, loss, optimizer and callbacks of one recipe, dispatched on its task and family.
+
+`build_training(recipe)` looks up `TASK_BUILDERS[(recipe.task, recipe.model_family)]`; another task or model
+family registers its own builder there.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,32 +20,34 @@ import datasets
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import Trainer, TrainerCallback, set_seed
 
 from ..labels import class_names, label_fields
 from .data import ImageDataset, collate_images, load_image_dataset, with_transform
+from .ema import ModelEmaCallback
 from .label_checks import validate_training_labels
 from .metrics import classification_metrics
-from .optim import create_adamw, create_warmup_cosine_scheduler
-from .recipes import Recipe
+from .optim import optimizer_param_groups
+from .recipes import Recipe, run_on_cpu
 from .resume import last_checkpoint  # noqa: F401  (the newest complete checkpoint, for the CLI)
 from .soft_mask import SoftMaskCallback, cutoff_in_steps
-from .transforms import ClassificationLoss, create_mixup, eval_transform, train_transform
+from .transforms import ClassificationLoss, create_mixup, processor_transform, train_transform
 
 logger = logging.getLogger(__name__)
+step_logger = logging.getLogger("modeling_illama.training.steps")  # JSON line per log step; the CLI sends it to a file
 
 
 # --------------------------------------------------------------------------------------------- model
 
 
-def is_model_dir(model: str) -> bool:
-    return os.path.isfile(os.path.join(str(model), "config.json"))
+def is_model_dir(model: str | None) -> bool:
+    return model is not None and os.path.isfile(os.path.join(str(model), "config.json"))
 
 
 def build_model(model: str, recipe: Recipe, label_names: list[str]):
-    """A preset name -> a new model; a saved folder -> that model, head re-initialised if the labels differ.
+    """A preset name -> a new model; a saved folder -> that model, with a new head if the class count differs.
 
-    A different `recipe.image_size` resizes the position embeddings (docs/DESIGN.md, training recipes).
+    A different `recipe.image_size` resizes the position embeddings (bicubic, class row kept aside).
     `init_from_llama` runs weight selection from a LLaMA checkpoint.
     """
     from modeling_illama import ILlamaForImageClassification, load_preset
@@ -48,22 +55,16 @@ def build_model(model: str, recipe: Recipe, label_names: list[str]):
 
     labels = label_fields(label_names)
     if is_model_dir(model):
-        from transformers import AutoConfig
-
-        saved = AutoConfig.from_pretrained(model)
-        saved_names = class_names(saved.id2label)
-        kwargs: dict[str, Any] = {"drop_path_rate": recipe.drop_path_rate, "dtype": torch.float32}
-        if saved_names != list(label_names):
-            logger.info(
-                "label set differs from %s (%d -> %d classes): new classification head",
-                model,
-                len(saved_names),
-                len(label_names),
-            )
-            kwargs.update(labels, ignore_mismatched_sizes=True)
-        net, info = ILlamaForImageClassification.from_pretrained(model, output_loading_info=True, **kwargs)
-        new_head = ("classifier.",) if "ignore_mismatched_sizes" in kwargs else ()
-        check_loading_info(model, info, new_modules=new_head, remedy="fine-tune from a complete model folder")
+        net, info = ILlamaForImageClassification.from_pretrained(
+            model,
+            drop_path_rate=recipe.drop_path_rate,
+            dtype=torch.float32,
+            ignore_mismatched_sizes=True,
+            output_loading_info=True,
+            **labels,
+        )
+        _log_head(model, net, info, label_names)
+        check_loading_info(model, info, new_modules=("classifier.",), remedy="fine-tune from a complete model folder")
         if recipe.image_size and _square(net.config.image_size) != recipe.image_size:
             logger.info("resizing position embeddings %s -> %s", net.config.image_size, recipe.image_size)
             net.resize_position_embeddings(recipe.image_size)
@@ -81,6 +82,32 @@ def build_model(model: str, recipe: Recipe, label_names: list[str]):
     return net
 
 
+def _log_head(model: str, net, info: dict, label_names: list[str]) -> None:
+    """Say what happened to the classifier: kept (same classes), kept with new names, or new (other count)."""
+    from transformers import AutoConfig
+
+    saved = AutoConfig.from_pretrained(model)
+    saved_names = class_names(saved.id2label)
+    new_head = [key for key, *_ in info.get("mismatched_keys", []) if key.startswith("classifier.")]
+    new_head += [key for key in info.get("missing_keys", []) if key.startswith("classifier.")]
+    if new_head:
+        logger.info(
+            "classification head: NEW, randomly initialised (%s has %d classes, the data %d)",
+            model,
+            len(saved_names),
+            len(label_names),
+        )
+    elif saved_names != list(label_names):
+        logger.info(
+            "classification head: KEPT (same class count %d); label names replaced by the data set's (%s -> %s)",
+            len(label_names),
+            saved_names[:3],
+            list(label_names)[:3],
+        )
+    else:
+        logger.info("classification head: KEPT (same %d labels as %s)", len(label_names), model)
+
+
 def _square(size) -> int:
     if isinstance(size, (list, tuple)):
         if size[0] != size[1]:
@@ -90,7 +117,7 @@ def _square(size) -> int:
 
 
 def build_image_processor(recipe: Recipe, image_size: int):
-    """The saved eval preprocessing (matches `eval_transform`): resize by crop_pct, centre crop, ImageNet norm."""
+    """The image processor saved with the model; evaluation during training runs exactly this processor."""
     from modeling_illama import build_image_processor as build
 
     processor = build(image_size)
@@ -113,40 +140,36 @@ def compute_classification_metrics(eval_pred) -> dict[str, float]:
 
 
 class ILlamaTrainer(Trainer):
-    """Trainer with the paper's loss (mixup/cutmix soft targets), AdamW groups and per-step cosine schedule.
+    """Trainer with the paper's loss (mixup/cutmix soft targets), timm parameter groups (no decay on 1-D params,
+    position table and class token; optional layer-wise lr decay), the soft-mask schedule and optional EMA.
 
-    Evaluation always runs the deployed model (soft-mask rate 0) and restores the training rate afterwards.
+    The optimizer class comes from `args.optim` and the schedule from `args.lr_scheduler_type` (Transformers'
+    own). Evaluation runs the deployed model (soft-mask rate 0), with the EMA weights if `model_ema_eval`.
     """
 
-    def __init__(self, *args, recipe: Recipe, num_labels: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.recipe = recipe
-        self.mixup_fn = create_mixup(recipe, num_labels)
-        self.loss_fn = ClassificationLoss(recipe.label_smoothing)
+    def __init__(self, *args, num_labels: int, soft_mask: SoftMaskCallback, ema: ModelEmaCallback | None, **kwargs):
+        callbacks = [soft_mask] + ([ema] if ema is not None else []) + list(kwargs.pop("callbacks", None) or [])
+        super().__init__(*args, callbacks=callbacks, **kwargs)
+        self.soft_mask = soft_mask
+        self.ema = ema
+        self.mixup_fn = create_mixup(self.args, num_labels)
+        self.loss_fn = ClassificationLoss(self.args.label_smoothing)
         self.model_accepts_loss_kwargs = False  # the loss is a mean; Trainer divides by accumulation steps
-        self.warmup_steps = recipe.warmup_steps or 0
         self.undecodable_images = 0
 
     # optimisation
     def create_optimizer(self, model=None):
         if self.optimizer is None:
-            r = self.recipe
-            self.optimizer = create_adamw(
-                self.model if model is None else model, r.learning_rate, r.weight_decay, r.adam_betas, r.adam_eps
+            model = self.model if model is None else model
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            groups = optimizer_param_groups(
+                model,
+                self.args.weight_decay,
+                self.args.layer_decay,
+                optimizer_kwargs.get("lr", self.args.learning_rate),
             )
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
-
-    def create_scheduler(self, num_training_steps: int, optimizer=None):
-        if self.lr_scheduler is None:
-            self.lr_scheduler = create_warmup_cosine_scheduler(
-                optimizer or self.optimizer,
-                self.recipe.learning_rate,
-                self.recipe.min_lr,
-                self.warmup_steps,
-                num_training_steps,
-            )
-            self._created_lr_scheduler = True
-        return self.lr_scheduler
 
     # data
     def get_train_dataloader(self) -> DataLoader:
@@ -177,9 +200,9 @@ class ILlamaTrainer(Trainer):
         """Optimizer steps in one pass over the training data, with Trainer's own rounding; None if unknown."""
         ga = self.args.gradient_accumulation_steps
         if isinstance(self.train_dataset, datasets.IterableDataset):
-            if not self.recipe.train_examples:
+            if not self.args.train_examples:
                 return None
-            return max(self.recipe.train_examples // (self.args.train_batch_size * self.args.world_size * ga), 1)
+            return max(self.args.train_examples // (self.args.train_batch_size * self.args.world_size * ga), 1)
         batches = len(self.get_train_dataloader())
         return max(batches // ga + int(batches % ga > 0), 1)
 
@@ -204,9 +227,10 @@ class ILlamaTrainer(Trainer):
         loss = self.loss_fn(outputs.logits, labels)
         return (loss, outputs) if return_outputs else loss
 
-    # evaluation at the deployed rate (config.soft_mask_rate), then back to the scheduled one
+    # evaluation: deployed rate, optionally the EMA weights
     @contextlib.contextmanager
     def deployed_soft_mask(self):
+        """The deployed rate (config.soft_mask_rate) inside, the scheduled one restored after."""
         model = self.model
         rate = model.soft_mask_rate
         model.reset_soft_mask_rate()
@@ -216,8 +240,14 @@ class ILlamaTrainer(Trainer):
             model.set_soft_mask_rate(rate)
 
     def evaluate(self, *args, **kwargs):
-        with self.deployed_soft_mask():
+        weights = self.ema.weights_in(self.model) if self.args.model_ema_eval else contextlib.nullcontext()
+        with self.deployed_soft_mask(), weights:
             return super().evaluate(*args, **kwargs)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.ema is not None:
+            self.ema.resume_from = resume_from_checkpoint
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
@@ -226,13 +256,44 @@ class ILlamaTrainer(Trainer):
                 logs["undecodable_images"] = self.undecodable_images
         super().log(logs, start_time)
 
+    # Hub
+    def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
+        """README.md with Hub metadata (library, pipeline, license, data, base model, model-index) and the recipe.
 
-class FileLogCallback(TrainerCallback):
-    """Every Trainer log line (loss, lr, soft-mask rate, eval metrics) also goes to the log file."""
+        Trainer calls this from `push_to_hub`; `illama-train` also calls it after the final evaluation."""
+        if not self.is_world_process_zero():
+            return
+        from .model_card import render_training_card
+
+        args = self.args
+        metrics: dict[str, float] = {}
+        for entry in self.state.log_history:  # latest value of every metric
+            metrics.update({k: v for k, v in entry.items() if isinstance(v, (int, float))})
+        curves = (
+            "training_curves.png" if os.path.isfile(os.path.join(args.output_dir, "training_curves.png")) else None
+        )
+        text = render_training_card(
+            model_name or (args.hub_model_id or Path(args.output_dir).name).split("/")[-1],
+            args.recipe_dict(),
+            metrics,
+            self.state.log_history,
+            model=args.model,
+            dataset=args.dataset,
+            eval_split=args.eval_split if self.eval_dataset is not None else None,
+            curves=curves,
+            from_scratch=not is_model_dir(args.model),
+        )
+        with open(os.path.join(args.output_dir, "README.md"), "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+class StepLogCallback(TrainerCallback):
+    """Every Trainer log entry as one JSON line on `modeling_illama.training.steps` (the CLI routes it to
+    train.log only; the console already shows Trainer's own line)."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
-            logger.info("step %d: %s", state.global_step, json.dumps(logs, default=float))
+            step_logger.info("step %d: %s", state.global_step, json.dumps(logs, default=float))
 
 
 # --------------------------------------------------------------------------------------------- assembly
@@ -246,17 +307,8 @@ class TrainingRun:
     eval_data: ImageDataset | None
     steps_per_epoch: int | None
     image_processor: Any
-
-
-def run_on_cpu() -> bool:
-    """CPU training when there is no GPU (or `accelerate launch --cpu`): several processes then use gloo.
-
-    accelerate only detects multi-process CPU runs when asked for the CPU explicitly, so every place that
-    creates the (shared) distributed state passes this.
-    """
-    from transformers.utils import strtobool
-
-    return not torch.cuda.is_available() or bool(strtobool(os.environ.get("ACCELERATE_USE_CPU", "false")))
+    ema: ModelEmaCallback | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def distributed_state():
@@ -265,60 +317,42 @@ def distributed_state():
     return PartialState(cpu=run_on_cpu())
 
 
-def training_arguments(recipe: Recipe, output_dir: str, num_processes: int, max_steps: int) -> TrainingArguments:
-    """TrainingArguments (Transformers 5 names) from a recipe."""
-    eval_split = recipe.eval_split
-    return TrainingArguments(
-        output_dir=output_dir,
-        per_device_train_batch_size=recipe.per_device_batch_size,
-        per_device_eval_batch_size=recipe.eval_batch_size or recipe.per_device_batch_size,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps(num_processes),
-        num_train_epochs=recipe.epochs,
-        max_steps=max_steps,
-        learning_rate=recipe.learning_rate,
-        weight_decay=recipe.weight_decay,
-        adam_beta1=recipe.adam_betas[0],
-        adam_beta2=recipe.adam_betas[1],
-        adam_epsilon=recipe.adam_eps,
-        max_grad_norm=recipe.max_grad_norm,
-        bf16=recipe.bf16,
-        fp16=recipe.fp16,
-        logging_steps=recipe.logging_steps,
-        logging_first_step=True,
-        eval_strategy=recipe.eval_strategy if eval_split else "no",
-        eval_steps=recipe.eval_steps,
-        save_strategy=recipe.save_strategy,
-        save_steps=recipe.save_steps,
-        save_total_limit=recipe.save_total_limit,
-        seed=recipe.seed,
-        dataloader_num_workers=recipe.dataloader_num_workers,
-        dataloader_drop_last=False,  # keeps every eval image; an odd mixup batch drops one image instead
-        dataloader_pin_memory=torch.cuda.is_available(),
-        remove_unused_columns=False,
-        label_names=["labels"],
-        report_to="none",
-        restore_callback_states_from_checkpoint=True,
-        ddp_find_unused_parameters=False,
-        use_cpu=run_on_cpu(),
-        disable_tqdm=False,
-    )
+def resolve_dataset(name: str) -> str:
+    """A data set as given (Hub id or existing path), or a relative path inside this repository (the bundled
+    `data/cifar10-mini` of a source checkout when run from elsewhere)."""
+    if os.path.exists(name) or os.path.isabs(name):
+        return name
+    bundled = Path(__file__).resolve().parents[2] / name
+    return str(bundled) if bundled.exists() else name
 
 
-def build_training(
-    recipe: Recipe,
-    model: str,
-    dataset: str,
-    output_dir: str,
-    streaming: bool = False,
-    eval_dataset: str | None = None,
-) -> TrainingRun:
-    """Everything `illama-train` needs: data, model, Trainer, soft-mask callback and schedules."""
+def build_training(recipe: Recipe) -> TrainingRun:
+    """Everything `illama-train` needs for `recipe` (its task and model family choose the builder)."""
+    key = (recipe.task, recipe.model_family)
+    if key not in TASK_BUILDERS:
+        raise ValueError(
+            f"no trainer for task {key[0]!r} with model family {key[1]!r}; known: {sorted(TASK_BUILDERS)}"
+        )
+    return TASK_BUILDERS[key](recipe)
+
+
+def build_image_classification(recipe: Recipe) -> TrainingRun:
+    """Data, iLLaMA classifier, Trainer, soft-mask / EMA callbacks and epoch -> step conversions.
+
+    Sets the run-time fields of `recipe` in place: gradient accumulation (from `global_batch_size`),
+    `max_steps` of streamed data and `warmup_steps` (from `warmup_epochs`).
+    """
+    if not recipe.model:
+        raise ValueError("no model: pass --model PRESET|DIR or set `model:` in the recipe")
+    if not recipe.dataset:
+        raise ValueError("no data set: pass --dataset (Hub id, folder or parquet) or set `dataset:` in the recipe")
     state = distributed_state()
     set_seed(recipe.seed)
+    dataset = resolve_dataset(recipe.dataset)
     train = load_image_dataset(
         dataset,
         recipe.train_split,
-        streaming,
+        recipe.streaming,
         recipe.image_column,
         recipe.label_column,
         recipe.shuffle_buffer,
@@ -334,43 +368,60 @@ def build_training(
     evaluation = None
     if recipe.eval_split:
         evaluation = load_image_dataset(
-            eval_dataset or dataset, recipe.eval_split, False, recipe.image_column, recipe.label_column, shuffle=False
+            resolve_dataset(recipe.eval_dataset or recipe.dataset),
+            recipe.eval_split,
+            False,
+            recipe.image_column,
+            recipe.label_column,
+            shuffle=False,
         )
+    else:
+        recipe.eval_strategy = "no"
 
     train_check, eval_map = validate_training_labels(
-        train, evaluation, dataset, eval_dataset or dataset, recipe.train_split, recipe.eval_split
+        train,
+        evaluation,
+        recipe.dataset,
+        recipe.eval_dataset or recipe.dataset,
+        recipe.train_split,
+        recipe.eval_split,
     )
 
-    net = build_model(model, recipe, train.label_names)
+    net = build_model(recipe.model, recipe, train.label_names)
     image_size = _square(net.config.image_size)
     processor = build_image_processor(recipe, image_size)
     train_set = with_transform(train, train_transform(recipe, image_size), label_check=train_check)
-    eval_set = with_transform(evaluation, eval_transform(recipe, image_size), eval_map) if evaluation else None
+    eval_set = with_transform(evaluation, processor_transform(processor), eval_map) if evaluation else None
 
-    max_steps = recipe.max_steps
-    if streaming and max_steps <= 0:
+    recipe.gradient_accumulation_steps = recipe.gradient_accumulation_for(state.num_processes)
+    if recipe.streaming and recipe.max_steps <= 0:
         if not recipe.train_examples:
             raise ValueError("streaming data has no length: set max_steps=N or train_examples=N (images per epoch)")
-        per_step = recipe.batch_size
-        max_steps = math.ceil(recipe.epochs * max(recipe.train_examples // per_step, 1))
-    args = training_arguments(recipe, output_dir, state.num_processes, max_steps)
+        per_step = recipe.per_device_train_batch_size * state.num_processes * recipe.gradient_accumulation_steps
+        recipe.max_steps = math.ceil(recipe.num_train_epochs * max(recipe.train_examples // per_step, 1))
+    if recipe.model_ema and recipe.fsdp:
+        raise ValueError("model_ema is not supported with FSDP (the EMA would hold a full copy per process)")
+    soft_mask = SoftMaskCallback(recipe.soft_mask, 0)
+    ema = ModelEmaCallback(recipe.model_ema_decay, recipe.model_ema_warmup) if recipe.model_ema else None
     trainer = ILlamaTrainer(
         model=net,
-        args=args,
+        args=recipe,
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=collate_images,
         processing_class=processor,
         compute_metrics=compute_classification_metrics if eval_set else None,
-        recipe=recipe,
         num_labels=len(train.label_names),
+        soft_mask=soft_mask,
+        ema=ema,
+        callbacks=[StepLogCallback()],
     )
 
     steps_per_epoch = trainer.optimizer_steps_per_epoch()
-    if recipe.warmup_steps is None:
+    if recipe.warmup_epochs is not None:
         if steps_per_epoch is None and recipe.warmup_epochs:
             raise ValueError("warmup in epochs needs a known epoch length: set warmup_steps=N (or train_examples=N)")
-        trainer.warmup_steps = cutoff_in_steps(recipe.warmup_epochs, steps_per_epoch or 0)
+        recipe.warmup_steps = cutoff_in_steps(recipe.warmup_epochs, steps_per_epoch or 0)
     if recipe.soft_mask_cutoff_steps is not None:
         cutoff = recipe.soft_mask_cutoff_steps
     elif recipe.soft_mask == "none":
@@ -382,21 +433,33 @@ def build_training(
         )
     else:
         cutoff = cutoff_in_steps(recipe.soft_mask_cutoff_epochs, steps_per_epoch)
-    soft_mask = SoftMaskCallback(recipe.soft_mask, cutoff)
-    trainer.add_callback(soft_mask)
-    trainer.add_callback(FileLogCallback())
+    soft_mask.cutoff_steps = cutoff
     logger.info(
-        "steps per epoch %s, warmup %d steps, soft mask %s cutoff %d steps, %d process(es), gradient accumulation %d",
+        "steps per epoch %s, warmup %s steps (%s), soft mask %s cutoff %d steps, %d process(es), "
+        "gradient accumulation %d%s%s",
         steps_per_epoch,
-        trainer.warmup_steps,
+        recipe.warmup_steps,
+        recipe.lr_scheduler_type.value if hasattr(recipe.lr_scheduler_type, "value") else recipe.lr_scheduler_type,
         recipe.soft_mask,
         cutoff,
         state.num_processes,
-        args.gradient_accumulation_steps,
+        recipe.gradient_accumulation_steps,
+        f", layer decay {recipe.layer_decay}" if recipe.layer_decay else "",
+        f", EMA decay {recipe.model_ema_decay}" if recipe.model_ema else "",
     )
-    return TrainingRun(trainer, soft_mask, train, evaluation, steps_per_epoch, processor)
+    return TrainingRun(trainer, soft_mask, train, evaluation, steps_per_epoch, processor, ema)
+
+
+TASK_BUILDERS: dict[tuple[str, str], Callable[[Recipe], TrainingRun]] = {
+    ("image-classification", "illama"): build_image_classification,
+}
 
 
 def save_final_model(run: TrainingRun, output_dir: str | Path) -> None:
-    """Hub-ready folder: weights (safetensors), config with id2label and the deployed r, preprocessor, remote code."""
+    """Hub-ready folder: weights (safetensors), config with id2label and the deployed r, preprocessor, remote code.
+
+    With `model_ema_save` the EMA weights become the saved model (the raw weights stay in the checkpoints)."""
+    if run.trainer.args.model_ema_save:
+        run.ema.copy_to(run.trainer.model)
+        logger.info("saving the EMA weights as the model (model_ema_save)")
     run.trainer.save_model(str(output_dir))

@@ -59,16 +59,14 @@ def padded_crop_transform(recipe: Recipe, image_size: int, mean=IMAGENET_DEFAULT
     return T.Compose(steps)
 
 
-def eval_transform(recipe: Recipe, image_size: int, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD):
-    """Resize (crop_pct) + centre crop, timm's evaluation transform."""
-    return create_transform(
-        input_size=image_size,
-        is_training=False,
-        crop_pct=recipe.eval_crop_pct,
-        interpolation=recipe.interpolation,
-        mean=mean,
-        std=std,
-    )
+def processor_transform(image_processor):
+    """PIL image -> tensor through the image processor saved with the model: evaluation during training,
+    `illama-eval` and pipelines all preprocess with this one object."""
+
+    def transform(image):
+        return image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+    return transform
 
 
 def create_mixup(recipe: Recipe, num_labels: int) -> Mixup | None:
