@@ -192,8 +192,8 @@ def _workloads(device, quick: bool, smoke: bool) -> dict:
 
 
 def takes_part(args, size: str, kind: str, mode: str) -> bool:
-    """Training is timed for --train-sizes only, and not for illama-eager: with gradients the "sdpa"
-    backend runs the very same materialised attention (post_softmax_sdpa_attention falls back to eager)."""
+    """Training is timed for --train-sizes only, and not for illama-eager (the reference arithmetic; the
+    exact training paths of the "sdpa" backend are compared by --attention-paths)."""
     return mode != "train" or (size in args.train_sizes.split(",") and kind != "illama-eager")
 
 

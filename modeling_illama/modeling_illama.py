@@ -18,8 +18,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_illama import ILlamaConfig, _pair
-from .cpu_attention_illama import post_softmax_cpu_attention
+from .configuration_illama import POST_SOFTMAX_PATHS, ILlamaConfig, _pair
+from .fused_attention_illama import post_softmax_attention
 
 
 class ILlamaRMSNorm(nn.Module):
@@ -214,29 +214,6 @@ def post_softmax_eager_attention(
     return attn_output, attn_weights
 
 
-def post_softmax_sdpa_attention(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    soft_mask_rate: float | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
-    """The post-softmax mask through fused kernels where they give the exact result (cpu_attention_illama.py).
-
-    Without a mask (r = 1) this is plain SDPA. The fused CPU kernels return no gradient for the log-sum-exp, so
-    when autograd needs one (training), or on other devices, the exact materialised (eager) form runs.
-    """
-    if attention_mask is None:
-        return F.scaled_dot_product_attention(query, key, value, scale=scaling).transpose(1, 2).contiguous(), None
-    needs_grad = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)
-    if needs_grad or query.device.type != "cpu":
-        return post_softmax_eager_attention(module, query, key, value, attention_mask, scaling)[0], None
-    return post_softmax_cpu_attention(query, key, value, attention_mask, scaling, soft_mask_rate), None
-
-
 def renormalized_eager_attention(module, query, key, value, attention_mask, scaling, **kwargs):
     """Standard softmax(QK^T * scale + log M) V."""
     attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
@@ -287,7 +264,7 @@ class ILlamaAttentionInterface(dict):
 ALL_ILLAMA_ATTENTION_FUNCTIONS = ILlamaAttentionInterface(
     {
         ("post_softmax", "eager"): post_softmax_eager_attention,
-        ("post_softmax", "sdpa"): post_softmax_sdpa_attention,
+        ("post_softmax", "sdpa"): post_softmax_attention,
         ("renormalized", "eager"): renormalized_eager_attention,
         ("renormalized", "sdpa"): ALL_ATTENTION_FUNCTIONS["sdpa"],
         ("renormalized", "flash_attention_2"): _causal_or_full_only("flash_attention_2"),
@@ -512,6 +489,13 @@ class ILlamaPreTrainedModel(PreTrainedModel):
     def reset_soft_mask_rate(self):
         """Back to the deployed rate, `config.soft_mask_rate`."""
         self.set_soft_mask_rate(self.config.soft_mask_rate)
+
+    def set_post_softmax_path(self, path: str):
+        """Force how the "sdpa" backend computes the post-softmax mask: "auto" (default: the fastest exact path
+        for the device, dtype, sequence length and grad mode), "materialised", "fused" or "recompute"."""
+        if path not in POST_SOFTMAX_PATHS:
+            raise ValueError(f"post_softmax_path must be one of {POST_SOFTMAX_PATHS}, got {path!r}.")
+        self.config.post_softmax_path = path
 
     def resize_position_embeddings(self, image_size: int | tuple[int, int]):
         """Permanently change the resolution: bicubic resize of the patch rows of the position table (class row
