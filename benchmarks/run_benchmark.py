@@ -575,13 +575,33 @@ def cpu_flags() -> dict:
 
 
 def build_path_model(kind: str, image: int, smoke: bool = False) -> nn.Module:
-    """deit_tiny at `image` px, or iLLaMA-T (r = 0, the deployed rate) with post_softmax_path = kind."""
-    size = dict((SMOKE_SIZES if smoke else SIZES)["T"], image=32 if smoke else image)
+    """deit_tiny at `image` px, or iLLaMA-T (r = 0, the deployed rate) at `image` px with post_softmax_path = kind."""
+    size = dict((SMOKE_SIZES if smoke else SIZES)["T"])
     if kind == "deit":
-        return build_model("deit-timm", size, smoke)
-    model = build_model("illama-sdpa", size, smoke)
-    model.model.set_post_softmax_path(kind)
-    return model
+        import timm
+
+        overrides = {"img_size": image}
+        if smoke:
+            overrides = {
+                "embed_dim": size["width"],
+                "depth": size["depth"],
+                "num_heads": size["heads"],
+                "img_size": 32,
+            }
+        return timm.create_model(size["deit"], pretrained=False, **overrides)
+    from modeling_illama import ILlamaForImageClassification, load_preset
+
+    overrides = {"image_size": image, "post_softmax_path": kind}
+    if smoke:
+        overrides.update(
+            hidden_size=size["width"],
+            num_hidden_layers=size["depth"],
+            num_attention_heads=size["heads"],
+            image_size=32,
+        )
+    config = load_preset(size["preset"], **overrides)
+    config._attn_implementation = "sdpa"
+    return _Logits(ILlamaForImageClassification(config))
 
 
 def auto_path_for(precision: str, mode: str, image: int, smoke: bool = False) -> str:
