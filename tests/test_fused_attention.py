@@ -347,3 +347,25 @@ def test_cuda_fused_path_matches_the_fp64_reference(rate, dtype):
         torch.testing.assert_close(
             g.double().cpu(), e.double(), atol=BF16_GRAD_FRACTION * e.abs().max().item(), rtol=0
         )
+
+
+# -------------------------------------------------------------------------------------------- benchmark
+def test_attention_paths_benchmark_smoke_run_marks_the_auto_path(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("run_benchmark", root / "benchmarks" / "run_benchmark.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    argv = ["--attention-paths", "--smoke", "--quick", "--skip-memory", "--skip-profile", "--out", str(tmp_path)]
+    assert benchmark.main(argv) == 0
+    result = json.loads((tmp_path / "attention_paths_cpu.json").read_text())
+    assert set(result["machine"]["cpu_flags"]) >= {"model_name", "amx_bf16", "avx512_bf16"}
+    assert set(result["timing"]) == {"infer_fp32_224", "infer_bf16_224", "train_fp32_224", "train_bf16_224"}
+    for entry in result["timing"].values():
+        assert set(entry["paths"]) == {"deit", *PATHS}
+        assert entry["auto"] in PATHS and entry["auto_vs_best"] > 0
+        assert entry["paths"]["deit"]["ratio_to_deit_median"] == 1.0
+    assert "**auto**" in (tmp_path / "attention_paths_cpu.md").read_text()
