@@ -686,7 +686,8 @@ def profile_default_path(precision, mode, image, batch, smoke, rows=12) -> str:
 
 
 def attention_paths_benchmark(args) -> dict:
-    cases = {n: c for n, c in PATH_CASES.items() if not (args.quick and c[2] == 384)}
+    images = [int(i) for i in args.path_images.split(",")]
+    cases = {n: c for n, c in PATH_CASES.items() if c[2] in images and not (args.quick and c[2] == 384)}
     if args.smoke:
         cases = {n: (p, m, i, 2) for n, (p, m, i, b) in cases.items() if i == 224}
     kinds = ("deit",) + ATTENTION_PATHS
@@ -870,6 +871,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--skip-profile", action="store_true", help="--attention-paths: no profiler tables")
     parser.add_argument("--compile", action="store_true", help="--attention-paths: add compiled bf16 inference")
+    parser.add_argument("--path-images", default="224,384", help="--attention-paths: resolutions timed")
     parser.add_argument("--_path-memory-worker", nargs=2, metavar=("KIND", "IMAGE"), help=argparse.SUPPRESS)
     parser.add_argument("--_path-memory-batch", type=int, default=32, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -296,7 +296,7 @@ def test_torch_compile_fullgraph_of_a_layer_forward_and_backward(path):
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
     results = []
     for function in (layer, compiled):
-        out = function(hidden, position_embeddings, mask, is_causal)
+        out = function(hidden, position_embeddings, mask, is_causal, soft_mask_rate=0.37)
         results.append((out, *torch.autograd.grad(out, (hidden, layer.self_attn.qkv_proj.weight), grad)))
     for got, expected in zip(results[1], results[0]):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
