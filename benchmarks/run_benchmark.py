@@ -192,8 +192,8 @@ def _workloads(device, quick: bool, smoke: bool) -> dict:
 
 
 def takes_part(args, size: str, kind: str, mode: str) -> bool:
-    """Training is timed for --train-sizes only, and not for illama-eager: with gradients the "sdpa"
-    backend runs the very same materialised attention (post_softmax_sdpa_attention falls back to eager)."""
+    """Training is timed for --train-sizes only, and not for illama-eager (the reference arithmetic; the
+    exact training paths of the "sdpa" backend are compared by --attention-paths)."""
     return mode != "train" or (size in args.train_sizes.split(",") and kind != "illama-eager")
 
 
@@ -539,6 +539,315 @@ def draw_chart(result, path):
     plt.close(fig)
 
 
+# ------------------------------------------------------------------------- post-softmax attention paths
+# --attention-paths: iLLaMA-T with each exact path of the post-softmax mask forced (fused_attention_illama.py)
+# against timm deit_tiny, fp32 and bf16, inference and training, 224 and 384 px; the "auto" choice marked.
+ATTENTION_PATHS = ("materialised", "fused", "recompute")
+# name -> (precision, mode, image, batch); bf16 inference casts the model (model.to(bfloat16)), bf16 training
+# is autocast (fp32 weights and AdamW, as accelerate's mixed_precision="bf16")
+PATH_CASES = {
+    "infer_fp32_224": ("fp32", "infer", 224, 32),
+    "infer_bf16_224": ("bf16", "infer", 224, 32),
+    "train_fp32_224": ("fp32", "train", 224, 32),
+    "train_bf16_224": ("bf16", "train", 224, 32),
+    "infer_fp32_384": ("fp32", "infer", 384, 8),
+    "infer_bf16_384": ("bf16", "infer", 384, 8),
+}  # training at 384 px: peak memory only (PATH_MEMORY_CASES), to keep a run near 30 min on a shared 2-core VM
+# training peak memory (fresh process each): image -> batch
+PATH_MEMORY_CASES = {224: 32, 384: 8}
+
+
+def cpu_flags() -> dict:
+    """CPU model and the lscpu flags that decide bf16 speed (AMX tiles, AVX-512 bf16)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {"lscpu": None}
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    return {
+        "model_name": fields.get("Model name", "").strip(),
+        "amx_bf16": "amx_bf16" in flags,
+        "amx_tile": "amx_tile" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "avx512f": "avx512f" in flags,
+    }
+
+
+def build_path_model(kind: str, image: int, smoke: bool = False) -> nn.Module:
+    """deit_tiny at `image` px, or iLLaMA-T (r = 0, the deployed rate) at `image` px with post_softmax_path = kind."""
+    size = dict((SMOKE_SIZES if smoke else SIZES)["T"])
+    if kind == "deit":
+        import timm
+
+        overrides = {"img_size": image}
+        if smoke:
+            overrides = {
+                "embed_dim": size["width"],
+                "depth": size["depth"],
+                "num_heads": size["heads"],
+                "img_size": 32,
+            }
+        return timm.create_model(size["deit"], pretrained=False, **overrides)
+    from modeling_illama import ILlamaForImageClassification, load_preset
+
+    overrides = {"image_size": image, "post_softmax_path": kind}
+    if smoke:
+        overrides.update(
+            hidden_size=size["width"],
+            num_hidden_layers=size["depth"],
+            num_attention_heads=size["heads"],
+            image_size=32,
+        )
+    config = load_preset(size["preset"], **overrides)
+    config._attn_implementation = "sdpa"
+    return _Logits(ILlamaForImageClassification(config))
+
+
+def auto_path_for(precision: str, mode: str, image: int, smoke: bool = False) -> str:
+    """What post_softmax_path="auto" runs for this case (the attention inputs' device, dtype, N, grad mode)."""
+    from modeling_illama.fused_attention_illama import choose_post_softmax_path
+
+    tokens = (32 // 16) ** 2 + 1 if smoke else (image // 16) ** 2 + 1
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    return choose_post_softmax_path(torch.empty(1, 1, tokens, 64, dtype=dtype), mode == "train")
+
+
+class PathRunner:
+    """One model in fp32 (training, with AdamW; autocast for bf16) and, for bf16 inference, a bf16 copy."""
+
+    def __init__(self, kind, image, smoke):
+        self.model = build_path_model(kind, image, smoke)
+        self.image = 32 if smoke else image
+        self.bf16 = None
+        self.optimizer = None
+        self.inputs = {}
+
+    def _batch(self, batch):
+        if batch not in self.inputs:
+            generator = torch.Generator().manual_seed(batch)
+            pixels = torch.randn(batch, 3, self.image, self.image, generator=generator)
+            self.inputs[batch] = (pixels, torch.randint(0, 1000, (batch,), generator=generator))
+        return self.inputs[batch]
+
+    def run(self, precision, mode, batch):
+        pixels, labels = self._batch(batch)
+        if mode == "infer":
+            model = self.model
+            if precision == "bf16":
+                if self.bf16 is None:
+                    import copy
+
+                    self.bf16 = copy.deepcopy(self.model).to(torch.bfloat16)
+                model, pixels = self.bf16, pixels.to(torch.bfloat16)
+            model.eval()
+            with torch.inference_mode():
+                return model(pixels)
+        self.model.train()
+        if self.optimizer is None:
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.05)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = F.cross_entropy(self.model(pixels), labels)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    def timed(self, precision, mode, batch) -> float:
+        start = time.perf_counter()
+        self.run(precision, mode, batch)
+        return time.perf_counter() - start
+
+
+def path_memory_worker(kind, image, batch, smoke, threads) -> dict:
+    """Fresh process: peak RSS of two fp32 training steps (AdamW state included) minus RSS after imports."""
+    torch.set_num_threads(threads)
+    import timm  # noqa: F401
+
+    import modeling_illama  # noqa: F401
+
+    gc.collect()
+    base = _rss_mb("VmRSS")
+    runner = PathRunner(kind, image, smoke)
+    reset = _reset_peak_rss()
+    for _ in range(2):
+        runner.run("fp32", "train", batch)
+    peak = _rss_mb("VmHWM") if reset else None
+    return {"kind": kind, "image": image, "batch": batch, "peak_mb": None if peak is None else peak - base}
+
+
+def profile_default_path(precision, mode, image, batch, smoke, rows=12) -> str:
+    """torch.profiler table (self CPU time) of one call of iLLaMA-T on the "auto" path."""
+    runner = PathRunner("auto", image, smoke)
+    runner.run(precision, mode, batch)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        runner.run(precision, mode, batch)
+    return profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60)
+
+
+def attention_paths_benchmark(args) -> dict:
+    images = [int(i) for i in args.path_images.split(",")]
+    cases = {n: c for n, c in PATH_CASES.items() if c[2] in images and not (args.quick and c[2] == 384)}
+    if args.smoke:
+        cases = {n: (p, m, i, 2) for n, (p, m, i, b) in cases.items() if i == 224}
+    kinds = ("deit",) + ATTENTION_PATHS
+    images = sorted({c[2] for c in cases.values()})
+    runners = {(kind, image): PathRunner(kind, image, args.smoke) for kind in kinds for image in images}
+    for precision, mode, image, batch in cases.values():  # warm-up
+        for kind in kinds:
+            runners[(kind, image)].run(precision, mode, batch)
+    seconds = {name: {kind: [] for kind in kinds} for name in cases}
+    loads, rounds, started = [], 0, time.perf_counter()
+    while rounds < args.max_rounds and (rounds < args.min_rounds or time.perf_counter() - started < args.budget_s):
+        order = list(kinds[rounds % len(kinds) :] + kinds[: rounds % len(kinds)])
+        for name, (precision, mode, image, batch) in cases.items():
+            for kind in order:
+                seconds[name][kind].append(runners[(kind, image)].timed(precision, mode, batch))
+        loads.append(os.getloadavg()[0])
+        rounds += 1
+        print(f"  round {rounds} done at {time.perf_counter() - started:.0f} s, load {loads[-1]:.1f}", flush=True)
+    del runners
+    gc.collect()
+    timing = {}
+    for name, (precision, mode, image, batch) in cases.items():
+        auto = auto_path_for(precision, mode, image, args.smoke)
+        deit = seconds[name]["deit"]
+        entry = {"precision": precision, "mode": mode, "image": image, "batch": batch, "auto": auto, "paths": {}}
+        for kind in kinds:
+            own = seconds[name][kind]
+            entry["paths"][kind] = {
+                "images_per_s_median": batch / statistics.median(own),
+                "ratio_to_deit_median": statistics.median(d / s for d, s in zip(deit, own)),
+                "seconds_per_round": own,
+            }
+        candidates = ATTENTION_PATHS if mode == "infer" else ("fused", "recompute")
+        best = max(candidates, key=lambda k: entry["paths"][k]["ratio_to_deit_median"])
+        best_any = max(ATTENTION_PATHS, key=lambda k: entry["paths"][k]["ratio_to_deit_median"])
+        entry["best_path"], entry["best_path_any"] = best, best_any
+        entry["auto_vs_best"] = (
+            entry["paths"][auto]["ratio_to_deit_median"] / entry["paths"][best]["ratio_to_deit_median"]
+        )
+        timing[name] = entry
+    memory = []
+    if not args.skip_memory:
+        for image, batch in PATH_MEMORY_CASES.items():
+            if args.quick and image == 384:
+                continue
+            for kind in kinds:
+                command = [sys.executable, str(Path(__file__).resolve()), "--_path-memory-worker", kind, str(image)]
+                command += ["--_path-memory-batch", str(2 if args.smoke else batch), "--threads", str(args.threads)]
+                command += ["--smoke"] * args.smoke
+                done = subprocess.run(command, capture_output=True, text=True, cwd=HERE.parent)
+                if done.returncode != 0:
+                    memory.append({"kind": kind, "image": image, "error": done.stderr.strip()[-2000:]})
+                    continue
+                memory.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                print(f"  memory {image} px {kind}: {memory[-1]['peak_mb']:.0f} MB", flush=True)
+        for row in memory:
+            deit = next((m for m in memory if m["kind"] == "deit" and m["image"] == row["image"]), None)
+            if deit and "error" not in row and "error" not in deit and row["peak_mb"] and deit["peak_mb"]:
+                row["ratio_to_deit"] = row["peak_mb"] / deit["peak_mb"]
+    compiled = compiled_bf16_inference(args) if args.compile else None
+    profiles = {}
+    if not args.skip_profile:
+        for name in ("infer_bf16_224", "train_fp32_224"):
+            if name in cases:
+                profiles[name] = profile_default_path(*cases[name], smoke=args.smoke)
+    return {
+        "timing": timing,
+        "memory": memory,
+        "compiled_bf16_inference": compiled,
+        "profiles": profiles,
+        "rounds": rounds,
+        "load_per_round": loads,
+    }
+
+
+def compiled_bf16_inference(args) -> dict:
+    """bf16 inference at 224 px with both models under torch.compile (default inductor), interleaved rounds."""
+    precision, mode, image, batch = PATH_CASES["infer_bf16_224"]
+    batch = 2 if args.smoke else batch
+    runners = {kind: PathRunner(kind, image, args.smoke) for kind in ("deit", "auto")}
+    for runner in runners.values():
+        runner.run(precision, mode, batch)  # makes the bf16 copy
+        runner.bf16 = torch.compile(runner.bf16)
+        runner.run(precision, mode, batch)  # compiles
+    seconds = {kind: [] for kind in runners}
+    for index in range(args.min_rounds):
+        for kind in list(runners)[index % 2 :] + list(runners)[: index % 2]:
+            seconds[kind].append(runners[kind].timed(precision, mode, batch))
+    ratio = statistics.median(d / s for d, s in zip(seconds["deit"], seconds["auto"]))
+    print(f"  compiled bf16 inference: iLLaMA-T auto / deit_tiny = {ratio:.2f}x", flush=True)
+    return {"batch": batch, "seconds_per_round": seconds, "ratio_to_deit_median": ratio}
+
+
+def attention_paths_markdown(result) -> str:
+    machine, cpu = result["machine"], result["machine"]["cpu_flags"]
+    lines = [
+        f"CPU: {cpu.get('model_name')} (AMX bf16: {cpu.get('amx_bf16')}, AVX-512 bf16: {cpu.get('avx512_bf16')}), "
+        f"{machine['torch_threads']} threads, torch {machine['torch']}; load average per round "
+        f"{', '.join(f'{v:.1f}' for v in result['load_per_round'])} (the machine is shared: ratios are medians of "
+        f"per-round ratios of interleaved calls). {result['rounds']} rounds.",
+        "",
+        "| case | " + " | ".join(f"{k} img/s (x deit)" for k in ("deit",) + ATTENTION_PATHS) + " | auto / best |",
+        "|---|" + "---|" * (len(ATTENTION_PATHS) + 2),
+    ]
+    for name, entry in result["timing"].items():
+        cells = [f"{name} (b{entry['batch']})"]
+        for kind in ("deit",) + ATTENTION_PATHS:
+            path = entry["paths"][kind]
+            mark = " **auto**" if kind == entry["auto"] else ""
+            cells.append(f"{path['images_per_s_median']:.1f} ({path['ratio_to_deit_median']:.2f}x){mark}")
+        cells.append(f"{entry['auto_vs_best']:.2f} (best {entry['best_path']})")
+        lines.append("| " + " | ".join(cells) + " |")
+    if result["memory"]:
+        lines += [
+            "",
+            "Training peak memory (fp32, 2 AdamW steps, fresh process, peak RSS minus RSS after imports):",
+            "",
+        ]
+        lines += ["| image (batch) | " + " | ".join(("deit",) + ATTENTION_PATHS) + " |"]
+        lines += ["|---|" + "---|" * (len(ATTENTION_PATHS) + 1)]
+        for image, batch in PATH_MEMORY_CASES.items():
+            rows = {m["kind"]: m for m in result["memory"] if m["image"] == image}
+            if not rows:
+                continue
+            cells = [f"{image} px (b{next(iter(rows.values())).get('batch', batch)})"]
+            for kind in ("deit",) + ATTENTION_PATHS:
+                row = rows.get(kind, {})
+                ratio = f" ({row['ratio_to_deit']:.2f}x)" if "ratio_to_deit" in row else ""
+                cells.append(f"{row['peak_mb']:.0f} MB{ratio}" if row.get("peak_mb") else "error")
+            lines.append("| " + " | ".join(cells) + " |")
+    compiled = result.get("compiled_bf16_inference")
+    if compiled:
+        lines += [
+            "",
+            f"bf16 inference at 224 px, b{compiled['batch']}, both models under torch.compile: iLLaMA-T (auto) "
+            f"{compiled['ratio_to_deit_median']:.2f}x deit_tiny.",
+        ]
+    for name, table in result["profiles"].items():
+        lines += ["", f"Profile of the default (auto) path, {name}:", "", "```", table.rstrip(), "```"]
+    return "\n".join(lines)
+
+
+def run_attention_paths(args) -> int:
+    started = time.time()
+    machine = machine_description(torch.device("cpu"))
+    machine["cpu_flags"] = cpu_flags()
+    print(f"machine: {machine['cpu_flags']}, load {machine['load_average_at_start']}", flush=True)
+    result = {"machine": machine, **attention_paths_benchmark(args)}
+    machine["load_average_at_end"] = list(os.getloadavg())
+    result["wall_time_s"] = time.time() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / "attention_paths_cpu"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    table = attention_paths_markdown(result)
+    stem.with_suffix(".md").write_text(table + "\n")
+    print(table)
+    print(f"wrote {stem}.json/.md in {result['wall_time_s']:.0f} s")
+    return 0
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: one round, small batches, T only")
@@ -554,6 +863,17 @@ def parse_args(argv=None):
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--_memory-worker", nargs=2, metavar=("KIND", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--attention-paths",
+        action="store_true",
+        help="instead: iLLaMA-T on each post-softmax attention path vs deit_tiny, fp32/bf16, 224/384 px "
+        "(writes attention_paths_cpu.json/.md to --out)",
+    )
+    parser.add_argument("--skip-profile", action="store_true", help="--attention-paths: no profiler tables")
+    parser.add_argument("--compile", action="store_true", help="--attention-paths: add compiled bf16 inference")
+    parser.add_argument("--path-images", default="224,384", help="--attention-paths: resolutions timed")
+    parser.add_argument("--_path-memory-worker", nargs=2, metavar=("KIND", "IMAGE"), help=argparse.SUPPRESS)
+    parser.add_argument("--_path-memory-batch", type=int, default=32, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -569,6 +889,12 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args._path_memory_worker:
+        kind, image = args._path_memory_worker
+        print(json.dumps(path_memory_worker(kind, int(image), args._path_memory_batch, args.smoke, args.threads)))
+        return 0
+    if args.attention_paths:
+        return run_attention_paths(args)
     if args._memory_worker:
         kind, size_name = args._memory_worker
         train = size_name in args.train_sizes.split(",")

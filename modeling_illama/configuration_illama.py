@@ -8,6 +8,7 @@ from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 from .configuration_frozen_llm import ILlamaFrozenLLMConfig, frozen_llm_config_from_dict
 
 MASK_STYLES = ("post_softmax", "renormalized")
+POST_SOFTMAX_PATHS = ("auto", "materialised", "fused", "recompute")
 
 
 def swiglu_hidden_size(hidden_size: int) -> int:
@@ -51,6 +52,11 @@ class ILlamaConfig(PreTrainedConfig):
         mask_style (`str`): `"post_softmax"` (the authors' arithmetic: the mask multiplies the softmax
             output without renormalising; required by the released weights) or `"renormalized"` (standard
             causal attention at r = 0, softmax(S + log M) in general). They are different models.
+        post_softmax_path (`str`): how the "sdpa" backend computes the post-softmax mask, all exact:
+            `"auto"` (the fastest path measured for the device, dtype, sequence length and grad mode),
+            `"materialised"` (N x N weights, kept per layer for the backward), `"fused"` (fused kernels that
+            return the log-sum-exp, forward and backward) or `"recompute"` (nothing N x N kept for the
+            backward: the weights are recomputed there). See `fused_attention_illama.py`.
         frozen_llm (`ILlamaFrozenLLMConfig` or `dict`, *optional*): frozen LLaMA decoder layers inserted after
             the last block (see `configuration_frozen_llm.py`, `modeling_frozen_llm.py`).
     """
@@ -73,6 +79,7 @@ class ILlamaConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     soft_mask_rate: float | int = 0.0
     mask_style: str = "post_softmax"
+    post_softmax_path: str = "auto"
     frozen_llm: dict | ILlamaFrozenLLMConfig | None = None
 
     def __post_init__(self, **kwargs):
@@ -129,6 +136,10 @@ class ILlamaConfig(PreTrainedConfig):
             raise ValueError(f"ILlamaConfig.soft_mask_rate must lie in [0, 1], got {self.soft_mask_rate}.")
         if self.mask_style not in MASK_STYLES:
             raise ValueError(f"ILlamaConfig.mask_style must be one of {MASK_STYLES}, got {self.mask_style!r}.")
+        if self.post_softmax_path not in POST_SOFTMAX_PATHS:
+            raise ValueError(
+                f"ILlamaConfig.post_softmax_path must be one of {POST_SOFTMAX_PATHS}, got {self.post_softmax_path!r}."
+            )
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"ILlamaConfig.drop_path_rate must lie in [0, 1), got {self.drop_path_rate}.")
         if not 0.0 <= self.hidden_dropout_prob < 1.0:

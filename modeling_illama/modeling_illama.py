@@ -18,8 +18,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_illama import ILlamaConfig, _pair
-from .cpu_attention_illama import FUSED_POST_SOFTMAX_MIN_TOKENS, post_softmax_cpu_attention
+from .configuration_illama import POST_SOFTMAX_PATHS, ILlamaConfig, _pair
+from .fused_attention_illama import post_softmax_attention
 
 
 class ILlamaRMSNorm(nn.Module):
@@ -214,29 +214,6 @@ def post_softmax_eager_attention(
     return attn_output, attn_weights
 
 
-def post_softmax_sdpa_attention(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    soft_mask_rate: float | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
-    """The post-softmax mask through fused kernels where they give the exact result (cpu_attention_illama.py).
-
-    Without a mask (r = 1) this is plain SDPA. The fused CPU kernels return no gradient for the log-sum-exp, so
-    when autograd needs one (training), or on other devices, the exact materialised (eager) form runs.
-    """
-    if attention_mask is None:
-        return F.scaled_dot_product_attention(query, key, value, scale=scaling).transpose(1, 2).contiguous(), None
-    needs_grad = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)
-    if needs_grad or query.device.type != "cpu":
-        return post_softmax_eager_attention(module, query, key, value, attention_mask, scaling)[0], None
-    return post_softmax_cpu_attention(query, key, value, attention_mask, scaling, soft_mask_rate), None
-
-
 def renormalized_eager_attention(module, query, key, value, attention_mask, scaling, **kwargs):
     """Standard softmax(QK^T * scale + log M) V."""
     attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
@@ -287,7 +264,7 @@ class ILlamaAttentionInterface(dict):
 ALL_ILLAMA_ATTENTION_FUNCTIONS = ILlamaAttentionInterface(
     {
         ("post_softmax", "eager"): post_softmax_eager_attention,
-        ("post_softmax", "sdpa"): post_softmax_sdpa_attention,
+        ("post_softmax", "sdpa"): post_softmax_attention,
         ("renormalized", "eager"): renormalized_eager_attention,
         ("renormalized", "sdpa"): ALL_ATTENTION_FUNCTIONS["sdpa"],
         ("renormalized", "flash_attention_2"): _causal_or_full_only("flash_attention_2"),
@@ -525,6 +502,13 @@ class ILlamaPreTrainedModel(PreTrainedModel):
         blocks = [(rf"^{prefix}layers\.(\d+)", None), (rf"^{prefix}norm", (99999,))]
         return {"stem": rf"^{prefix}embeddings", "blocks": blocks}
 
+    def set_post_softmax_path(self, path: str):
+        """Force how the "sdpa" backend computes the post-softmax mask: "auto" (default: the fastest exact path
+        for the device, dtype, sequence length and grad mode), "materialised", "fused" or "recompute"."""
+        if path not in POST_SOFTMAX_PATHS:
+            raise ValueError(f"post_softmax_path must be one of {POST_SOFTMAX_PATHS}, got {path!r}.")
+        self.config.post_softmax_path = path
+
     def resize_position_embeddings(self, image_size: int | tuple[int, int]):
         """Permanently change the resolution: bicubic resize of the patch rows of the position table (class row
         kept aside) and a new rotary table for the new sequence length. Updates `config.image_size`."""
@@ -576,7 +560,7 @@ class ILlamaModel(ILlamaPreTrainedModel):
         never a silently wrong result.
         """
         style, implementation, rate = self.config.mask_style, self.config._attn_implementation, self._soft_mask_rate
-        if rate < 1.0 and self._reads_only_rate(num_tokens, device, input_requires_grad):
+        if rate < 1.0 and self._reads_only_rate():
             return torch.full((), float("nan"), dtype=dtype, device=device).expand(num_tokens, num_tokens), False
         key = (num_tokens, rate, style, implementation, dtype, device)
         if self._mask_cache is not None and self._mask_cache[0] == key:
@@ -593,17 +577,10 @@ class ILlamaModel(ILlamaPreTrainedModel):
             self._mask_cache = (key, value)
         return value
 
-    def _reads_only_rate(self, num_tokens: int, device, input_requires_grad: bool) -> bool:
-        """Whether every layer's attention runs the fused CPU kernels, which take r and never read M: the
-        post-softmax style on "sdpa", on CPU, from FUSED_POST_SOFTMAX_MIN_TOKENS tokens, without autograd
-        (conservatively: no grad mode, or neither the input nor any layer weight requires grad)."""
-        if self.config.mask_style != "post_softmax" or self.config._attn_implementation != "sdpa":
-            return False
-        if torch.device(device).type != "cpu" or num_tokens < FUSED_POST_SOFTMAX_MIN_TOKENS:
-            return False
-        if torch.is_grad_enabled() and (input_requires_grad or any(p.requires_grad for p in self.layers.parameters())):
-            return False
-        return True
+    def _reads_only_rate(self) -> bool:
+        """Whether every layer's attention takes r and never reads M: the post-softmax style on "sdpa", whose
+        paths (fused_attention_illama) rebuild M from r, so only the presence of a mask matters."""
+        return self.config.mask_style == "post_softmax" and self.config._attn_implementation == "sdpa"
 
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)

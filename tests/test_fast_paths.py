@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import modeling_illama.cpu_attention_illama as cpu_attention
+import modeling_illama.fused_attention_illama as fused_attention
 import modeling_illama.modeling_illama as modeling
 from modeling_illama import ILlamaForImageClassification, ILlamaModel, load_preset
 
@@ -55,11 +55,9 @@ def real_interleaved_rotary(states, cos, sin):
 
 
 # ------------------------------------------------------------------------------------------- exactness
-@pytest.fixture(params=("materialised", "fused"))
-def small_n_path(request, monkeypatch):
-    """Run the "sdpa" post-softmax backend through its materialised (N < 256) and its fused (N >= 256) path."""
-    if request.param == "fused":
-        monkeypatch.setattr(cpu_attention, "FUSED_POST_SOFTMAX_MIN_TOKENS", 0)
+@pytest.fixture(params=("auto", "materialised", "fused", "recompute"))
+def small_n_path(request):
+    """Every post_softmax_path of the "sdpa" backend (forced with set_post_softmax_path)."""
     return request.param
 
 
@@ -68,6 +66,7 @@ def small_n_path(request, monkeypatch):
 def test_default_fast_classifier_equals_full_eager(rate, style, small_n_path):
     """sdpa backend + pooled-only last block (the default inference path) vs eager over every token."""
     model = make_classifier(rate, style)
+    model.set_post_softmax_path(small_n_path)
     images = pixels()
     with torch.no_grad():
         model.config._attn_implementation = "eager"
@@ -86,6 +85,7 @@ def test_default_fast_classifier_equals_full_eager(rate, style, small_n_path):
 @pytest.mark.parametrize("rate", RATES)
 def test_sdpa_backbone_equals_eager_on_every_token(rate, style, small_n_path):
     model = make_classifier(rate, style)
+    model.set_post_softmax_path(small_n_path)
     images = pixels()
     with torch.no_grad():
         model.config._attn_implementation = "eager"
@@ -108,23 +108,28 @@ def test_pooled_only_computes_the_class_token_exactly(rate):
     torch.testing.assert_close(pooled.pooler_output, full.pooler_output, atol=1e-5, rtol=0)
 
 
+def _record_flash_calls(monkeypatch):
+    calls = []
+    original = fused_attention.flash_forward
+    monkeypatch.setattr(fused_attention, "flash_forward", lambda *a, **k: calls.append(a[3]) or original(*a, **k))
+    return calls
+
+
+def _module(path):
+    return SimpleNamespace(training=False, config=SimpleNamespace(post_softmax_path=path))
+
+
 @pytest.mark.parametrize("rate", RATES)
 def test_post_softmax_sdpa_function_matches_eager_and_uses_the_fused_kernel(rate, monkeypatch):
     """The log-sum-exp identity, called directly (B=2, H=3, N=23, d=64; fused path forced)."""
-    monkeypatch.setattr(cpu_attention, "FUSED_POST_SOFTMAX_MIN_TOKENS", 0)
     generator = torch.Generator().manual_seed(3)
     query, key, value = (torch.randn(2, 3, 23, 64, generator=generator) for _ in range(3))
-    module = SimpleNamespace(training=False)
     mask = modeling.soft_attention_mask(23, rate, "post_softmax", torch.float32)
-    calls = []
-    original = cpu_attention.fused_attention_with_lse
-    monkeypatch.setattr(
-        cpu_attention, "fused_attention_with_lse", lambda *a, **k: calls.append(a[3]) or original(*a, **k)
-    )
+    calls = _record_flash_calls(monkeypatch)
     with torch.no_grad():
-        expected, _ = modeling.post_softmax_eager_attention(module, query, key, value, mask, 64**-0.5)
-        got, weights = modeling.post_softmax_sdpa_attention(
-            module, query, key, value, mask, 64**-0.5, soft_mask_rate=rate
+        expected, _ = modeling.post_softmax_eager_attention(_module("fused"), query, key, value, mask, 64**-0.5)
+        got, weights = modeling.post_softmax_attention(
+            _module("fused"), query, key, value, mask, 64**-0.5, soft_mask_rate=rate
         )
     assert weights is None
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
@@ -132,35 +137,33 @@ def test_post_softmax_sdpa_function_matches_eager_and_uses_the_fused_kernel(rate
     assert sorted(calls) == ([] if mask is None else [False, True])
 
 
-def test_sdpa_routes_224px_to_the_materialised_pass_and_384px_to_the_fused_passes(monkeypatch):
-    calls = []
-    original = cpu_attention.fused_attention_with_lse
-    monkeypatch.setattr(
-        cpu_attention, "fused_attention_with_lse", lambda *a, **k: calls.append(a[3]) or original(*a, **k)
-    )
-    module = SimpleNamespace(training=False)
-    for tokens, expected_calls in ((197, 0), (577, 2)):
+def test_auto_path_runs_the_fused_passes_exactly_where_the_rule_table_says(monkeypatch):
+    calls = _record_flash_calls(monkeypatch)
+    for tokens in (197, 577):
         calls.clear()
         query, key, value = (
             torch.randn(1, 1, tokens, 64, generator=torch.Generator().manual_seed(i)) for i in range(3)
         )
         mask = modeling.soft_attention_mask(tokens, 0.0, "post_softmax", torch.float32)
         with torch.no_grad():
-            expected, _ = modeling.post_softmax_eager_attention(module, query, key, value, mask, 0.125)
-            got, _ = modeling.post_softmax_sdpa_attention(module, query, key, value, mask, 0.125, soft_mask_rate=0.0)
+            expected, _ = modeling.post_softmax_eager_attention(_module("auto"), query, key, value, mask, 0.125)
+            got, _ = modeling.post_softmax_attention(
+                _module("auto"), query, key, value, mask, 0.125, soft_mask_rate=0.0
+            )
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
-        assert len(calls) == expected_calls
+        chosen = fused_attention.choose_post_softmax_path(query, training=False)
+        assert len(calls) == (2 if chosen == "fused" else 0)
 
 
-def test_fused_attention_falls_back_to_exact_gradients_in_training():
+@pytest.mark.parametrize("path", ("auto", "materialised", "fused", "recompute"))
+def test_sdpa_gradients_equal_eager_on_every_path(path):
     generator = torch.Generator().manual_seed(4)
     tensors = [torch.randn(2, 3, 19, 64, generator=generator, requires_grad=True) for _ in range(3)]
-    module = SimpleNamespace(training=True)
     mask = modeling.soft_attention_mask(19, 0.37, "post_softmax", torch.float32)
     grad_out = torch.randn(2, 19, 3, 64, generator=generator)
-    expected, _ = modeling.post_softmax_eager_attention(module, *tensors, mask, 0.125)
+    expected, _ = modeling.post_softmax_eager_attention(_module(path), *tensors, mask, 0.125)
     expected_grads = torch.autograd.grad(expected, tensors, grad_out)
-    got, _ = modeling.post_softmax_sdpa_attention(module, *tensors, mask, 0.125, soft_mask_rate=0.37)
+    got, _ = modeling.post_softmax_attention(_module(path), *tensors, mask, 0.125, soft_mask_rate=0.37)
     got_grads = torch.autograd.grad(got, tensors, grad_out)
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
     for g, e in zip(got_grads, expected_grads):
@@ -238,7 +241,7 @@ def test_torch_compile_sees_no_graph_break_inside_a_layer(backend):
         with torch.set_grad_enabled(grad):
             for last_token_only in (False, True):
                 explained = torch._dynamo.explain(layer)(
-                    hidden, position_embeddings, mask, is_causal, last_token_only=last_token_only
+                    hidden, position_embeddings, mask, is_causal, last_token_only=last_token_only, soft_mask_rate=0.37
                 )
                 assert explained.graph_break_count == 0, explained.break_reasons
 

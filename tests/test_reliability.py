@@ -505,8 +505,7 @@ def test_a_large_inputs_mask_is_not_built_for_the_fused_cpu_path_nor_kept_on_the
     monkeypatch.setattr(
         modeling, "soft_attention_mask", lambda n, *args, **kwargs: built.append(n) or original(n, *args, **kwargs)
     )
-    pixels = torch.randn(2, 3, 128, 128)  # 16 x 16 patches + the class token = 257 >= the fused kernels' minimum
-    assert modeling.FUSED_POST_SOFTMAX_MIN_TOKENS <= 257
+    pixels = torch.randn(2, 3, 128, 128)  # 16 x 16 patches + the class token = 257 tokens
     with torch.no_grad():
         fused = model(pixel_values=pixels, interpolate_pos_encoding=True).logits
         assert built == [] and model.illama._mask_cache is None  # never built, nothing kept
