@@ -198,11 +198,14 @@ def test_complex_rotary_equals_the_real_definition_forward_and_backward():
 
 
 # ---------------------------------------------------------------------------------------- mask cache
-def test_mask_is_built_once_and_rebuilt_only_when_r_changes(monkeypatch):
+@pytest.mark.parametrize("style", ("post_softmax", "renormalized"))
+def test_mask_is_built_once_and_rebuilt_only_when_r_changes(monkeypatch, style):
+    """On the backend that reads M (eager); post-softmax "sdpa" never builds one (tests/test_reliability.py)."""
     calls = []
     original = modeling.soft_attention_mask
     monkeypatch.setattr(modeling, "soft_attention_mask", lambda *a, **k: calls.append(a) or original(*a, **k))
-    model = make_classifier(0.0)
+    model = make_classifier(0.0, style=style)
+    model.set_attn_implementation("eager")
     images = pixels(batch=1)
     with torch.no_grad():
         for _ in range(3):

@@ -289,24 +289,6 @@ def test_reference_rope_is_the_interleaved_rotation_written_out():
     assert_close(ref_rope_interleaved(x, 10000.0), expected.float(), tol=1e-6)
 
 
-def test_mask_is_built_once_and_rebuilt_only_when_rate_changes(monkeypatch):
-    import modeling_illama.modeling_illama as modeling
-
-    calls = []
-    original = modeling.soft_attention_mask
-    monkeypatch.setattr(modeling, "soft_attention_mask", lambda *a, **k: calls.append(a) or original(*a, **k))
-    model = make_model(soft_mask_rate=0.37)
-    x = pixels()
-    with torch.no_grad():
-        for _ in range(3):
-            model(x)
-        assert len(calls) == 1
-        model.set_soft_mask_rate(0.5)
-        model(x)
-        model(x)
-    assert len(calls) == 2
-
-
 def test_set_soft_mask_rate_changes_the_next_forward_and_rejects_bad_rates():
     model = make_model(soft_mask_rate=1.0)
     x = pixels()
