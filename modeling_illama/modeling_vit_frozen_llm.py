@@ -18,6 +18,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_frozen_llm import ILlamaFrozenLLMConfig, frozen_llm_config_from_dict
 from .modeling_frozen_llm import ILlamaFrozenLLM
+from .modeling_illama import FrozenLLMHostMixin
 
 
 @strict
@@ -37,25 +38,12 @@ class ViTWithFrozenLLMConfig(ViTConfig):
         super().__post_init__(**kwargs)
 
 
-class ViTWithFrozenLLMPreTrainedModel(ViTPreTrainedModel):
+class ViTWithFrozenLLMPreTrainedModel(FrozenLLMHostMixin, ViTPreTrainedModel):
     config: ViTWithFrozenLLMConfig
     config_class = ViTWithFrozenLLMConfig
     _supports_flash_attn = False
     _supports_flex_attn = False
     _supports_attention_backend = False
-
-    def set_attn_implementation(self, attn_implementation, *args, **kwargs):
-        # The frozen LLaMA layers run unmasked SDPA whatever the backend (exact for all of them); their sub-config
-        # follows the model's choice, else Transformers warns that it found no sub-model for that sub-config.
-        if self.config.frozen_llm is not None and isinstance(attn_implementation, str):
-            self.config.frozen_llm._attn_implementation_internal = attn_implementation
-        return super().set_attn_implementation(attn_implementation, *args, **kwargs)
-
-    def _initialize_weights(self, module, is_custom_code: bool = False):
-        # `_init_weights` writes through transformers.initialization, which leaves loaded tensors alone, so the
-        # shortcut Transformers takes for custom code (skip a module whose own tensors all loaded) is not needed;
-        # it would skip ILlamaFrozenLLM (no tensors of its own), whose init re-freezes the loaded LLaMA layers
-        super()._initialize_weights(module, is_custom_code=False)
 
     @torch.no_grad()
     def _init_weights(self, module):
