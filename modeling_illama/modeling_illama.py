@@ -242,6 +242,29 @@ def _causal_or_full_only(implementation: str) -> Callable:
     return attention
 
 
+def renormalized_flex_attention(module, query, key, value, attention_mask, scaling, is_causal=False, **kwargs):
+    """PyTorch's flex_attention for the renormalized style at any r: log M added as a `score_mod`, and at r = 0
+    (`is_causal`) a causal block mask, so fully masked blocks are skipped. Compiled on CUDA; elsewhere PyTorch's
+    uncompiled reference path (exact, but it materialises the scores: use "sdpa" for speed on CPU)."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    num_queries, num_keys = query.shape[-2], key.shape[-2]
+    block_mask = score_mod = None
+    if is_causal:
+        block_mask = create_block_mask(
+            lambda b, h, q, k: q >= k, None, None, num_queries, num_keys, device=query.device
+        )
+    elif attention_mask is not None:
+        log_mask = attention_mask.to(query.dtype)
+
+        def score_mod(score, b, h, q, k):
+            return score + log_mask[q, k]
+
+    run = torch.compile(flex_attention) if query.device.type == "cuda" else flex_attention
+    output = run(query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scaling)
+    return output.transpose(1, 2).contiguous(), None
+
+
 class ILlamaAttentionInterface(dict):
     """{(mask_style, attn_implementation): attention function}: Transformers' AttentionInterface, keyed also by
     the mask style, since each style needs its own arithmetic. Every function has the signature
@@ -269,11 +292,12 @@ ALL_ILLAMA_ATTENTION_FUNCTIONS = ILlamaAttentionInterface(
         ("renormalized", "sdpa"): ALL_ATTENTION_FUNCTIONS["sdpa"],
         ("renormalized", "flash_attention_2"): _causal_or_full_only("flash_attention_2"),
         ("renormalized", "flash_attention_3"): _causal_or_full_only("flash_attention_3"),
+        ("renormalized", "flex_attention"): renormalized_flex_attention,
     }
 )
 
 # backends that take plain causal attention as `is_causal=True` instead of a mask tensor
-_IS_CAUSAL_BACKENDS = ("sdpa", "flash_attention_2", "flash_attention_3")
+_IS_CAUSAL_BACKENDS = ("sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 
 class ILlamaAttention(nn.Module):
@@ -427,12 +451,11 @@ class ILlamaPreTrainedModel(FrozenLLMHostMixin, PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
     _no_split_modules = ["ILlamaEmbeddings", "ILlamaLayer"]
-    # flash runs mask_style="renormalized" only, at r = 0 or 1 (see ALL_ILLAMA_ATTENTION_FUNCTIONS); a
-    # post-softmax model asking for it is refused by _check_and_adjust_attn_implementation. No flex entry:
-    # untested (Transformers' flex path aborts on CPU with torch 2.14 here, and no GPU was at hand)
+    # flash runs mask_style="renormalized" only, at r = 0 or 1, flex at any r (see ALL_ILLAMA_ATTENTION_FUNCTIONS);
+    # a post-softmax model asking for either is refused by _check_and_adjust_attn_implementation
     _supports_sdpa = True
     _supports_flash_attn = True
-    _supports_flex_attn = False
+    _supports_flex_attn = True
     _supports_attention_backend = False
     _can_record_outputs = {"hidden_states": ILlamaLayer, "attentions": ILlamaAttention}
 

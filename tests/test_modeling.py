@@ -471,6 +471,20 @@ def test_renormalized_sdpa_at_rate_zero_is_eager_causal_attention():
     assert_close(got, expected, what="renormalized sdpa at r = 0")
 
 
+@pytest.mark.parametrize("rate", (0.0, 0.37, 1.0))
+def test_renormalized_flex_attention_matches_eager_at_every_rate(rate):
+    """flex_attention (PyTorch's uncompiled path on CPU, inference only: PyTorch has no CPU flex backward)."""
+    model = make_model(mask_style="renormalized", soft_mask_rate=rate)
+    x = pixels()
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        expected = model(x).logits
+        model.set_attn_implementation("flex_attention")
+        assert_close(model(x).logits, expected, tol=1e-5, what=f"flex vs eager at r = {rate}")
+    with pytest.raises(ValueError, match=r"'flex_attention' for mask_style='post_softmax'"):
+        make_model(mask_style="post_softmax").set_attn_implementation("flex_attention")
+
+
 def test_unsupported_attention_pairs_are_clear_errors_naming_the_supported_ones():
     from modeling_illama.modeling_illama import ALL_ILLAMA_ATTENTION_FUNCTIONS
 
