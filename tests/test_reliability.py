@@ -87,9 +87,9 @@ def tiny_recipe(**changes):
         eval_crop_pct=1.0,
         mixup=0.0,
         cutmix=0.0,
-        epochs=1,
-        batch_size=4,
-        per_device_batch_size=4,
+        num_train_epochs=1,
+        global_batch_size=4,
+        per_device_train_batch_size=4,
         learning_rate=1e-3,
         warmup_epochs=0,
         soft_mask="none",
@@ -100,6 +100,11 @@ def tiny_recipe(**changes):
     )
     fields.update(changes)
     return recipe_from_dict(fields)
+
+
+def build_run(model, data, output_dir, **changes):
+    """`build_training` of the tiny recipe for `model` (preset or folder) on `data`, writing into `output_dir`."""
+    return build_training(tiny_recipe(model=str(model), dataset=str(data), output_dir=str(output_dir), **changes))
 
 
 # ------------------------------------------------------------------ 1. an existing model is never written over
@@ -136,7 +141,7 @@ def test_training_output_dir_with_a_model_is_refused_and_overwrite_removes_only_
 
 
 def write_recipe(path, **changes):
-    path.write_text(yaml.safe_dump({**tiny_recipe(**changes).to_dict(), "model": "illama-tiny-224"}))
+    path.write_text(yaml.safe_dump({**tiny_recipe(**changes).recipe_dict(), "model": "illama-tiny-224"}))
     return path
 
 
@@ -195,7 +200,7 @@ def test_a_second_run_is_refused_naming_the_first_and_a_killed_holders_lock_is_t
 def test_evaluation_during_training_maps_eval_class_names_onto_the_model_classes(tmp_path):
     test_names = ["c", "a", "b"]  # the same classes in another order
     data = write_data(tmp_path / "data", test_names=test_names)
-    run = build_training(tiny_recipe(), "illama-tiny-224", str(data), str(tmp_path / "out"))
+    run = build_run("illama-tiny-224", data, tmp_path / "out")
     raw = run.eval_data.dataset["label"]
     mapped = [run.trainer.eval_dataset[i]["labels"] for i in range(len(raw))]
     assert mapped == [CLASSES.index(test_names[label]) for label in raw]
@@ -240,7 +245,7 @@ def test_bad_label_ids_stop_the_run_before_training_naming_the_row(
 ):
     data = write_data(tmp_path / "data", train_labels, test_labels, names, names)
     with pytest.raises(LabelError, match=message):
-        build_training(tiny_recipe(), "illama-tiny-224", str(data), str(tmp_path / "out"))
+        build_run("illama-tiny-224", data, tmp_path / "out")
 
 
 def test_plain_integer_labels_are_their_own_class_ids_and_absent_ids_are_reported(tmp_path, caplog):
@@ -252,8 +257,7 @@ def test_plain_integer_labels_are_their_own_class_ids_and_absent_ids_are_reporte
 
 def test_a_bad_streamed_label_is_reported_with_its_row_as_it_arrives(tmp_path):
     data = write_data(tmp_path / "data", (0, 1, 2, 0, 7, 1), (0, 1))
-    recipe = tiny_recipe(max_steps=2, shuffle_buffer=1)
-    run = build_training(recipe, "illama-tiny-224", str(data), str(tmp_path / "out"), streaming=True)
+    run = build_run("illama-tiny-224", data, tmp_path / "out", max_steps=2, shuffle_buffer=1, streaming=True)
     stream = iter(run.trainer.train_dataset)
     assert [next(stream)["labels"] for _ in range(4)] == [0, 1, 2, 0]
     with pytest.raises(LabelError, match=r"streamed row 4 of split 'train' .* has label 7, not a class id in 0\.\.2"):
@@ -331,13 +335,13 @@ def test_illama_eval_refuses_a_model_with_missing_weights_unless_allowed(tmp_pat
 def test_fine_tuning_from_a_folder_with_missing_weights_is_refused_but_a_new_head_is_not(tmp_path):
     folder = save_tiny_classifier(tmp_path / "tiny")
     data = write_data(tmp_path / "data", train_names=["x", "y", "z"], test_names=["x", "y", "z"])
-    run = build_training(tiny_recipe(), str(folder), str(data), str(tmp_path / "ok"))  # other classes: new head
+    run = build_run(folder, data, tmp_path / "ok")  # other classes: new head
     assert run.trainer.model.config.id2label == {0: "x", 1: "y", 2: "z"}
     weights = load_file(str(folder / "model.safetensors"))
     dropped = sorted(key for key in weights if key.endswith("norm.weight"))[-1]
     save_file({k: v for k, v in weights.items() if k != dropped}, str(folder / "model.safetensors"))
     with pytest.raises(MissingWeightsError, match=rf"missing \(1\): \['{dropped}'\]. Fine-tune from a complete"):
-        build_training(tiny_recipe(), str(folder), str(data), str(tmp_path / "refused"))
+        build_run(folder, data, tmp_path / "refused")
 
 
 def test_illama_eval_checks_label_ids_and_a_missing_folder(tmp_path, capsys):
@@ -461,45 +465,84 @@ def test_resume_skips_a_truncated_or_weightless_checkpoint_for_the_previous_comp
     assert last_checkpoint(str(tmp_path / "absent")) is None
 
 
-def test_resume_with_another_data_set_or_learning_rate_is_refused_unless_allowed(tmp_path):
-    saved = {**tiny_recipe().to_dict(), "model": "illama-tiny-224", "dataset": "data/a"}
+def run_record(**changes) -> dict:
+    """What illama-train writes as recipe.json: the recipe's non-default fields, model and data included."""
+    return tiny_recipe(**{"model": "illama-tiny-224", "dataset": "data/a", **changes}).recipe_dict()
+
+
+def test_resume_record_refuses_a_changed_data_set_or_learning_rate_and_accepts_operational_changes(tmp_path):
+    saved = run_record()
+    assert saved["dataset"] == "data/a" and saved["learning_rate"] == 1e-3
     (tmp_path / "recipe.json").write_text(json.dumps(saved))
-    same = json.loads(json.dumps(saved))
-    same["dataloader_num_workers"] = 8  # operational: allowed
-    assert check_resume_record(tmp_path, same) == {}
-    changed = {**same, "dataset": "data/b", "learning_rate": 0.1}
-    with pytest.raises(RecipeChangedError, match=r"dataset: 'data/a' -> 'data/b'; learning_rate: 0\.001 -> 0\.1"):
-        check_resume_record(tmp_path, changed)
-    assert json.loads((tmp_path / "recipe.json").read_text()) == saved  # untouched
+    assert check_resume_record(tmp_path, run_record()) == {}
+    operational = run_record(logging_steps=5, dataloader_num_workers=2, save_strategy="steps", save_steps=3)
+    assert {"logging_steps", "save_steps"} <= set(operational)  # in the record, exempt from the comparison
+    assert check_resume_record(tmp_path, operational) == {}
+
+    for changes, message in [
+        ({"learning_rate": 0.1}, r"learning_rate: 0\.001 -> 0\.1"),
+        ({"dataset": "data/b"}, r"dataset: 'data/a' -> 'data/b'"),
+        ({"eval_dataset": "data/c"}, r"eval_dataset: None -> 'data/c'"),  # a field set on one side only
+        ({"learning_rate": 0.1, "dataset": "data/b"}, r"dataset: 'data/a' -> 'data/b'; learning_rate: 0\.001"),
+    ]:
+        with pytest.raises(RecipeChangedError, match=message + r".*--allow-changed-recipe"):
+            check_resume_record(tmp_path, run_record(**changes))
+    assert json.loads((tmp_path / "recipe.json").read_text()) == saved  # untouched by the refusals
+
+    changed = run_record(learning_rate=0.1, dataset="data/b")
     assert set(check_resume_record(tmp_path, changed, allow_changes=True)) == {"dataset", "learning_rate"}
     assert json.loads((tmp_path / "recipe.resumed-1.json").read_text()) == saved  # kept, not rewritten
 
+    (tmp_path / "recipe.json").write_text('{"learning_rate": 0.00')  # truncated record: no guess
+    with pytest.raises(RecipeChangedError, match=r"recipe\.json does not parse"):
+        check_resume_record(tmp_path, saved)
 
-def test_illama_train_resume_with_a_changed_learning_rate_is_refused_before_loading_anything(tmp_path, capsys):
-    recipe = write_recipe(tmp_path / "r.yaml")
+
+def test_illama_train_resume_checks_the_record_it_wrote(tmp_path, capsys):
+    """A real run writes recipe.json; --resume with another learning rate or data set is refused before
+    anything is loaded, an operational change (logging_steps) resumes."""
+    data = write_data(tmp_path / "data")
+    other_data = write_data(tmp_path / "other", train_labels=(2, 1, 0) * 4)
+    recipe = str(write_recipe(tmp_path / "r.yaml", save_strategy="steps", save_steps=1, eval_strategy="no"))
     out = tmp_path / "run"
-    fake_checkpoint(out / "checkpoint-2", 2)
-    record = {**tiny_recipe().to_dict(), "model": "illama-tiny-224", "dataset": str(tmp_path / "data")}
-    (out / "recipe.json").write_text(json.dumps(record))
-    argv = ["--recipe", str(recipe), "--dataset", str(tmp_path / "data"), "--output-dir", str(out), "--resume"]
-    assert train_main(argv + ["learning_rate=0.01"]) == 2
-    err = capsys.readouterr().err
-    assert "learning_rate: 0.001 -> 0.01" in err and "--allow-changed-recipe" in err
-    assert json.loads((out / "recipe.json").read_text()) == record
+    argv = ["--recipe", recipe, "--dataset", str(data), "--output-dir", str(out), "--no-plot"]
+    assert train_main(argv) == 0
+    capsys.readouterr()
+    record = json.loads((out / "recipe.json").read_text())
+    assert record["dataset"] == str(data) and record["learning_rate"] == 1e-3
+
+    for extra, expected in [
+        (["learning_rate=0.01"], "learning_rate: 0.001 -> 0.01"),
+        (["--dataset", str(other_data)], f"dataset: '{data}' -> '{other_data}'"),
+    ]:
+        assert train_main(argv + ["--resume"] + extra) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("illama-train: error: --resume with another data set or recipe") and expected in err
+        assert "--allow-changed-recipe" in err and len(err.strip().splitlines()) == 1
+        assert json.loads((out / "recipe.json").read_text()) == record
+    assert not list(out.glob("recipe.resumed-*"))
+
+    assert train_main(argv + ["--resume", "logging_steps=2"]) == 0  # operational: accepted
+    assert json.loads((out / "recipe.json").read_text()) == {**record, "logging_steps": 2}
 
 
 # ------------------------------------------------------------------ 10. masks at large inputs
 
 
-def test_a_large_inputs_mask_is_not_built_for_the_fused_cpu_path_nor_kept_on_the_model(monkeypatch):
+def test_post_softmax_sdpa_builds_no_mask_at_any_size_or_grad_mode_and_eager_keeps_only_its_own_size(monkeypatch):
+    """Post-softmax attention on "sdpa" rebuilds M from r on every path (fused_attention_illama), so the model
+    builds no mask for it: not at a large input, not in training. Eager reads M: one mask per forward (not one
+    per layer), kept only for the model's own token count."""
     import modeling_illama.modeling_illama as modeling
 
     torch.manual_seed(0)
-    model = ILlamaForImageClassification(load_preset("illama-tiny-224", **TINY_MODEL, num_labels=3)).eval()
-    assert model.config._attn_implementation == "sdpa"
+    config = load_preset("illama-tiny-224", **{**TINY_MODEL, "num_hidden_layers": 2}, num_labels=3)
+    model = ILlamaForImageClassification(config).eval()
+    assert model.config._attn_implementation == "sdpa" and model.config.mask_style == "post_softmax"
     model.set_soft_mask_rate(0.37)
     eager = copy.deepcopy(model)
     eager.set_attn_implementation("eager")
+    assert model.illama._reads_only_rate() and not eager.illama._reads_only_rate()
     built = []
     original = modeling.soft_attention_mask
     monkeypatch.setattr(
@@ -510,16 +553,25 @@ def test_a_large_inputs_mask_is_not_built_for_the_fused_cpu_path_nor_kept_on_the
         fused = model(pixel_values=pixels, interpolate_pos_encoding=True).logits
         assert built == [] and model.illama._mask_cache is None  # never built, nothing kept
         reference = eager(pixel_values=pixels, interpolate_pos_encoding=True).logits  # materialises M
-        assert built == [257] and eager.illama._mask_cache is None  # built for that call, not kept
+        assert built == [257] and eager.illama._mask_cache is None  # once for both layers, not kept
     torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
 
-    model.train()  # autograd: the eager arithmetic runs, with M, built per call and not kept
-    loss = model(pixel_values=pixels, interpolate_pos_encoding=True).logits.sum()
-    loss.backward()
-    assert built == [257, 257] and model.illama._mask_cache is None
-    with torch.no_grad():  # the model's own resolution (5 tokens) keeps its small mask
-        model(pixel_values=torch.randn(1, 3, 16, 16))
-    assert model.illama._mask_cache[0][0] == 5 and built[-1] == 5
+    model.train()  # autograd, any path of the fused module: still no mask
+    for path in ("auto", "fused", "recompute", "materialised"):
+        model.set_post_softmax_path(path)
+        model(pixel_values=pixels, interpolate_pos_encoding=True).logits.sum().backward()
+    with torch.no_grad():
+        model(pixel_values=torch.randn(1, 3, 16, 16))  # the model's own resolution
+    assert built == [257] and model.illama._mask_cache is None
+
+    eager.train()  # eager training: built per call at 257 tokens, never kept
+    eager(pixel_values=pixels, interpolate_pos_encoding=True).logits.sum().backward()
+    assert built == [257, 257] and eager.illama._mask_cache is None
+    with torch.no_grad():  # the model's own resolution (5 tokens) keeps its small mask, built once
+        eager.eval()
+        eager(pixel_values=torch.randn(1, 3, 16, 16))
+        eager(pixel_values=torch.randn(1, 3, 16, 16))
+    assert built == [257, 257, 5] and eager.illama._mask_cache[0][0] == 5
 
 
 # ------------------------------------------------------------------ 11. one-line errors
@@ -529,7 +581,7 @@ def test_an_override_without_equals_sign_is_a_one_line_error(tmp_path, capsys):
     argv = ["--recipe", str(write_recipe(tmp_path / "r.yaml")), "--dataset", str(tmp_path), "--output-dir"]
     assert train_main(argv + [str(tmp_path / "out"), "epochs10"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "illama-train: error: override 'epochs10' must look like key=value (e.g. epochs=10)"
+    assert err == "illama-train: error: override 'epochs10' must look like key=value (e.g. num_train_epochs=10)"
 
 
 def test_data_errors_are_one_line_and_name_the_file(tmp_path, monkeypatch):
