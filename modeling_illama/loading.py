@@ -36,13 +36,15 @@ def check_model_reference(model: str) -> None:
 def load_classifier(model: str, allow_missing_weights: bool = False, dtype=torch.float32, **kwargs):
     """`AutoModelForImageClassification.from_pretrained`, refusing a model with weights missing from the checkpoint.
 
-    Transformers initialises missing (and, with `ignore_mismatched_sizes`, mismatched) weights randomly and
-    only logs it; here that raises a MissingWeightsError naming them unless `allow_missing_weights`. Weights
-    in the checkpoint that the model does not use are logged as a warning.
+    Transformers initialises missing weights randomly and only logs it, and stops on a weight of another shape
+    with a RuntimeError that points at a printed report; here both raise a MissingWeightsError naming them
+    unless `allow_missing_weights` (the weights are then random, with a warning). Weights in the checkpoint
+    that the model does not use are logged as a warning.
     """
     from transformers import AutoModelForImageClassification
 
     check_model_reference(model)
+    kwargs.setdefault("ignore_mismatched_sizes", True)  # reported by check_loading_info, by name
     net, info = AutoModelForImageClassification.from_pretrained(model, dtype=dtype, output_loading_info=True, **kwargs)
     check_loading_info(model, info, allow_missing_weights)
     return net

@@ -6,6 +6,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import time
@@ -21,6 +22,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from modeling_illama import ILlamaForImageClassification, build_image_processor, load_preset
+from modeling_illama.cli.activation_maps import main as activation_maps_main
 from modeling_illama.cli.convert import main as convert_main
 from modeling_illama.cli.eval import main as eval_main
 from modeling_illama.cli.train import main as train_main
@@ -28,6 +30,7 @@ from modeling_illama.conversion import CheckpointError, convert_checkpoint, expo
 from modeling_illama.labels import LabelError, label_fields, label_mapping
 from modeling_illama.loading import MissingWeightsError, load_classifier, load_image_processor
 from modeling_illama.training.data import decode_image, load_image_dataset
+from modeling_illama.training.evaluation import evaluate_saved_model
 from modeling_illama.training.output_dir import (
     LOCK_FILE,
     OutputDirError,
@@ -315,21 +318,45 @@ def test_illama_eval_of_a_hub_id_writes_locally_and_uses_the_repos_processor(tmp
         assert from_hub[key] == from_folder[key], key
 
 
-def test_illama_eval_refuses_a_model_with_missing_weights_unless_allowed(tmp_path, capsys):
-    folder = save_tiny_classifier(tmp_path / "tiny")
+def break_weights(folder, how: str) -> list[str]:
+    """Drop the classifier's weights ("missing") or save the final norm at half its width ("mismatched")."""
     weights = load_file(str(folder / "model.safetensors"))
-    dropped = sorted(key for key in weights if key.startswith("classifier."))
-    save_file({k: v for k, v in weights.items() if k not in dropped}, str(folder / "model.safetensors"))
+    if how == "missing":
+        broken = sorted(key for key in weights if key.startswith("classifier."))
+        weights = {k: v for k, v in weights.items() if k not in broken}
+    else:
+        broken = ["illama.norm.weight"]
+        weights["illama.norm.weight"] = weights["illama.norm.weight"][:16].clone()
+    save_file(weights, str(folder / "model.safetensors"))
+    return broken
+
+
+@pytest.mark.parametrize("how, described", [("missing", "missing (2)"), ("mismatched", "shape mismatch (1)")])
+def test_inference_helpers_refuse_a_checkpoint_with_missing_or_mismatched_weights_unless_allowed(
+    tmp_path, capsys, imagenet_sample_files, how, described
+):
+    folder = save_tiny_classifier(tmp_path / "tiny")
+    broken = break_weights(folder, how)
     data = write_data(tmp_path / "data")
     argv = ["--model", str(folder), "--dataset", str(data), "--split", "test", "--device", "cpu"]
     assert eval_main(argv) == 2
     err = capsys.readouterr().err
-    assert "illama-eval: error: " in err and "would be randomly initialised: missing (2)" in err
-    assert all(key in err for key in dropped) and "--allow-missing-weights" in err
+    assert f"illama-eval: error: {folder} does not hold every weight" in err
+    assert f"would be randomly initialised: {described}" in err and "--allow-missing-weights" in err
+    assert all(key in err for key in broken) and "Traceback" not in err
     assert not (folder / "eval_test.json").exists()
-    with pytest.raises(MissingWeightsError):
+
+    with pytest.raises(MissingWeightsError, match=re.escape(f"{described}: ['{broken[0]}'")):
         load_classifier(str(folder))
-    assert eval_main(argv + ["--allow-missing-weights"]) == 0
+    with pytest.raises(MissingWeightsError):
+        evaluate_saved_model(str(folder), str(data), "test")
+    maps = ["--model", str(folder), "--image", str(imagenet_sample_files[0]), "--output", str(tmp_path / "m.png")]
+    assert activation_maps_main(maps) == 2
+    assert "illama-activation-maps: error: " in capsys.readouterr().err and not (tmp_path / "m.png").exists()
+
+    assert eval_main(argv + ["--allow-missing-weights"]) == 0  # explicitly allowed: runs, with a warning
+    assert activation_maps_main(maps + ["--allow-missing-weights"]) == 0
+    assert load_classifier(str(folder), allow_missing_weights=True).illama.norm.weight.shape == (32,)
 
 
 def test_fine_tuning_from_a_folder_with_missing_weights_is_refused_but_a_new_head_is_not(tmp_path):
