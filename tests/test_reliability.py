@@ -625,6 +625,45 @@ def test_data_errors_are_one_line_and_name_the_file(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
+    "case, message",
+    [
+        ("empty-parquet", r"empty\.parquet is empty \(0 bytes\)"),
+        ("missing-folder", r"no such folder or file"),
+        ("unreachable-hub", r"is no local folder or file, and the Hub data set 'someorg/images' cannot be reached"),
+    ],
+)
+def test_illama_train_and_eval_report_bad_data_in_one_line(tmp_path, capsys, monkeypatch, case, message):
+    import datasets
+
+    if case == "empty-parquet":
+        (tmp_path / "empty.parquet").write_bytes(b"")
+        data = str(tmp_path / "empty.parquet")
+    elif case == "missing-folder":
+        data = str(tmp_path / "nope")
+    else:
+        data = "someorg/images"
+
+        def unreachable(*args, **kwargs):
+            raise ConnectionError("Couldn't reach 'someorg/images' on the Hub (LocalEntryNotFoundError)")
+
+        monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    recipe = str(write_recipe(tmp_path / "r.yaml"))
+    model = save_tiny_classifier(tmp_path / "tiny")
+    for prog, run in [
+        (
+            "illama-train",
+            lambda: train_main(["--recipe", recipe, "--dataset", data, "--output-dir", str(tmp_path / "o")]),
+        ),
+        ("illama-eval", lambda: eval_main(["--model", str(model), "--dataset", data, "--split", "test"])),
+    ]:
+        assert run() == 2, prog
+        err = capsys.readouterr().err.strip().splitlines()
+        errors = [line for line in err if line.startswith(f"{prog}: error: ")]
+        assert len(errors) == 1 and re.search(message, errors[0]), (prog, err)
+        assert not any("Traceback" in line for line in err), prog
+
+
+@pytest.mark.parametrize(
     "name, content, message",
     [
         ("random.safetensors", os.urandom(256), r"is not a valid safetensors file \(.*header"),
