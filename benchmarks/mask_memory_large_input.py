@@ -1,12 +1,15 @@
 """Memory of the soft mask at a large input: a 224 px model (patch 16) run at 2048 x 2048 with
-`interpolate_pos_encoding` (16,385 tokens, so M would be 16,385^2 fp32 = 1 GiB), CPU, no autograd, r = 0.37.
+`interpolate_pos_encoding` (16,385 tokens, so M would be 16,385^2 fp32 = 1 GiB), CPU, r = 0.37, in inference
+(no autograd) and in training (forward + backward).
 
-Each case runs in its own process and reports the peak resident set (VmHWM) added by one forward and the
-anonymous memory still held after it (a mask cached on the model would stay there):
-- "this version": the fused CPU kernels read r only, so no mask is built;
-- "mask built": the same forward with the mask forced (`_reads_only_rate` -> False), i.e. what every forward
-  did before; the cache now keeps only the model's own token count, so it is freed after the call either way.
-The model is tiny (width 32, 1 block, 1 head) so that the mask, not the activations, dominates.
+Each case runs in its own process and reports the peak resident set (VmHWM) added by one forward (and backward)
+and the anonymous memory still held after it (a mask cached on the model would stay there):
+- "mask_built": false: this version; post-softmax attention on "sdpa" rebuilds M from r on every path
+  (fused_attention_illama), so no mask is built, with or without gradients;
+- "mask_built": true: the same call with the mask forced (`_reads_only_rate` -> False), i.e. what every forward
+  did before; the cache keeps only the model's own token count, so it is freed after the call either way.
+The model is tiny (width 32, 1 block, 1 head) so that the mask, not the activations, dominates. In training,
+`forward_seconds` covers the forward and the backward.
 
     python benchmarks/mask_memory_large_input.py     (Linux; writes benchmarks/results/mask_memory_large_input.json)
 """
@@ -27,7 +30,7 @@ def status_mib(key: str) -> float:
         return next(int(line.split()[1]) / 1024 for line in handle if line.startswith(key))
 
 
-def run_case(force_mask: bool, queue) -> None:
+def run_case(force_mask: bool, training: bool, queue) -> None:
     import torch
 
     from modeling_illama import ILlamaForImageClassification, load_preset
@@ -37,20 +40,23 @@ def run_case(force_mask: bool, queue) -> None:
     config = load_preset(
         "illama-tiny-224", hidden_size=32, num_attention_heads=1, num_hidden_layers=1, intermediate_size=64
     )
-    model = ILlamaForImageClassification(config).eval()
+    model = ILlamaForImageClassification(config).train(training)
     model.set_soft_mask_rate(0.37)
     if force_mask:
         ILlamaModel._reads_only_rate = lambda self, *args: False
     pixels = torch.randn(1, 3, SIZE, SIZE)
     anon_before, hwm_before = status_mib("RssAnon:"), status_mib("VmHWM:")
     start = time.perf_counter()
-    with torch.no_grad():
-        model(pixel_values=pixels, interpolate_pos_encoding=True)
+    with torch.set_grad_enabled(training):
+        logits = model(pixel_values=pixels, interpolate_pos_encoding=True).logits
+        if training:
+            logits.sum().backward()
     seconds = time.perf_counter() - start
     cached = model.illama._mask_cache
     queue.put(
         {
             "mask_built": force_mask,
+            "mode": "training (forward + backward)" if training else "inference (no_grad)",
             "tokens": (SIZE // 16) ** 2 + 1,
             "peak_rss_added_mib": round(status_mib("VmHWM:") - hwm_before, 1),
             "anon_memory_held_after_mib": round(status_mib("RssAnon:") - anon_before, 1),
@@ -63,9 +69,9 @@ def run_case(force_mask: bool, queue) -> None:
 def main():
     context = multiprocessing.get_context("spawn")
     results = []
-    for force_mask in (False, True):
+    for training, force_mask in [(False, False), (False, True), (True, False), (True, True)]:
         queue = context.Queue()
-        process = context.Process(target=run_case, args=(force_mask, queue))
+        process = context.Process(target=run_case, args=(force_mask, training, queue))
         process.start()
         results.append(queue.get())
         process.join()

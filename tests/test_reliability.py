@@ -200,10 +200,17 @@ def test_a_second_run_is_refused_naming_the_first_and_a_killed_holders_lock_is_t
 # ------------------------------------------------------------------ 3. evaluation maps class names
 
 
-def test_evaluation_during_training_maps_eval_class_names_onto_the_model_classes(tmp_path):
+@pytest.mark.parametrize("eval_source", ["eval-split", "eval-dataset"])
+def test_evaluation_during_training_maps_eval_class_names_onto_the_model_classes(tmp_path, eval_source):
     test_names = ["c", "a", "b"]  # the same classes in another order
-    data = write_data(tmp_path / "data", test_names=test_names)
-    run = build_run("illama-tiny-224", data, tmp_path / "out")
+    if eval_source == "eval-split":
+        data = write_data(tmp_path / "data", test_names=test_names)
+        run = build_run("illama-tiny-224", data, tmp_path / "out")
+    else:  # --eval-dataset: the evaluation data lives elsewhere
+        data = write_data(tmp_path / "data")
+        elsewhere = write_data(tmp_path / "elsewhere", test_names=test_names)
+        run = build_run("illama-tiny-224", data, tmp_path / "out", eval_dataset=str(elsewhere))
+    assert run.eval_data.label_names == test_names
     raw = run.eval_data.dataset["label"]
     mapped = [run.trainer.eval_dataset[i]["labels"] for i in range(len(raw))]
     assert mapped == [CLASSES.index(test_names[label]) for label in raw]
@@ -527,7 +534,7 @@ def test_resume_record_refuses_a_changed_data_set_or_learning_rate_and_accepts_o
 
 def test_illama_train_resume_checks_the_record_it_wrote(tmp_path, capsys):
     """A real run writes recipe.json; --resume with another learning rate or data set is refused before
-    anything is loaded, an operational change (logging_steps) resumes."""
+    anything is loaded; an operational change (logging_steps) resumes, from the last complete checkpoint."""
     data = write_data(tmp_path / "data")
     other_data = write_data(tmp_path / "other", train_labels=(2, 1, 0) * 4)
     recipe = str(write_recipe(tmp_path / "r.yaml", save_strategy="steps", save_steps=1, eval_strategy="no"))
@@ -549,7 +556,13 @@ def test_illama_train_resume_checks_the_record_it_wrote(tmp_path, capsys):
         assert json.loads((out / "recipe.json").read_text()) == record
     assert not list(out.glob("recipe.resumed-*"))
 
+    assert sorted(path.name for path in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    state = (out / "checkpoint-3" / "trainer_state.json").read_text()
+    (out / "checkpoint-3" / "trainer_state.json").write_text(state[: len(state) // 2])  # killed mid-write
     assert train_main(argv + ["--resume", "logging_steps=2"]) == 0  # operational: accepted
+    log = (out / "train.log").read_text()
+    assert "skipping incomplete checkpoint" in log and f"resuming from {out / 'checkpoint-2'}" in log
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
     assert json.loads((out / "recipe.json").read_text()) == {**record, "logging_steps": 2}
 
 
