@@ -2,7 +2,7 @@
 
 224 px: shorter side to int(224 / 0.875) = 256 (bicubic), centre crop 224. 384 px and above: bicubic warp to a
 square. ImageNet mean/std. Grayscale, RGBA (composited on white), CMYK and palette images are converted to RGB;
-16-bit and float images are first scaled to 8 bits (`to_8bit`), not clipped.
+16-bit and float images are first scaled to 8 bits (`to_8bit`), not clipped; so are uint16 arrays (numpy or torch).
 
 This is ConvNeXt's crop_pct processor with one fix: the centre crop's offset is rounded as torchvision's
 CenterCrop rounds it (Transformers truncates, which moves the crop by one pixel when the margin is odd).
@@ -59,6 +59,8 @@ class ILlamaImageProcessor(ConvNextImageProcessorPil):
     def convert_to_rgb(self, image, input_data_format=None):
         if isinstance(image, Image.Image):
             image = to_8bit(image)
+        elif isinstance(image, np.ndarray) and image.dtype == np.uint16:  # numpy or torch uint16 pixels
+            image = np.round(image * (255.0 / 65535)).astype(np.uint8)
         return super().convert_to_rgb(image, input_data_format=input_data_format)
 
     def resize(self, image, size: SizeDict, resample=None, crop_pct: float = EVAL_CROP_PCT, **kwargs):

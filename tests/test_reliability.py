@@ -469,6 +469,14 @@ def test_16_bit_png_and_float_images_keep_their_brightness(imagenet_sample_files
         processed = processor(image, return_tensors="pt")["pixel_values"][0]  # image processor / pipeline path
         assert (processed - reference).abs().max().item() <= 1.0 / 255 / 0.224 + 1e-4, name
 
+    # uint16 arrays (numpy, torch) handed to the processor: scaled by 255 / 65535 too (transformers refuses them)
+    rgb8 = np.asarray(gray.convert("RGB"))
+    reference = processor(rgb8, return_tensors="pt")["pixel_values"][0]
+    rgb16 = rgb8.astype(np.uint16) * 257
+    for name, array in {"numpy": rgb16, "torch": torch.from_numpy(rgb16.astype(np.int32)).to(torch.uint16)}.items():
+        processed = processor(array, return_tensors="pt")["pixel_values"][0]
+        assert torch.equal(processed, reference), name
+
     # a float image outside [0, 1] has no known scale: refused (and, in a data set, skipped and counted)
     too_bright = Image.fromarray(gray8.astype(np.float32))
     with pytest.raises(ValueError, match=r"F image with values in \[\d+, \d+\]: expected \[0, 1\]"):
