@@ -517,8 +517,16 @@ def test_resume_record_refuses_a_changed_data_set_or_learning_rate_and_accepts_o
     assert saved["dataset"] == "data/a" and saved["learning_rate"] == 1e-3
     (tmp_path / "recipe.json").write_text(json.dumps(saved))
     assert check_resume_record(tmp_path, run_record()) == {}
-    operational = run_record(logging_steps=5, dataloader_num_workers=2, save_strategy="steps", save_steps=3)
-    assert {"logging_steps", "save_steps"} <= set(operational)  # in the record, exempt from the comparison
+    operational = run_record(
+        logging_steps=5,
+        dataloader_num_workers=2,
+        save_strategy="steps",
+        save_steps=3,
+        log_level="warning",
+        torch_compile=True,
+        description="resumed on another machine",
+    )
+    assert {"logging_steps", "save_steps", "description"} <= set(operational)  # recorded, exempt from the check
     assert check_resume_record(tmp_path, operational) == {}
 
     for changes, message in [
