@@ -1,0 +1,430 @@
+"""The paper's central ablation at CPU scale, on the bundled CIFAR-10 subset, with the package's training stack.
+
+    python experiments/ablation/run.py                      # the full grid: 6 arms x seeds 0 1 (~45-60 min, 2 cores)
+    python experiments/ablation/run.py --quick              # smoke run: a few steps per arm, 1 seed
+    python experiments/ablation/run.py --summarize-only     # rebuild tables and plots from finished runs
+
+Arms (arXiv 2404.06773, Table 17 roadmap and Table 3):
+  a  causal, class token FIRST (attention collapse)      d  PS [cls] + constant soft mask
+  b  causal, class token LAST (PS [cls]), r = 0           e  bidirectional, r = 1 throughout (ViT-like reference)
+  c  PS [cls] + linear soft mask                          f  side arm: mask_style="renormalized" + linear soft mask
+Every arm runs the same recipe (cifar10-mini with a 4-layer model and a shorter schedule), the same seeds and the
+same number of optimizer steps, each run in its own single-threaded process, `--jobs` at a time. Finished runs are
+kept in --runs-dir and skipped when the command is repeated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DISCUSSION_MARKER = "<!-- discussion: kept when the tables are regenerated -->"
+
+# (name, label, class_first, eval_rate, recipe overrides); "{cutoff}" and "{epochs}" are filled in per budget
+ARMS = [
+    ("a_cls_first_causal", "(a) causal, [cls] first", True, 0.0, ["soft_mask=none"]),
+    ("b_ps_cls_causal", "(b) PS [cls], no soft mask", False, 0.0, ["soft_mask=none"]),
+    (
+        "c_ps_cls_linear",
+        "(c) PS [cls] + linear soft mask",
+        False,
+        0.0,
+        ["soft_mask=linear", "soft_mask_cutoff_epochs={cutoff}"],
+    ),
+    (
+        "d_ps_cls_constant",
+        "(d) PS [cls] + constant soft mask",
+        False,
+        0.0,
+        ["soft_mask=constant", "soft_mask_cutoff_epochs={cutoff}"],
+    ),
+    (
+        "e_bidirectional",
+        "(e) bidirectional (r = 1)",
+        False,
+        1.0,
+        ["soft_mask=constant", "soft_mask_cutoff_epochs={epochs}"],
+    ),
+    (
+        "f_renormalized_linear",
+        "(f) renormalized mask + linear soft mask",
+        False,
+        0.0,
+        ["soft_mask=linear", "soft_mask_cutoff_epochs={cutoff}", "model_overrides.mask_style=renormalized"],
+    ),
+]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 4 steps per arm, seed 0 only")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--arms", nargs="+", help="subset of arm names (default: all)")
+    parser.add_argument("--dataset", default=str(REPO / "data" / "cifar10-mini"))
+    parser.add_argument("--recipe", default="cifar10-mini")
+    parser.add_argument("--layers", type=int, default=4, help="num_hidden_layers (the main job uses 6)")
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--soft-mask-cutoff-epochs", type=float, default=0.5)
+    parser.add_argument("--warmup-epochs", type=float, default=0.5)
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each")
+    parser.add_argument("--runs-dir", default=str(REPO / "outputs" / "ablation"), help="run folders (not committed)")
+    parser.add_argument("--output-dir", default=str(REPO / "experiments" / "results"), help="tables and plots")
+    parser.add_argument("--summarize-only", action="store_true", help="only rebuild tables/plots from finished runs")
+    parser.add_argument("extra", nargs="*", metavar="key=value", help="further recipe overrides for every arm")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds = args.seeds if "--seeds" in (argv or sys.argv) else [0]
+    return args
+
+
+def arm_overrides(args, arm) -> list[str]:
+    name, _, _, _, overrides = arm
+    common = [
+        f"model_overrides.num_hidden_layers={args.layers}",
+        f"epochs={args.epochs}",
+        f"warmup_epochs={args.warmup_epochs}",
+        "eval_split=null",  # evaluated by train_arm at the arm's own rate
+        "save_strategy=no",
+        "logging_steps=5",
+    ]
+    if args.quick:
+        common.append("max_steps=4")
+    fill = {"cutoff": args.soft_mask_cutoff_epochs, "epochs": args.epochs}
+    return common + [o.format(**fill) for o in overrides] + list(args.extra)
+
+
+def run_command(args, arm, seed: int, run_dir: Path) -> list[str]:
+    name, _, class_first, eval_rate, _ = arm
+    command = [sys.executable, "-m", "experiments.ablation.train_arm", "--output-dir", str(run_dir)]
+    command += ["--dataset", args.dataset, "--eval-rate", str(eval_rate)]
+    if class_first:
+        command.append("--class-first")
+    if args.quick:
+        command += ["--rank-images", "8"]
+    return command + ["--", "--recipe", args.recipe, f"seed={seed}", *arm_overrides(args, arm)]
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    env.update(
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        OMP_WAIT_POLICY="PASSIVE",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
+    )
+    return env
+
+
+def git_state() -> dict:
+    def git(*cmd):
+        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty_files": git("status", "--porcelain").splitlines()}
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
+
+
+def run_grid(args) -> dict:
+    """Run every (arm, seed) not yet finished, `--jobs` at a time; sample the load average while waiting."""
+    runs_dir = Path(args.runs_dir)
+    pending = []
+    for seed in args.seeds:  # seed-major: a partial grid still covers every arm
+        for arm in selected_arms(args):
+            run_dir = runs_dir / f"{arm[0]}-seed{seed}"
+            if (run_dir / "arm_result.json").is_file():
+                continue
+            if run_dir.exists():
+                subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+            pending.append((arm, seed, run_dir))
+    running, failures, loads = [], [], []
+    grid_start = time.time()
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            arm, seed, run_dir = pending.pop(0)
+            run_dir.mkdir(parents=True)
+            log = open(run_dir / "stdout.log", "w")
+            command = run_command(args, arm, seed, run_dir)
+            print(f"[{time.strftime('%H:%M:%S')}] start {arm[0]} seed {seed}", flush=True)
+            proc = subprocess.Popen(command, cwd=REPO, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
+            running.append((proc, arm, seed, run_dir, log))
+        time.sleep(10)
+        loads.append(os.getloadavg()[0])
+        for item in list(running):
+            proc, arm, seed, run_dir, log = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            log.close()
+            done = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see {run_dir}/stdout.log)"
+            print(f"[{time.strftime('%H:%M:%S')}] {done}: {arm[0]} seed {seed}", flush=True)
+            if proc.returncode:
+                failures.append(f"{arm[0]}-seed{seed}")
+    return {
+        "grid_wall_seconds": time.time() - grid_start,
+        "load_average_1min_samples": {
+            "mean": statistics.fmean(loads) if loads else None,
+            "min": min(loads, default=None),
+            "max": max(loads, default=None),
+        },
+        "failures": failures,
+    }
+
+
+def selected_arms(args):
+    if not args.arms:
+        return ARMS
+    unknown = set(args.arms) - {a[0] for a in ARMS}
+    if unknown:
+        raise SystemExit(f"unknown arm(s) {sorted(unknown)}; arms are {[a[0] for a in ARMS]}")
+    return [a for a in ARMS if a[0] in args.arms]
+
+
+# ------------------------------------------------------------------------------------------------ summary
+
+
+def loss_series(log_history: list[dict]) -> tuple[list[int], list[float]]:
+    points = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def final_train_loss(log_history: list[dict], fraction: float = 0.25) -> float:
+    """Mean logged training loss over the last `fraction` of the optimizer steps."""
+    steps, losses = loss_series(log_history)
+    last = max(steps)
+    tail = [loss for step, loss in zip(steps, losses) if step > last * (1 - fraction)]
+    return statistics.fmean(tail)
+
+
+def mean_spread(values: list[float]) -> dict:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+        "values": values,
+    }
+
+
+def summarize(args, grid_info: dict | None) -> dict:
+    runs_dir = Path(args.runs_dir)
+    arms = {}
+    for name, label, class_first, eval_rate, _ in selected_arms(args):
+        results = []
+        for seed in args.seeds:
+            path = runs_dir / f"{name}-seed{seed}" / "arm_result.json"
+            if path.is_file():
+                results.append((seed, json.loads(path.read_text())))
+        if not results:
+            continue
+        arms[name] = {
+            "label": label,
+            "class_first": class_first,
+            "eval_soft_mask_rate": eval_rate,
+            "seeds": [s for s, _ in results],
+            "test_top1": mean_spread([100 * r["test"]["top1"] for _, r in results]),
+            "final_train_loss": mean_spread([final_train_loss(r["log_history"]) for _, r in results]),
+            "attention_rank": [
+                {
+                    "layer": layer,
+                    "mean": statistics.fmean(r["attention_rank"][layer]["mean"] for _, r in results),
+                    "head0_mean": statistics.fmean(r["attention_rank"][layer]["head0_mean"] for _, r in results),
+                    "tokens": results[0][1]["attention_rank"][layer]["tokens"],
+                }
+                for layer in range(len(results[0][1]["attention_rank"]))
+            ],
+            "cpu_seconds": sum(r["cpu_seconds"] for _, r in results),
+            "wall_seconds_per_run": mean_spread([r["wall_seconds"] for _, r in results]),
+            "train_args": results[0][1]["train_args"],
+            "loss_curves": {str(s): loss_series(r["log_history"]) for s, r in results},
+        }
+    summary = {
+        "arms": arms,
+        "seeds": args.seeds,
+        "budget": {
+            "recipe": args.recipe,
+            "num_hidden_layers": args.layers,
+            "epochs": args.epochs,
+            "warmup_epochs": args.warmup_epochs,
+            "soft_mask_cutoff_epochs": args.soft_mask_cutoff_epochs,
+            "quick": args.quick,
+            "extra_overrides": args.extra,
+        },
+        "total_cpu_seconds": sum(a["cpu_seconds"] for a in arms.values()),
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "load_average_at_summary": os.getloadavg(),
+    }
+    previous = Path(args.output_dir) / "ablation.json"
+    if grid_info is None and previous.is_file():  # --summarize-only keeps the run-time record
+        old = json.loads(previous.read_text())
+        grid_info = {k: old[k] for k in ("run_time", "grid") if k in old}
+        summary.update(grid_info)
+    else:
+        summary["grid"] = grid_info
+    return summary
+
+
+def write_outputs(summary: dict, output_dir: Path) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "ablation.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plot_losses(summary, output_dir / "ablation_training_loss.png")
+    plot_ranks(summary, output_dir / "ablation_attention_rank.png")
+    markdown = output_dir / "ablation.md"
+    discussion = ""
+    if markdown.is_file() and DISCUSSION_MARKER in markdown.read_text():
+        discussion = markdown.read_text().split(DISCUSSION_MARKER, 1)[1]
+    markdown.write_text(tables_markdown(summary) + "\n" + DISCUSSION_MARKER + discussion)
+
+
+def tables_markdown(summary: dict) -> str:
+    arms, budget = summary["arms"], summary["budget"]
+    run_time = summary.get("run_time", {})
+    lines = [
+        "# Ablation: attention collapse, PS [cls], soft mask, attention rank (CPU scale)",
+        "",
+        "Produced by `python experiments/ablation/run.py` (tables and plots regenerated by the script; the",
+        "discussion at the end is written by hand).",
+        "",
+        f"- commit: `{run_time.get('commit', '?')}`"
+        + (f" (uncommitted changes: {run_time['dirty_files']})" if run_time.get("dirty_files") else ""),
+        f"- budget per run: recipe `{budget['recipe']}` with {budget['num_hidden_layers']} layers, "
+        f"{budget['epochs']} epochs, warmup {budget['warmup_epochs']} epochs, soft-mask cutoff "
+        f"{budget['soft_mask_cutoff_epochs']} epochs; seeds {summary['seeds']}"
+        + (" (QUICK smoke run)" if budget["quick"] else ""),
+        f"- compute: {summary['total_cpu_seconds'] / 60:.1f} CPU-minutes in total over "
+        f"{sum(len(a['seeds']) for a in arms.values())} runs; grid wall time "
+        f"{(summary.get('grid') or {}).get('grid_wall_seconds', float('nan')) / 60:.1f} min; "
+        f"{summary['cpu_model']}, {summary['cores']} cores, shared: 1-min load average during the grid "
+        f"{_load(summary)}",
+        "",
+        "| arm | seeds | test top-1 % (mean ± std) | per seed | final train loss (mean ± std) | CPU min |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a in arms.values():
+        top1, loss = a["test_top1"], a["final_train_loss"]
+        per_seed = ", ".join(f"{v:.1f}" for v in top1["values"])
+        lines.append(
+            f"| {a['label']} | {len(a['seeds'])} | {top1['mean']:.2f} ± {top1['std']:.2f} | {per_seed} | "
+            f"{loss['mean']:.3f} ± {loss['std']:.3f} | {a['cpu_seconds'] / 60:.1f} |"
+        )
+    lines += [
+        "",
+        "Test top-1 is measured on the 517 test images at the arm's deployed rate (r = 0; r = 1 for the",
+        "bidirectional arm). Final train loss: mean logged loss (label smoothing 0.1) over the last 25% of steps.",
+        "",
+        "## Attention rank per layer",
+        "",
+        "Singular values needed for 80% of the cumulative sum, per head's attention matrix (mask applied as the",
+        "model applies it, eager attention, deployed rate), mean over heads and 64 test images, then over seeds.",
+        "",
+    ]
+    if arms:
+        depth = max(len(a["attention_rank"]) for a in arms.values())
+        tokens = next(iter(arms.values()))["attention_rank"][0]["tokens"]
+        lines.append("| arm | " + " | ".join(f"layer {i}" for i in range(depth)) + f" | (of N = {tokens}) |")
+        lines.append("|---|" + "---|" * (depth + 1))
+        for a in arms.values():
+            lines.append(f"| {a['label']} | " + " | ".join(f"{r['mean']:.1f}" for r in a["attention_rank"]) + " | |")
+    lines += [
+        "",
+        "![training loss](ablation_training_loss.png)",
+        "",
+        "![attention rank](ablation_attention_rank.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _load(summary: dict) -> str:
+    samples = (summary.get("grid") or {}).get("load_average_1min_samples") or {}
+    if samples.get("mean") is None:
+        return "not sampled"
+    return f"mean {samples['mean']:.1f} (min {samples['min']:.1f}, max {samples['max']:.1f})"
+
+
+def _smooth(values: list[float], window: int = 5) -> list[float]:
+    return [statistics.fmean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
+
+
+def plot_losses(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for index, a in enumerate(summary["arms"].values()):
+        color = f"C{index}"
+        curves = list(a["loss_curves"].values())
+        for steps, losses in curves:
+            ax.plot(steps, losses, color=color, alpha=0.15, linewidth=0.8)
+        length = min(len(c[0]) for c in curves)
+        mean = [statistics.fmean(c[1][i] for c in curves) for i in range(length)]
+        ax.plot(curves[0][0][:length], _smooth(mean), color=color, label=f"{a['label']} (seed mean, smoothed)")
+    ax.set(xlabel="optimizer step", ylabel="training loss (label smoothing 0.1)", title="training loss per arm")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_ranks(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for index, a in enumerate(summary["arms"].values()):
+        ranks = a["attention_rank"]
+        style = "-" if a["label"][:3] in ("(b)", "(c)", "(e)") else ":"
+        ax.plot(
+            [r["layer"] for r in ranks],
+            [r["mean"] for r in ranks],
+            style,
+            marker="o",
+            color=f"C{index}",
+            label=a["label"],
+        )
+    ax.set(xlabel="layer", ylabel="attention rank (80% of singular-value mass)", title="attention-map rank")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    grid_info = None
+    if not args.summarize_only:
+        run_time = {**git_state(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "argv": sys.argv[1:]}
+        grid_info = run_grid(args)
+        grid_info = {"run_time": run_time, "grid": grid_info}
+    summary = summarize(args, None if grid_info is None else grid_info["grid"])
+    if grid_info is not None:
+        summary["run_time"] = grid_info["run_time"]
+    write_outputs(summary, Path(args.output_dir))
+    failures = (summary.get("grid") or {}).get("failures") or []
+    print(f"wrote {args.output_dir}/ablation.md, .json and plots; {summary['total_cpu_seconds'] / 60:.1f} CPU-min")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
