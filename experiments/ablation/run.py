@@ -1,6 +1,6 @@
 """The paper's central ablation at CPU scale, on the bundled CIFAR-10 subset, with the package's training stack.
 
-    python experiments/ablation/run.py                      # the full grid: 6 arms x seeds 0 1 (~45-60 min, 2 cores)
+    python experiments/ablation/run.py                      # the full grid: 6 arms x seeds 0 1 (~25 CPU-min)
     python experiments/ablation/run.py --quick              # smoke run: a few steps per arm, 1 seed
     python experiments/ablation/run.py --summarize-only     # rebuild tables and plots from finished runs
 
@@ -71,10 +71,10 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", default=str(REPO / "data" / "cifar10-mini"))
     parser.add_argument("--recipe", default="cifar10-mini")
     parser.add_argument("--layers", type=int, default=4, help="num_hidden_layers (the main job uses 6)")
-    parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--soft-mask-cutoff-epochs", type=float, default=0.5)
-    parser.add_argument("--warmup-epochs", type=float, default=0.5)
-    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--soft-mask-cutoff-epochs", type=float, default=0.25)
+    parser.add_argument("--warmup-epochs", type=float, default=0.25)
+    parser.add_argument("--jobs", type=int, default=3, help="runs in parallel, one thread each")
     parser.add_argument("--runs-dir", default=str(REPO / "outputs" / "ablation"), help="run folders (not committed)")
     parser.add_argument("--output-dir", default=str(REPO / "experiments" / "results"), help="tables and plots")
     parser.add_argument("--summarize-only", action="store_true", help="only rebuild tables/plots from finished runs")

@@ -1,0 +1,111 @@
+"""The experiment-only pieces of experiments/ablation (the training grid itself is never run by tests)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from modeling_illama import ILlamaConfig, ILlamaForImageClassification
+
+ABLATION_DIR = Path(__file__).resolve().parents[1] / "experiments" / "ablation"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"ablation_{name}", ABLATION_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # transformers reads a model class's module source from sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tiny_config(**kwargs) -> ILlamaConfig:
+    return ILlamaConfig(
+        image_size=8, patch_size=4, hidden_size=16, num_attention_heads=2, num_hidden_layers=2, num_labels=3, **kwargs
+    )
+
+
+def _class_first_model(seed: int = 0, **config):
+    cls = _load("class_first").ILlamaClassFirstForImageClassification
+    torch.manual_seed(seed)
+    return cls(_tiny_config(**config)).eval()
+
+
+def test_class_first_causal_row_zero_sees_only_itself():
+    images = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    for style in ("post_softmax", "renormalized"):
+        model = _class_first_model(mask_style=style)
+        model.set_attn_implementation("eager")
+        with torch.no_grad():
+            out = model(pixel_values=images, output_attentions=True)
+        for attention in out.attentions:  # (batch, heads, N, N), row 0 is the class token's
+            assert torch.count_nonzero(attention[:, :, 0, 1:]) == 0
+            assert torch.all(attention[:, :, 0, 0] > 0)
+        if style == "renormalized":
+            # softmax over its own key only: weight 1, the class token never sees a patch and every image gets
+            # the same logits (the collapse)
+            for attention in out.attentions:
+                torch.testing.assert_close(attention[:, :, 0, 0], torch.ones(3, 2))
+            torch.testing.assert_close(out.logits[0], out.logits[1])
+            torch.testing.assert_close(out.logits[0], out.logits[2])
+        else:
+            # the authors' post-softmax arithmetic masks AFTER a softmax over every key: the class token keeps
+            # its own value, scaled by a weight that the patch keys set (the leak the ablation discusses)
+            assert torch.all(out.attentions[0][:, :, 0, 0] < 1)
+            assert (out.logits[0] - out.logits[1]).abs().max() > 0
+        model.set_soft_mask_rate(1.0)  # bidirectional: token 0 sees the patches
+        with torch.no_grad():
+            logits = model(pixel_values=images).logits
+        assert (logits[0] - logits[1]).abs().max() > 1e-4
+
+
+def test_class_first_pools_token_zero_and_differs_from_ps_cls():
+    model = _class_first_model()
+    images = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    model.set_soft_mask_rate(1.0)
+    with torch.no_grad():
+        logits = model(pixel_values=images).logits
+        hidden = model.illama(images, pooled_only=False).last_hidden_state
+    # the class token is the first row of the sequence: cls + position row 0 before the first block
+    embedded = model.illama.embeddings(images)
+    torch.testing.assert_close(
+        embedded[:, 0],
+        (model.illama.embeddings.cls_token + model.illama.embeddings.position_embeddings[:, 0])[0].expand(2, -1),
+    )
+    torch.testing.assert_close(logits, model.classifier(hidden[:, 0]))
+
+    released = ILlamaForImageClassification(_tiny_config()).eval()
+    released.load_state_dict(model.state_dict())
+    released.set_soft_mask_rate(1.0)
+    with torch.no_grad():
+        released_logits = released(pixel_values=images).logits
+    assert (released_logits - logits).abs().max() > 1e-4
+
+
+def test_class_first_round_trip_keeps_the_variant(tmp_path):
+    module = _load("class_first")
+    model = _class_first_model()
+    model.save_pretrained(tmp_path)
+    loaded = module.ILlamaClassFirstForImageClassification.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded.illama.embeddings, module.ILlamaClassFirstEmbeddings)
+    images = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixel_values=images).logits, model(pixel_values=images).logits)
+
+
+def test_effective_rank_matches_numpy_svd():
+    effective_rank = _load("attention_rank").effective_rank
+    rng = np.random.default_rng(0)
+    matrices = rng.random((4, 9, 9))
+    matrices /= matrices.sum(-1, keepdims=True)
+    matrices[1] = np.tril(matrices[1])
+    matrices[2] = np.eye(9)
+    matrices[3] = np.full((9, 9), 1 / 9)
+    expected = []
+    for matrix in matrices:
+        singular = np.linalg.svd(matrix, compute_uv=False)
+        cumulative = np.cumsum(singular) / singular.sum()
+        expected.append(int(np.argmax(cumulative >= 0.8 - 1e-12)) + 1)
+    assert expected[2] == 8 and expected[3] == 1  # identity: 8 of 9 values for 80%; uniform rows: rank one
+    assert effective_rank(torch.from_numpy(matrices)).tolist() == expected
