@@ -146,47 +146,70 @@ def cpu_model() -> str:
         return platform.processor() or "unknown"
 
 
+def _alive_run(run_dir: Path) -> int | None:
+    """The pid of a run another invocation started and that is still training, else None."""
+    try:
+        pid = int((run_dir / "pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"experiments.ablation.train_arm" in cmdline else None
+
+
 def run_grid(args) -> dict:
-    """Run every (arm, seed) not yet finished, `--jobs` at a time; sample the load average while waiting."""
+    """Run every (arm, seed) not yet finished, `--jobs` at a time (runs still in progress from an earlier
+    invocation are waited for and count as jobs); sample the load average while waiting."""
     runs_dir = Path(args.runs_dir)
-    pending = []
+    pending, adopted = [], []
     for seed in args.seeds:  # seed-major: a partial grid still covers every arm
         for arm in selected_arms(args):
             run_dir = runs_dir / f"{arm[0]}-seed{seed}"
             if (run_dir / "arm_result.json").is_file():
                 continue
+            if _alive_run(run_dir):
+                adopted.append((arm, seed, run_dir))
+                continue
             if run_dir.exists():
                 subprocess.run(["rm", "-rf", str(run_dir)], check=True)
             pending.append((arm, seed, run_dir))
     running, failures, loads = [], [], []
-    grid_start = time.time()
-    while pending or running:
-        while pending and len(running) < args.jobs:
+    commit = git_state()["commit"]
+    while pending or running or adopted:
+        while pending and len(running) + len(adopted) < args.jobs:
             arm, seed, run_dir = pending.pop(0)
             run_dir.mkdir(parents=True)
             log = open(run_dir / "stdout.log", "w")
             command = run_command(args, arm, seed, run_dir)
             print(f"[{time.strftime('%H:%M:%S')}] start {arm[0]} seed {seed}", flush=True)
             proc = subprocess.Popen(command, cwd=REPO, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
+            (run_dir / "pid").write_text(str(proc.pid))
+            (run_dir / "git_commit").write_text(commit)
             running.append((proc, arm, seed, run_dir, log))
         time.sleep(10)
         loads.append(os.getloadavg()[0])
+        finished = []
         for item in list(running):
             proc, arm, seed, run_dir, log = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            log.close()
-            done = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see {run_dir}/stdout.log)"
+            if proc.poll() is not None:
+                running.remove(item)
+                log.close()
+                finished.append((arm, seed, run_dir))
+        for item in list(adopted):
+            if not _alive_run(item[2]):
+                adopted.remove(item)
+                finished.append(item)
+        for arm, seed, run_dir in finished:
+            ok = (run_dir / "arm_result.json").is_file()
+            done = "ok" if ok else f"FAILED (see {run_dir}/stdout.log)"
             print(f"[{time.strftime('%H:%M:%S')}] {done}: {arm[0]} seed {seed}", flush=True)
-            if proc.returncode:
+            if not ok:
                 failures.append(f"{arm[0]}-seed{seed}")
     return {
-        "grid_wall_seconds": time.time() - grid_start,
         "load_average_1min_samples": {
             "mean": statistics.fmean(loads) if loads else None,
             "min": min(loads, default=None),
             "max": max(loads, default=None),
+            "count": len(loads),
         },
         "failures": failures,
     }
@@ -215,6 +238,24 @@ def final_train_loss(log_history: list[dict], fraction: float = 0.25) -> float:
     last = max(steps)
     tail = [loss for step, loss in zip(steps, losses) if step > last * (1 - fraction)]
     return statistics.fmean(tail)
+
+
+def _run_commit(run_dir: Path) -> str:
+    path = run_dir / "git_commit"
+    return path.read_text().strip() if path.is_file() else "unknown"
+
+
+def grid_span(runs_dir: Path, args) -> float | None:
+    """Wall time from the first run's start to the last run's end (also across interrupted invocations)."""
+    starts, ends = [], []
+    for arm in selected_arms(args):
+        for seed in args.seeds:
+            path = runs_dir / f"{arm[0]}-seed{seed}" / "arm_result.json"
+            if path.is_file():
+                end = path.stat().st_mtime
+                starts.append(end - json.loads(path.read_text())["wall_seconds"])
+                ends.append(end)
+    return max(ends) - min(starts) if ends else None
 
 
 def mean_spread(values: list[float]) -> dict:
@@ -257,6 +298,7 @@ def summarize(args, grid_info: dict | None) -> dict:
             "cpu_seconds": sum(r["cpu_seconds"] for _, r in results),
             "wall_seconds_per_run": mean_spread([r["wall_seconds"] for _, r in results]),
             "train_args": results[0][1]["train_args"],
+            "commits": sorted({_run_commit(runs_dir / f"{name}-seed{s}") for s, _ in results}),
             "loss_curves": {str(s): loss_series(r["log_history"]) for s, r in results},
         }
     summary = {
@@ -272,6 +314,7 @@ def summarize(args, grid_info: dict | None) -> dict:
             "extra_overrides": args.extra,
         },
         "total_cpu_seconds": sum(a["cpu_seconds"] for a in arms.values()),
+        "grid_wall_seconds": grid_span(runs_dir, args),
         "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
         "load_average_at_summary": os.getloadavg(),
@@ -310,13 +353,14 @@ def tables_markdown(summary: dict) -> str:
         f"- commit: `{run_time.get('commit', '?')}` on branch `{run_time.get('branch', '?')}`, based on main at "
         f"`{run_time.get('main_merge_base', '?')}`"
         + (f" (uncommitted changes: {run_time['dirty_files']})" if run_time.get("dirty_files") else ""),
+        f"- commits the runs were produced from: {sorted({c for a in arms.values() for c in a['commits']})}",
         f"- budget per run: recipe `{budget['recipe']}` with {budget['num_hidden_layers']} layers, "
         f"{budget['epochs']} epochs, warmup {budget['warmup_epochs']} epochs, soft-mask cutoff "
         f"{budget['soft_mask_cutoff_epochs']} epochs; seeds {summary['seeds']}"
         + (" (QUICK smoke run)" if budget["quick"] else ""),
         f"- compute: {summary['total_cpu_seconds'] / 60:.1f} CPU-minutes in total over "
         f"{sum(len(a['seeds']) for a in arms.values())} runs; grid wall time "
-        f"{(summary.get('grid') or {}).get('grid_wall_seconds', float('nan')) / 60:.1f} min; "
+        f"{(summary['grid_wall_seconds'] or float('nan')) / 60:.1f} min; "
         f"{summary['cpu_model']}, {summary['cores']} cores, shared: 1-min load average during the grid "
         f"{_load(summary)}",
         "",
