@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from modeling_illama import ILlamaConfig, ILlamaForImageClassification
@@ -109,3 +110,38 @@ def test_effective_rank_matches_numpy_svd():
         expected.append(int(np.argmax(cumulative >= 0.8 - 1e-12)) + 1)
     assert expected[2] == 8 and expected[3] == 1  # identity: 8 of 9 values for 80%; uniform rows: rank one
     assert effective_rank(torch.from_numpy(matrices)).tolist() == expected
+
+
+def test_every_arm_trains_and_is_evaluated_at_its_intended_rates():
+    """Each arm's overrides, read by the package's recipe parser, give the schedule the arm names: r over every
+    optimizer step of the run (from the package's own schedule function) and the rate the arm is evaluated at."""
+    from modeling_illama.training.recipes import load_recipe
+    from modeling_illama.training.soft_mask import cutoff_in_steps, soft_mask_rate
+
+    run = _load("run")
+    args = run.parse_args([])
+    steps_per_epoch = 80  # 5,085 training images / batch 64, rounded up
+    total = int(args.epochs * steps_per_epoch)
+    seen = {}
+    for arm in run.ARMS:
+        name, _, class_first, eval_rate, _ = arm
+        recipe = load_recipe(args.recipe, ["seed=0", *run.arm_overrides(args, arm)], output_dir="unused")
+        assert recipe.model_overrides["num_hidden_layers"] == args.layers
+        assert recipe.model_overrides["hidden_size"] == args.hidden_size
+        assert recipe.num_train_epochs == args.epochs and recipe.eval_split is None
+        cutoff = cutoff_in_steps(recipe.soft_mask_cutoff_epochs, steps_per_epoch)
+        rates = [soft_mask_rate(step, recipe.soft_mask, cutoff) for step in range(total)]
+        style = recipe.model_overrides.get("mask_style", "post_softmax")
+        seen[name] = (class_first, style, recipe.soft_mask, rates[0], rates[-1], eval_rate)
+        assert run.run_command(args, arm, 0, Path("d")).count("--class-first") == int(class_first)
+    a, b, c, d, e, f = (seen[arm[0]] for arm in run.ARMS)
+    assert a == (True, "post_softmax", "none", 0.0, 0.0, 0.0)  # class token first, causal throughout
+    assert b == (False, "post_softmax", "none", 0.0, 0.0, 0.0)  # PS [cls], causal throughout
+    assert c == (False, "post_softmax", "linear", 1.0, 0.0, 0.0)
+    assert d == (False, "post_softmax", "constant", 1.0, 0.0, 0.0)
+    assert e == (False, "post_softmax", "constant", 1.0, 1.0, 1.0)  # bidirectional at every step and at test
+    assert f == (False, "renormalized", "linear", 1.0, 0.0, 0.0)
+    # the two soft-mask schedules share the cutoff; the linear one falls evenly, the constant one stays at 1
+    cutoff = cutoff_in_steps(args.soft_mask_cutoff_epochs, steps_per_epoch)
+    assert [soft_mask_rate(s, "constant", cutoff) for s in range(cutoff)] == [1.0] * cutoff
+    assert soft_mask_rate(cutoff // 2, "linear", cutoff) == pytest.approx(1 - (cutoff // 2) / (cutoff - 1))

@@ -71,12 +71,16 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", default=str(REPO / "data" / "cifar10-mini"))
     parser.add_argument("--recipe", default="cifar10-mini")
     parser.add_argument("--layers", type=int, default=4, help="num_hidden_layers (the main job uses 6)")
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--soft-mask-cutoff-epochs", type=float, default=0.25)
-    parser.add_argument("--warmup-epochs", type=float, default=0.25)
-    parser.add_argument("--jobs", type=int, default=3, help="runs in parallel, one thread each")
+    parser.add_argument("--hidden-size", type=int, default=96, help="hidden_size (the main job uses 192)")
+    parser.add_argument("--heads", type=int, default=3, help="num_attention_heads")
+    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--soft-mask-cutoff-epochs", type=float, default=0.5)
+    parser.add_argument("--warmup-epochs", type=float, default=0.5)
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each")
     parser.add_argument("--runs-dir", default=str(REPO / "outputs" / "ablation"), help="run folders (not committed)")
-    parser.add_argument("--output-dir", default=str(REPO / "experiments" / "results"), help="tables and plots")
+    parser.add_argument(
+        "--output-dir", default=str(REPO / "experiments" / "ablation" / "results"), help="tables and plots"
+    )
     parser.add_argument("--summarize-only", action="store_true", help="only rebuild tables/plots from finished runs")
     parser.add_argument("extra", nargs="*", metavar="key=value", help="further recipe overrides for every arm")
     args = parser.parse_args(argv)
@@ -89,7 +93,9 @@ def arm_overrides(args, arm) -> list[str]:
     name, _, _, _, overrides = arm
     common = [
         f"model_overrides.num_hidden_layers={args.layers}",
-        f"epochs={args.epochs}",
+        f"model_overrides.hidden_size={args.hidden_size}",
+        f"model_overrides.num_attention_heads={args.heads}",
+        f"num_train_epochs={args.epochs}",
         f"warmup_epochs={args.warmup_epochs}",
         "eval_split=null",  # evaluated by train_arm at the arm's own rate
         "save_strategy=no",
@@ -136,6 +142,15 @@ def git_state() -> dict:
         "main_merge_base": git("merge-base", "HEAD", "main") or None,  # survives a later rebase of the branch
         "dirty_files": git("status", "--porcelain").splitlines(),
     }
+
+
+def dataset_fingerprint(dataset: str) -> dict:
+    """sha256 of each parquet file of the data set (a folder of parquet files here), to name the data exactly."""
+    import hashlib
+
+    folder = Path(dataset)
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else [folder]
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.is_file()}
 
 
 def cpu_model() -> str:
@@ -185,7 +200,7 @@ def run_grid(args) -> dict:
             (run_dir / "pid").write_text(str(proc.pid))
             (run_dir / "git_commit").write_text(commit)
             running.append((proc, arm, seed, run_dir, log))
-        time.sleep(10)
+        time.sleep(5)
         loads.append(os.getloadavg()[0])
         finished = []
         for item in list(running):
@@ -307,6 +322,8 @@ def summarize(args, grid_info: dict | None) -> dict:
         "budget": {
             "recipe": args.recipe,
             "num_hidden_layers": args.layers,
+            "hidden_size": args.hidden_size,
+            "num_attention_heads": args.heads,
             "epochs": args.epochs,
             "warmup_epochs": args.warmup_epochs,
             "soft_mask_cutoff_epochs": args.soft_mask_cutoff_epochs,
@@ -315,6 +332,7 @@ def summarize(args, grid_info: dict | None) -> dict:
         },
         "total_cpu_seconds": sum(a["cpu_seconds"] for a in arms.values()),
         "grid_wall_seconds": grid_span(runs_dir, args),
+        "dataset_sha256": dataset_fingerprint(args.dataset),
         "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
         "load_average_at_summary": os.getloadavg(),
@@ -354,7 +372,8 @@ def tables_markdown(summary: dict) -> str:
         f"`{run_time.get('main_merge_base', '?')}`"
         + (f" (uncommitted changes: {run_time['dirty_files']})" if run_time.get("dirty_files") else ""),
         f"- commits the runs were produced from: {sorted({c for a in arms.values() for c in a['commits']})}",
-        f"- budget per run: recipe `{budget['recipe']}` with {budget['num_hidden_layers']} layers, "
+        f"- budget per run: recipe `{budget['recipe']}` with {budget['num_hidden_layers']} layers of width "
+        f"{budget.get('hidden_size', '?')} ({budget.get('num_attention_heads', '?')} heads), "
         f"{budget['epochs']} epochs, warmup {budget['warmup_epochs']} epochs, soft-mask cutoff "
         f"{budget['soft_mask_cutoff_epochs']} epochs; seeds {summary['seeds']}"
         + (" (QUICK smoke run)" if budget["quick"] else ""),
@@ -464,7 +483,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     grid_info = None
     if not args.summarize_only:
-        run_time = {**git_state(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "argv": sys.argv[1:]}
+        run_time = {
+            **git_state(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "argv": sys.argv[1:],
+            "load_average_at_start": os.getloadavg(),
+        }
         grid_info = run_grid(args)
         grid_info = {"run_time": run_time, "grid": grid_info}
     summary = summarize(args, None if grid_info is None else grid_info["grid"])
