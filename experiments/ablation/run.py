@@ -73,9 +73,9 @@ def parse_args(argv=None):
     parser.add_argument("--layers", type=int, default=4, help="num_hidden_layers (the main job uses 6)")
     parser.add_argument("--hidden-size", type=int, default=96, help="hidden_size (the main job uses 192)")
     parser.add_argument("--heads", type=int, default=3, help="num_attention_heads")
-    parser.add_argument("--epochs", type=float, default=3.0)
-    parser.add_argument("--soft-mask-cutoff-epochs", type=float, default=0.5)
-    parser.add_argument("--warmup-epochs", type=float, default=0.5)
+    parser.add_argument("--epochs", type=float, default=1.5)
+    parser.add_argument("--soft-mask-cutoff-epochs", type=float, default=0.25)
+    parser.add_argument("--warmup-epochs", type=float, default=0.25)
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each")
     parser.add_argument("--runs-dir", default=str(REPO / "outputs" / "ablation"), help="run folders (not committed)")
     parser.add_argument(
