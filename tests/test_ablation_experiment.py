@@ -145,3 +145,27 @@ def test_every_arm_trains_and_is_evaluated_at_its_intended_rates():
     cutoff = cutoff_in_steps(args.soft_mask_cutoff_epochs, steps_per_epoch)
     assert [soft_mask_rate(s, "constant", cutoff) for s in range(cutoff)] == [1.0] * cutoff
     assert soft_mask_rate(cutoff // 2, "linear", cutoff) == pytest.approx(1 - (cutoff // 2) / (cutoff - 1))
+
+
+def test_class_first_leaves_the_released_model_alone():
+    """Loading the experiment module changes nothing in the package: the released class still appends the
+    class token LAST (position row N) and pools the last token."""
+    import modeling_illama
+
+    released_before = modeling_illama.ILlamaForImageClassification
+    _load("class_first")
+    assert modeling_illama.ILlamaForImageClassification is released_before
+    torch.manual_seed(0)
+    released = ILlamaForImageClassification(_tiny_config()).eval()
+    assert type(released.illama.embeddings).__name__ == "ILlamaEmbeddings"
+    images = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    embeddings = released.illama.embeddings
+    with torch.no_grad():
+        embedded = embeddings(images)
+        released.set_soft_mask_rate(1.0)
+        hidden = released.illama(images, pooled_only=False).last_hidden_state
+        logits = released(pixel_values=images).logits
+    torch.testing.assert_close(
+        embedded[:, -1], (embeddings.cls_token + embeddings.position_embeddings[:, -1])[0].expand(2, -1)
+    )
+    torch.testing.assert_close(logits, released.classifier(hidden[:, -1]), rtol=1e-5, atol=1e-5)

@@ -1,6 +1,6 @@
 """The paper's central ablation at CPU scale, on the bundled CIFAR-10 subset, with the package's training stack.
 
-    python experiments/ablation/run.py                      # the full grid: 6 arms x seeds 0 1 (~25 CPU-min)
+    python experiments/ablation/run.py                      # the full grid: 6 arms x seeds 0 1 (~12 CPU-min)
     python experiments/ablation/run.py --quick              # smoke run: a few steps per arm, 1 seed
     python experiments/ablation/run.py --summarize-only     # rebuild tables and plots from finished runs
 
@@ -8,7 +8,7 @@ Arms (arXiv 2404.06773, Table 17 roadmap and Table 3):
   a  causal, class token FIRST (attention collapse)      d  PS [cls] + constant soft mask
   b  causal, class token LAST (PS [cls]), r = 0           e  bidirectional, r = 1 throughout (ViT-like reference)
   c  PS [cls] + linear soft mask                          f  side arm: mask_style="renormalized" + linear soft mask
-Every arm runs the same recipe (cifar10-mini with a 4-layer model and a shorter schedule), the same seeds and the
+Every arm runs the same recipe (cifar10-mini with a 4-layer width-48 model, 1.5 epochs), the same seeds and the
 same number of optimizer steps, each run in its own single-threaded process, `--jobs` at a time. Finished runs are
 kept in --runs-dir and skipped when the command is repeated.
 """
@@ -71,7 +71,8 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", default=str(REPO / "data" / "cifar10-mini"))
     parser.add_argument("--recipe", default="cifar10-mini")
     parser.add_argument("--layers", type=int, default=4, help="num_hidden_layers (the main job uses 6)")
-    parser.add_argument("--hidden-size", type=int, default=96, help="hidden_size (the main job uses 192)")
+    parser.add_argument("--hidden-size", type=int, default=48, help="hidden_size (the main job uses 192)")
+    parser.add_argument("--intermediate-size", type=int, default=128, help="SwiGLU width (8/3 x hidden_size)")
     parser.add_argument("--heads", type=int, default=3, help="num_attention_heads")
     parser.add_argument("--epochs", type=float, default=1.5)
     parser.add_argument("--soft-mask-cutoff-epochs", type=float, default=0.25)
@@ -94,6 +95,7 @@ def arm_overrides(args, arm) -> list[str]:
     common = [
         f"model_overrides.num_hidden_layers={args.layers}",
         f"model_overrides.hidden_size={args.hidden_size}",
+        f"model_overrides.intermediate_size={args.intermediate_size}",
         f"model_overrides.num_attention_heads={args.heads}",
         f"num_train_epochs={args.epochs}",
         f"warmup_epochs={args.warmup_epochs}",
@@ -323,6 +325,7 @@ def summarize(args, grid_info: dict | None) -> dict:
             "recipe": args.recipe,
             "num_hidden_layers": args.layers,
             "hidden_size": args.hidden_size,
+            "intermediate_size": args.intermediate_size,
             "num_attention_heads": args.heads,
             "epochs": args.epochs,
             "warmup_epochs": args.warmup_epochs,
