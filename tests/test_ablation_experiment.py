@@ -1,6 +1,7 @@
 """The experiment-only pieces of experiments/ablation (the training grid itself is never run by tests)."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -169,3 +170,64 @@ def test_class_first_leaves_the_released_model_alone():
         embedded[:, -1], (embeddings.cls_token + embeddings.position_embeddings[:, -1])[0].expand(2, -1)
     )
     torch.testing.assert_close(logits, released.classifier(hidden[:, -1]), rtol=1e-5, atol=1e-5)
+
+
+def _fake_run(run_dir: Path, top1: float, losses: list[float], rank: float, wall: float) -> None:
+    run_dir.mkdir(parents=True)
+    log = [{"step": 10 * (i + 1), "loss": loss} for i, loss in enumerate(losses)] + [{"step": 40, "train_loss": 9.0}]
+    result = {
+        "test": {"top1": top1},
+        "log_history": log,
+        "attention_rank": [{"layer": 0, "mean": rank, "head0_mean": rank, "tokens": 5}],
+        "cpu_seconds": 60.0,
+        "wall_seconds": wall,
+        "train_args": ["--recipe", "cifar10-mini"],
+    }
+    (run_dir / "arm_result.json").write_text(json.dumps(result))
+    (run_dir / "git_commit").write_text("abc123")
+
+
+def test_summary_tables_and_plots_from_finished_runs(tmp_path):
+    """Two arms x two seeds of hand-made run results -> per-arm mean/std re-derived here, files written."""
+    run = _load("run")
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    _fake_run(runs / "b_ps_cls_causal-seed0", 0.30, [2.3, 2.1, 2.0, 1.9], rank=3.0, wall=100)
+    _fake_run(runs / "b_ps_cls_causal-seed1", 0.34, [2.3, 2.2, 1.8, 1.7], rank=4.0, wall=120)
+    _fake_run(runs / "e_bidirectional-seed0", 0.40, [2.2, 2.0, 1.6, 1.5], rank=2.0, wall=90)
+    _fake_run(runs / "e_bidirectional-seed1", 0.38, [2.2, 1.9, 1.7, 1.6], rank=2.0, wall=95)
+    args = run.parse_args(
+        [
+            "--summarize-only",
+            "--arms",
+            "b_ps_cls_causal",
+            "e_bidirectional",
+            "--runs-dir",
+            str(runs),
+            "--output-dir",
+            str(out),
+        ]
+    )
+    summary = run.summarize(args, {"load_average_1min_samples": {"mean": 2.0, "min": 1.0, "max": 3.0, "count": 4}})
+    b, e = summary["arms"]["b_ps_cls_causal"], summary["arms"]["e_bidirectional"]
+    assert b["test_top1"]["mean"] == pytest.approx(32.0) and b["test_top1"]["std"] == pytest.approx(
+        np.std([30, 34], ddof=1)
+    )
+    # last 25% of 40 steps: only step 40 is past step 30 -> the last logged loss; the "train_loss" summary is no loss
+    assert b["final_train_loss"]["values"] == pytest.approx([1.9, 1.7])
+    assert e["final_train_loss"]["mean"] == pytest.approx(1.55)
+    assert b["attention_rank"][0]["mean"] == pytest.approx(3.5) and e["attention_rank"][0]["mean"] == 2.0
+    assert summary["total_cpu_seconds"] == 240.0 and b["commits"] == ["abc123"]
+    run.write_outputs(summary, out)
+    table = (out / "ablation.md").read_text()
+    assert "| (b) PS [cls], no soft mask | 2 | 32.00 ± 2.83 | 30.0, 34.0 | 1.800 ± 0.141 |" in table
+    assert "mean 2.0 (min 1.0, max 3.0; 4 samples" in table
+    assert json.loads((out / "ablation.json").read_text())["arms"]["e_bidirectional"]["test_top1"]["values"] == [
+        40.0,
+        38.0,
+    ]
+    for png in ("ablation_training_loss.png", "ablation_attention_rank.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the hand-written discussion after the marker survives a regeneration
+    (out / "ablation.md").write_text(table + "\nwritten by hand\n")
+    run.write_outputs(summary, out)
+    assert (out / "ablation.md").read_text().endswith("written by hand\n")

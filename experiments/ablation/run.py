@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -173,6 +174,10 @@ def _alive_run(run_dir: Path) -> int | None:
     return pid if b"experiments.ablation.train_arm" in cmdline else None
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_grid(args) -> dict:
     """Run every (arm, seed) not yet finished, `--jobs` at a time (runs still in progress from an earlier
     invocation are waited for and count as jobs); sample the load average while waiting."""
@@ -191,36 +196,41 @@ def run_grid(args) -> dict:
             pending.append((arm, seed, run_dir))
     running, failures, loads = [], [], []
     commit = git_state()["commit"]
-    while pending or running or adopted:
-        while pending and len(running) + len(adopted) < args.jobs:
-            arm, seed, run_dir = pending.pop(0)
-            run_dir.mkdir(parents=True)
-            log = open(run_dir / "stdout.log", "w")
-            command = run_command(args, arm, seed, run_dir)
-            print(f"[{time.strftime('%H:%M:%S')}] start {arm[0]} seed {seed}", flush=True)
-            proc = subprocess.Popen(command, cwd=REPO, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
-            (run_dir / "pid").write_text(str(proc.pid))
-            (run_dir / "git_commit").write_text(commit)
-            running.append((proc, arm, seed, run_dir, log))
-        time.sleep(5)
-        loads.append(os.getloadavg()[0])
-        finished = []
-        for item in list(running):
-            proc, arm, seed, run_dir, log = item
-            if proc.poll() is not None:
-                running.remove(item)
-                log.close()
-                finished.append((arm, seed, run_dir))
-        for item in list(adopted):
-            if not _alive_run(item[2]):
-                adopted.remove(item)
-                finished.append(item)
-        for arm, seed, run_dir in finished:
-            ok = (run_dir / "arm_result.json").is_file()
-            done = "ok" if ok else f"FAILED (see {run_dir}/stdout.log)"
-            print(f"[{time.strftime('%H:%M:%S')}] {done}: {arm[0]} seed {seed}", flush=True)
-            if not ok:
-                failures.append(f"{arm[0]}-seed{seed}")
+    signal.signal(signal.SIGTERM, _interrupt)  # a stopped grid stops its runs too
+    try:
+        while pending or running or adopted:
+            while pending and len(running) + len(adopted) < args.jobs:
+                arm, seed, run_dir = pending.pop(0)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                log = open(run_dir / "stdout.log", "w")
+                command = run_command(args, arm, seed, run_dir)
+                print(f"[{time.strftime('%H:%M:%S')}] start {arm[0]} seed {seed}", flush=True)
+                proc = subprocess.Popen(command, cwd=REPO, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
+                (run_dir / "pid").write_text(str(proc.pid))
+                (run_dir / "git_commit").write_text(commit)
+                running.append((proc, arm, seed, run_dir, log))
+            time.sleep(5)
+            loads.append(os.getloadavg()[0])
+            finished = []
+            for item in list(running):
+                proc, arm, seed, run_dir, log = item
+                if proc.poll() is not None:
+                    running.remove(item)
+                    log.close()
+                    finished.append((arm, seed, run_dir))
+            for item in list(adopted):
+                if not _alive_run(item[2]):
+                    adopted.remove(item)
+                    finished.append(item)
+            for arm, seed, run_dir in finished:
+                ok = (run_dir / "arm_result.json").is_file()
+                done = "ok" if ok else f"FAILED (see {run_dir}/stdout.log)"
+                print(f"[{time.strftime('%H:%M:%S')}] {done}: {arm[0]} seed {seed}", flush=True)
+                if not ok:
+                    failures.append(f"{arm[0]}-seed{seed}")
+    finally:
+        for proc, *_ in running:  # interrupted: no run keeps training without its runner
+            proc.terminate()
     return {
         "load_average_1min_samples": {
             "mean": statistics.fmean(loads) if loads else None,
@@ -341,12 +351,14 @@ def summarize(args, grid_info: dict | None) -> dict:
         "load_average_at_summary": os.getloadavg(),
     }
     previous = Path(args.output_dir) / "ablation.json"
-    if grid_info is None and previous.is_file():  # --summarize-only keeps the run-time record
-        old = json.loads(previous.read_text())
-        grid_info = {k: old[k] for k in ("run_time", "grid") if k in old}
-        summary.update(grid_info)
+    old = json.loads(previous.read_text()) if previous.is_file() else {}
+    if grid_info is None:  # --summarize-only keeps the run-time records
+        summary.update({k: old[k] for k in ("run_time", "grid", "earlier_invocations") if k in old})
     else:
         summary["grid"] = grid_info
+        if old.get("grid"):  # an earlier invocation ran some of the reused runs: keep its record too
+            earlier = {k: old[k] for k in ("run_time", "grid") if k in old}
+            summary["earlier_invocations"] = old.get("earlier_invocations", []) + [earlier]
     return summary
 
 
@@ -425,10 +437,16 @@ def tables_markdown(summary: dict) -> str:
 
 
 def _load(summary: dict) -> str:
-    samples = (summary.get("grid") or {}).get("load_average_1min_samples") or {}
-    if samples.get("mean") is None:
+    """Load-average samples of every invocation that ran part of the grid, pooled."""
+    records = [summary.get("grid")] + [e.get("grid") for e in summary.get("earlier_invocations", [])]
+    samples = [(r or {}).get("load_average_1min_samples") or {} for r in records]
+    samples = [s for s in samples if s.get("count")]
+    if not samples:
         return "not sampled"
-    return f"mean {samples['mean']:.1f} (min {samples['min']:.1f}, max {samples['max']:.1f})"
+    count = sum(s["count"] for s in samples)
+    mean = sum(s["mean"] * s["count"] for s in samples) / count
+    low, high = min(s["min"] for s in samples), max(s["max"] for s in samples)
+    return f"mean {mean:.1f} (min {low:.1f}, max {high:.1f}; {count} samples, every 5 s)"
 
 
 def _smooth(values: list[float], window: int = 5) -> list[float]:
