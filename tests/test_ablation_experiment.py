@@ -135,13 +135,20 @@ def test_every_arm_trains_and_is_evaluated_at_its_intended_rates():
         style = recipe.model_overrides.get("mask_style", "post_softmax")
         seen[name] = (class_first, style, recipe.soft_mask, rates[0], rates[-1], eval_rate)
         assert run.run_command(args, arm, 0, Path("d")).count("--class-first") == int(class_first)
-    a, b, c, d, e, f = (seen[arm[0]] for arm in run.ARMS)
+    a, b, c, d, c_long, d_long, e, f = (seen[arm[0]] for arm in run.ARMS)
     assert a == (True, "post_softmax", "none", 0.0, 0.0, 0.0)  # class token first, causal throughout
     assert b == (False, "post_softmax", "none", 0.0, 0.0, 0.0)  # PS [cls], causal throughout
     assert c == (False, "post_softmax", "linear", 1.0, 0.0, 0.0)
     assert d == (False, "post_softmax", "constant", 1.0, 0.0, 0.0)
     assert e == (False, "post_softmax", "constant", 1.0, 1.0, 1.0)  # bidirectional at every step and at test
     assert f == (False, "renormalized", "linear", 1.0, 0.0, 0.0)
+    assert c_long == c and d_long == d
+    long_cutoff = cutoff_in_steps(args.long_soft_mask_cutoff_epochs, steps_per_epoch)
+    warmup = cutoff_in_steps(args.warmup_epochs, steps_per_epoch)
+    assert warmup < long_cutoff < total  # the long soft mask lasts past the warm-up, not the whole run
+    long_recipe = load_recipe(args.recipe, run.arm_overrides(args, run.ARMS[5]), output_dir="unused")
+    assert cutoff_in_steps(long_recipe.soft_mask_cutoff_epochs, steps_per_epoch) == long_cutoff
+    assert soft_mask_rate(long_cutoff - 1, "constant", long_cutoff) == 1.0
     # the two soft-mask schedules share the cutoff; the linear one falls evenly, the constant one stays at 1
     cutoff = cutoff_in_steps(args.soft_mask_cutoff_epochs, steps_per_epoch)
     assert [soft_mask_rate(s, "constant", cutoff) for s in range(cutoff)] == [1.0] * cutoff

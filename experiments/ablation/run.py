@@ -1,6 +1,6 @@
 """The paper's central ablation at CPU scale, on the bundled CIFAR-10 subset, with the package's training stack.
 
-    python experiments/ablation/run.py                      # the full grid: 6 arms x seeds 0 1 (~12 CPU-min)
+    python experiments/ablation/run.py                      # the full grid: 8 arms x seeds 0 1 (~8 CPU-min)
     python experiments/ablation/run.py --quick              # smoke run: a few steps per arm, 1 seed
     python experiments/ablation/run.py --summarize-only     # rebuild tables and plots from finished runs
 
@@ -8,6 +8,7 @@ Arms (arXiv 2404.06773, Table 17 roadmap and Table 3):
   a  causal, class token FIRST (attention collapse)      d  PS [cls] + constant soft mask
   b  causal, class token LAST (PS [cls]), r = 0           e  bidirectional, r = 1 throughout (ViT-like reference)
   c  PS [cls] + linear soft mask                          f  side arm: mask_style="renormalized" + linear soft mask
+  c', d'  as c and d with a soft mask lasting well past the warm-up (--long-soft-mask-cutoff-epochs)
 Every arm runs the same recipe (cifar10-mini with a 4-layer width-48 model, 1.5 epochs), the same seeds and the
 same number of optimizer steps, each run in its own single-threaded process, `--jobs` at a time. Finished runs are
 kept in --runs-dir and skipped when the command is repeated.
@@ -48,6 +49,20 @@ ARMS = [
         ["soft_mask=constant", "soft_mask_cutoff_epochs={cutoff}"],
     ),
     (
+        "c2_ps_cls_linear_long",
+        "(c') PS [cls] + linear soft mask, long cutoff",
+        False,
+        0.0,
+        ["soft_mask=linear", "soft_mask_cutoff_epochs={long_cutoff}"],
+    ),
+    (
+        "d2_ps_cls_constant_long",
+        "(d') PS [cls] + constant soft mask, long cutoff",
+        False,
+        0.0,
+        ["soft_mask=constant", "soft_mask_cutoff_epochs={long_cutoff}"],
+    ),
+    (
         "e_bidirectional",
         "(e) bidirectional (r = 1)",
         False,
@@ -77,6 +92,12 @@ def parse_args(argv=None):
     parser.add_argument("--heads", type=int, default=3, help="num_attention_heads")
     parser.add_argument("--epochs", type=float, default=1.5)
     parser.add_argument("--soft-mask-cutoff-epochs", type=float, default=0.25)
+    parser.add_argument(
+        "--long-soft-mask-cutoff-epochs",
+        type=float,
+        default=0.5,
+        help="cutoff of the (c') and (d') arms: the soft mask lasting well past the warm-up",
+    )
     parser.add_argument("--warmup-epochs", type=float, default=0.25)
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each")
     parser.add_argument("--runs-dir", default=str(REPO / "outputs" / "ablation"), help="run folders (not committed)")
@@ -106,7 +127,11 @@ def arm_overrides(args, arm) -> list[str]:
     ]
     if args.quick:
         common.append("max_steps=4")
-    fill = {"cutoff": args.soft_mask_cutoff_epochs, "epochs": args.epochs}
+    fill = {
+        "cutoff": args.soft_mask_cutoff_epochs,
+        "long_cutoff": args.long_soft_mask_cutoff_epochs,
+        "epochs": args.epochs,
+    }
     return common + [o.format(**fill) for o in overrides] + list(args.extra)
 
 
@@ -340,6 +365,7 @@ def summarize(args, grid_info: dict | None) -> dict:
             "epochs": args.epochs,
             "warmup_epochs": args.warmup_epochs,
             "soft_mask_cutoff_epochs": args.soft_mask_cutoff_epochs,
+            "long_soft_mask_cutoff_epochs": args.long_soft_mask_cutoff_epochs,
             "quick": args.quick,
             "extra_overrides": args.extra,
         },
@@ -390,7 +416,8 @@ def tables_markdown(summary: dict) -> str:
         f"- budget per run: recipe `{budget['recipe']}` with {budget['num_hidden_layers']} layers of width "
         f"{budget.get('hidden_size', '?')} ({budget.get('num_attention_heads', '?')} heads), "
         f"{budget['epochs']} epochs, warmup {budget['warmup_epochs']} epochs, soft-mask cutoff "
-        f"{budget['soft_mask_cutoff_epochs']} epochs; seeds {summary['seeds']}"
+        f"{budget['soft_mask_cutoff_epochs']} epochs ((c') and (d'): "
+        f"{budget.get('long_soft_mask_cutoff_epochs', '?')} epochs); seeds {summary['seeds']}"
         + (" (QUICK smoke run)" if budget["quick"] else ""),
         f"- compute: {summary['total_cpu_seconds'] / 60:.1f} CPU-minutes in total over "
         f"{sum(len(a['seeds']) for a in arms.values())} runs; grid wall time "
