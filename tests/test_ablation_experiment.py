@@ -238,3 +238,22 @@ def test_summary_tables_and_plots_from_finished_runs(tmp_path):
     (out / "ablation.md").write_text(table + "\nwritten by hand\n")
     run.write_outputs(summary, out)
     assert (out / "ablation.md").read_text().endswith("written by hand\n")
+
+
+def test_uniform_attention_rank_reference():
+    """The mask-only reference ranks, re-derived with numpy on explicitly built matrices (N = 65, the ablation's)."""
+    run = _load("run")
+    tokens = 65
+    lower = np.tril(np.ones((tokens, tokens)))
+
+    def rank(matrix):
+        singular = np.linalg.svd(matrix, compute_uv=False)
+        return int(np.argmax(np.cumsum(singular) / singular.sum() >= 0.8 - 1e-12)) + 1
+
+    expected = {
+        "causal_post_softmax": rank(lower / tokens),
+        "causal_renormalized": rank(lower / lower.sum(1, keepdims=True)),
+        "bidirectional": rank(np.full((tokens, tokens), 1 / tokens)),
+    }
+    assert expected["bidirectional"] == 1 and expected["causal_post_softmax"] > expected["causal_renormalized"] > 1
+    assert run.uniform_attention_rank(tokens) == expected

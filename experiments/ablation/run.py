@@ -310,6 +310,23 @@ def grid_span(runs_dir: Path, args) -> float | None:
     return max(ends) - min(starts) if ends else None
 
 
+def uniform_attention_rank(tokens: int) -> dict:
+    """The rank each mask gives attention whose scores are all equal (an untrained model's attention): the floor
+    set by the mask's structure alone, against which a trained arm's rank is read."""
+    import torch
+
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from experiments.ablation.attention_rank import effective_rank
+
+    causal = torch.tril(torch.ones(tokens, tokens, dtype=torch.float64))
+    return {
+        "causal_post_softmax": int(effective_rank(causal / tokens)),  # softmax over all keys, then masked
+        "causal_renormalized": int(effective_rank(causal / causal.sum(-1, keepdim=True))),
+        "bidirectional": int(effective_rank(torch.full((tokens, tokens), 1.0 / tokens, dtype=torch.float64))),
+    }
+
+
 def mean_spread(values: list[float]) -> dict:
     return {
         "mean": statistics.fmean(values),
@@ -369,6 +386,9 @@ def summarize(args, grid_info: dict | None) -> dict:
             "quick": args.quick,
             "extra_overrides": args.extra,
         },
+        "attention_rank_uniform_scores": (
+            uniform_attention_rank(next(iter(arms.values()))["attention_rank"][0]["tokens"]) if arms else None
+        ),
         "total_cpu_seconds": sum(a["cpu_seconds"] for a in arms.values()),
         "grid_wall_seconds": grid_span(runs_dir, args),
         "dataset_sha256": dataset_fingerprint(args.dataset),
@@ -453,6 +473,8 @@ def tables_markdown(summary: dict) -> str:
         lines.append("|---|" + "---|" * (depth + 1))
         for a in arms.values():
             lines.append(f"| {a['label']} | " + " | ".join(f"{r['mean']:.1f}" for r in a["attention_rank"]) + " | |")
+        for name, rank in (summary.get("attention_rank_uniform_scores") or {}).items():
+            lines.append(f"| uniform scores, {name.replace('_', ' ')} (mask only) | " + f"{rank} | " * depth + " |")
     lines += [
         "",
         "![training loss](ablation_training_loss.png)",
@@ -520,6 +542,9 @@ def plot_ranks(summary: dict, path: Path) -> None:
             color=f"C{index}",
             label=a["label"],
         )
+    for name, rank in (summary.get("attention_rank_uniform_scores") or {}).items():
+        ax.axhline(rank, color="gray", linestyle="--", linewidth=0.8)
+        ax.annotate(f"uniform scores, {name.replace('_', ' ')}", (0, rank), fontsize=7, color="gray", va="bottom")
     ax.set(xlabel="layer", ylabel="attention rank (80% of singular-value mass)", title="attention-map rank")
     ax.legend(fontsize=8)
     fig.tight_layout()
