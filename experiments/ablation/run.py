@@ -545,6 +545,8 @@ def plot_ranks(summary: dict, path: Path) -> None:
     for name, rank in (summary.get("attention_rank_uniform_scores") or {}).items():
         ax.axhline(rank, color="gray", linestyle="--", linewidth=0.8)
         ax.annotate(f"uniform scores, {name.replace('_', ' ')}", (0, rank), fontsize=7, color="gray", va="bottom")
+    depth = max((len(a["attention_rank"]) for a in summary["arms"].values()), default=0)
+    ax.set_xticks(range(depth))
     ax.set(xlabel="layer", ylabel="attention rank (80% of singular-value mass)", title="attention-map rank")
     ax.legend(fontsize=8)
     fig.tight_layout()
