@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import enum
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,6 +261,9 @@ def check_fields(data: dict[str, Any], source: str) -> None:
 _STRATEGY_FIELDS = ("eval_strategy", "save_strategy", "logging_strategy", "hub_strategy")
 
 
+_EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")  # a string in YAML 1.1, a float in 1.2
+
+
 def _coerce(data: dict[str, Any]) -> dict[str, Any]:
     """YAML 1.1 reads `4e-3` (no dot) as a string and a bare `no` as false: fix numeric and strategy fields."""
     hints = typing.get_type_hints(ILlamaTrainingArguments)
@@ -267,6 +271,9 @@ def _coerce(data: dict[str, Any]) -> dict[str, Any]:
     for name, value in data.items():
         if name in _STRATEGY_FIELDS and value is False:
             out[name] = "no"
+            continue
+        if isinstance(value, dict):  # lr_scheduler_kwargs: {min_lr: 1e-5}, model_overrides: {rms_norm_eps: 1e-6}
+            out[name] = {k: float(v) if _EXPONENT_NUMBER.match(str(v)) else v for k, v in value.items()}
             continue
         if value is None or isinstance(value, bool) or not isinstance(value, str):
             continue
@@ -304,8 +311,14 @@ def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, A
 
 
 def merge_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Recipe dict with overrides applied; nested mappings (model_overrides) are merged, not replaced."""
+    """Recipe dict with overrides applied; nested mappings (model_overrides) are merged, not replaced.
+
+    Another `lr_scheduler_type` drops the recipe's `lr_scheduler_kwargs` unless they are overridden too: they are
+    the keywords of the recipe's schedule (`min_lr` of cosine_with_min_lr is an error for the plain cosine)."""
     merged = dict(data)
+    new_schedule = overrides.get("lr_scheduler_type", data.get("lr_scheduler_type"))
+    if new_schedule != data.get("lr_scheduler_type") and "lr_scheduler_kwargs" not in overrides:
+        merged.pop("lr_scheduler_kwargs", None)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}
