@@ -2,7 +2,7 @@
 on the 517 test images, pipeline demo) once per seed and write benchmarks/results/main_job_seeds.json with, per
 seed, the test top-1 / top-5, the job's wall and CPU time, the load average and the CPU; then the mean, the sample
 standard deviation, the minimum and the maximum of the test top-1. The README's promise for the main job is read
-from this file (tests/test_training_readme_options.py checks that they agree).
+from this file (tests/test_main_job_promise.py checks that they agree).
 
     python benchmarks/main_job_seeds.py --seeds 0 1 2                 # one after the other
     python benchmarks/main_job_seeds.py --seeds 0 1 2 --parallel      # at once, one thread each (shared machine)

@@ -13,7 +13,7 @@ OUT="${OUT:-outputs/cifar10-mini}"
 SEED="${SEED:-0}"
 DATA="data/cifar10-mini"  # the recipe's default data set; used here for illama-eval and the pipeline demo
 # What the README promises for this job (section "Training and evaluation"): every seed at least this top-1 ...
-PROMISED_TOP1="${PROMISED_TOP1:-55}"
+PROMISED_TOP1="${PROMISED_TOP1:-50}"
 # ... within this many seconds on a 2-core machine (the whole job, training + evaluation + pipeline)
 PROMISED_SECONDS="${PROMISED_SECONDS:-720}"
 # With more runnable threads than cores (a shared machine), OpenMP's default busy-waiting makes every
