@@ -1,0 +1,167 @@
+"""8-bit quantization of a saved classifier through torchao (post-training) and its quantization-aware training hook.
+
+Schemes (every `nn.Linear`: attention, SwiGLU and the head; the patch-embedding convolution stays float):
+- "int8-weight-only": int8 weights, symmetric per output channel; activations stay float.
+- "int8-dynamic": int8 weights (symmetric, per output channel) and int8 activations quantized on the fly
+  (asymmetric, per token), with integer matrix products where the backend has them.
+Post-training quantization goes through transformers' `TorchAoConfig`, so the quantized folder saves (safetensors)
+and reloads with `from_pretrained` like any other. Quantization-aware training (paper, Table 7: 8-bit iLLaMA-T/S)
+inserts torchao's fake quantizers with the same numerics into a float model (`prepare_qat`), trains it, and
+removes them again (`finish_qat`); the saved float model is then quantized with the same scheme.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+QUANTIZATION_SCHEMES = ("int8-weight-only", "int8-dynamic")
+
+
+def _check_scheme(scheme: str) -> None:
+    if scheme not in QUANTIZATION_SCHEMES:
+        raise ValueError(f"unknown quantization scheme {scheme!r}; choose one of {QUANTIZATION_SCHEMES}")
+
+
+def torchao_config(scheme: str):
+    """The torchao post-training config of a scheme."""
+    _check_scheme(scheme)
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, MappingType
+
+    if scheme == "int8-weight-only":
+        return Int8WeightOnlyConfig()
+    return Int8DynamicActivationInt8WeightConfig(act_mapping_type=MappingType.ASYMMETRIC)
+
+
+def fake_quantize_configs(scheme: str) -> dict:
+    """torchao fake-quantization configs with the numerics of `torchao_config(scheme)` (for QAT)."""
+    _check_scheme(scheme)
+    from torchao.quantization.qat import IntxFakeQuantizeConfig
+
+    configs = {"weight_config": IntxFakeQuantizeConfig(torch.int8, "per_channel", is_symmetric=True)}
+    if scheme == "int8-dynamic":
+        configs["activation_config"] = IntxFakeQuantizeConfig(torch.int8, "per_token", is_symmetric=False)
+    return configs
+
+
+def load_quantized(folder: str | os.PathLike, scheme: str, **kwargs):
+    """Load a saved float classifier folder with its linear layers quantized by `scheme` (post-training)."""
+    from transformers import AutoModelForImageClassification, TorchAoConfig
+
+    quantization_config = TorchAoConfig(quant_type=torchao_config(scheme))
+    model = AutoModelForImageClassification.from_pretrained(
+        folder, quantization_config=quantization_config, dtype=torch.float32, **kwargs
+    )
+    if hasattr(model, "set_soft_mask_rate"):
+        model.set_soft_mask_rate(0.0)
+    return model.eval()
+
+
+def quantized_linear_count(model: nn.Module) -> int:
+    """How many linear layers hold a quantized (torchao tensor-subclass) weight."""
+    return sum(
+        isinstance(module, nn.Linear) and type(module.weight).__name__ not in ("Parameter", "Tensor")
+        for module in model.modules()
+    )
+
+
+def folder_size(folder: str | os.PathLike, suffixes=(".safetensors", ".bin", ".pt")) -> int:
+    """Bytes of the weight files in a saved model folder."""
+    files = [p for p in Path(folder).iterdir() if p.suffix in suffixes]
+    if not files:
+        raise FileNotFoundError(f"no weight file ({', '.join(suffixes)}) in {folder}")
+    return sum(p.stat().st_size for p in files)
+
+
+@torch.no_grad()
+def interleaved_latency(models: dict[str, nn.Module], pixel_values: torch.Tensor, repeats: int = 10) -> dict:
+    """Median seconds per forward of each model, measured interleaved (A, B, A, B, ...) after one warm-up each."""
+    for model in models.values():
+        model(pixel_values=pixel_values)
+    times = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model(pixel_values=pixel_values)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def prepare_qat(model: nn.Module, scheme: str = "int8-dynamic") -> nn.Module:
+    """Quantization-aware training: swap every `nn.Linear` for torchao's fake-quantized linear (in place).
+
+    Forward passes then see the weights (and, for "int8-dynamic", the activations) rounded to int8 as the deployed
+    model will; gradients pass straight through the rounding. Call `finish_qat` before saving."""
+    from torchao.quantization import quantize_
+    from torchao.quantization.qat import QATConfig
+
+    quantize_(model, QATConfig(step="prepare", **fake_quantize_configs(scheme)))
+    logger.info(
+        "quantization-aware training (%s): %d linear layers fake-quantized",
+        scheme,
+        sum(type(m).__name__ == "FakeQuantizedLinear" for m in model.modules()),
+    )
+    return model
+
+
+def finish_qat(model: nn.Module) -> nn.Module:
+    """Swap the fake-quantized linears back to plain `nn.Linear` (same trained weights), in place."""
+    from torchao.quantization import quantize_
+    from torchao.quantization.qat import QATConfig
+
+    quantize_(model, QATConfig(step="convert"))
+    return model
+
+
+def draw_quantization(report: dict, path: str | os.PathLike) -> str:
+    """Three bar pairs, float32 vs int8: top-1 accuracy, weight-file size, CPU latency (from `report`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("top-1 accuracy (%)", {k: 100 * v for k, v in report["top1"].items()}, "{:.2f}"),
+        ("weights (MB)", {k: v / 1e6 for k, v in report["weights_bytes"].items()}, "{:.2f}"),
+        (
+            f"CPU latency, batch {report['latency_batch_size']} (ms)",
+            {k: 1e3 * v for k, v in report["latency_seconds"].items()},
+            "{:.1f}",
+        ),
+    ]
+    figure, axes = plt.subplots(1, 3, figsize=(11, 3.4), constrained_layout=True)
+    for axis, (title, values, fmt) in zip(axes, panels):
+        bars = axis.bar(list(values), list(values.values()), color=["tab:blue", "tab:orange"])
+        axis.bar_label(bars, [fmt.format(v) for v in values.values()])
+        axis.set_title(title)
+        axis.margins(y=0.15)
+    figure.suptitle(
+        f"{report['scheme']} (torchao) vs float32: {os.path.basename(os.path.normpath(report['model']))}, "
+        f"{report['num_images']} images"
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return str(path)
+
+
+__all__ = [
+    "QUANTIZATION_SCHEMES",
+    "draw_quantization",
+    "fake_quantize_configs",
+    "finish_qat",
+    "folder_size",
+    "interleaved_latency",
+    "load_quantized",
+    "prepare_qat",
+    "quantized_linear_count",
+    "torchao_config",
+]
