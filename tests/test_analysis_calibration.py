@@ -36,9 +36,9 @@ def _plain_ece(logits, labels, num_bins):
         index = min(num_bins - 1, max(0, math.ceil(confidence * num_bins) - 1))
         bins[index].append((confidence, float(row.index(top) == label)))
     n = len(labels)
-    return sum(
-        len(b) / n * abs(sum(c for _, c in b) / len(b) - sum(p for p, _ in b) / len(b)) for b in bins if b
-    ), [len(b) for b in bins]
+    return sum(len(b) / n * abs(sum(c for _, c in b) / len(b) - sum(p for p, _ in b) / len(b)) for b in bins if b), [
+        len(b) for b in bins
+    ]
 
 
 @pytest.mark.parametrize("num_bins", [15, 10, 1])

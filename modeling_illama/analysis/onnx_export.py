@@ -46,7 +46,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_
     example = torch.randn(batch_size, model.config.num_channels, height, width)
     os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
     torch.onnx.export(
-        ClassifierLogits(model),
+        ClassifierLogits(model).eval(),
         (example,),
         str(path),
         input_names=["pixel_values"],
