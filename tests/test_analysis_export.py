@@ -100,3 +100,45 @@ def test_onnx_logits_match_pytorch(tmp_path, image_size):
             expected = model(pixel_values=pixel_values).logits.numpy()
         assert np.abs(logits - expected).max() < 1e-4
     assert Path(tmp_path / "out" / f"onnx_{image_size}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_recipe_qat_field_trains_fake_quantized_and_saves_plain_weights(tmp_path):
+    import io
+
+    import numpy as np
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+    from PIL import Image
+
+    from modeling_illama.training.recipes import recipe_from_dict
+    from modeling_illama.training.trainer import build_training, save_final_model
+
+    rng = np.random.default_rng(0)
+    rows = {"image": [], "label": []}
+    for i in range(8):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buffer, format="PNG")
+        rows["image"].append({"bytes": buffer.getvalue(), "path": None})
+        rows["label"].append(i % 2)
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b"])})
+    Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "train.parquet"))
+    recipe = recipe_from_dict(
+        {"model": "illama-tiny-224", "dataset": str(tmp_path), "output_dir": str(tmp_path / "out"),
+         "model_overrides": {"hidden_size": 32, "num_attention_heads": 1, "num_hidden_layers": 1, "image_size": 16,
+                             "patch_size": 8},
+         "eval_split": None, "dataloader_num_workers": 0, "rand_augment": None, "random_erasing": 0.0, "mixup": 0.0,
+         "cutmix": 0.0, "max_steps": 2, "per_device_train_batch_size": 4, "warmup_steps": 0,
+         "soft_mask": "none", "save_strategy": "no", "qat": "int8-dynamic"}
+    )  # fmt: skip
+    run = build_training(recipe)
+    fake = [m for m in run.trainer.model.modules() if type(m).__name__ == "FakeQuantizedLinear"]
+    assert len(fake) == 6  # qkv, o, gate, up, down, head
+    run.trainer.train()
+    trained = {k: v.clone() for k, v in run.trainer.model.state_dict().items()}
+    save_final_model(run, tmp_path / "out")
+    saved = AutoModelForImageClassification.from_pretrained(tmp_path / "out")
+    assert all(type(m) is torch.nn.Linear for m in saved.modules() if isinstance(m, torch.nn.Linear))
+    for key, value in saved.state_dict().items():
+        torch.testing.assert_close(value, trained[key], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="recipe field 'qat'"):
+        recipe_from_dict({"qat": "int4"})

@@ -25,6 +25,7 @@ from ..configuration import configuration_files
 from ..image_processing_illama import EVAL_CROP_PCT
 
 SOFT_MASK_SCHEDULES = ("none", "constant", "linear")
+QAT_SCHEMES = ("int8-weight-only", "int8-dynamic")  # modeling_illama.analysis.quantization.QUANTIZATION_SCHEMES
 
 
 def check_soft_mask_schedule(schedule: str, what: str = "soft-mask schedule") -> None:
@@ -99,6 +100,12 @@ class ILlamaTrainingArguments(TrainingArguments):
     soft_mask_cutoff_epochs: float = 50
     soft_mask_cutoff_steps: int | None = field(default=None, metadata={"help": "Overrides the cutoff in epochs."})
 
+    # quantization-aware training (analysis/quantization.py)
+    qat: str | None = field(
+        default=None,
+        metadata={"help": f"Train with fake-quantized int8 linears, one of {QAT_SCHEMES}; saved as plain weights."},
+    )
+
     # TrainingArguments defaults changed for image training
     remove_unused_columns: bool = False
     label_names: list[str] | None = field(default_factory=lambda: ["labels"])
@@ -116,6 +123,8 @@ class ILlamaTrainingArguments(TrainingArguments):
             if not isinstance(value, (list, tuple)) or len(value) != 2:
                 raise ValueError(f"recipe field {name!r} must be a pair of numbers, got {value!r}")
             setattr(self, name, tuple(float(v) for v in value))
+        if self.qat is not None and self.qat not in QAT_SCHEMES:
+            raise ValueError(f"recipe field 'qat' must be null or one of {QAT_SCHEMES}, got {self.qat!r}")
         if not isinstance(self.model_overrides, dict):
             raise ValueError(f"recipe field 'model_overrides' must be a mapping, got {self.model_overrides!r}")
         if self.global_batch_size is not None and self.global_batch_size % self.per_device_train_batch_size:

@@ -388,6 +388,10 @@ def build_image_classification(recipe: Recipe) -> TrainingRun:
     )
 
     net = build_model(recipe.model, recipe, train.label_names)
+    if recipe.qat:  # fake-quantized linears during training, plain ones again in save_final_model
+        from ..analysis.quantization import prepare_qat
+
+        prepare_qat(net, recipe.qat)
     image_size = _square(net.config.image_size)
     processor = build_image_processor(recipe, image_size)
     train_set = with_transform(train, train_transform(recipe, image_size), label_check=train_check)
@@ -462,4 +466,8 @@ def save_final_model(run: TrainingRun, output_dir: str | Path) -> None:
     if run.trainer.args.model_ema_save:
         run.ema.copy_to(run.trainer.model)
         logger.info("saving the EMA weights as the model (model_ema_save)")
+    if run.trainer.args.qat:
+        from ..analysis.quantization import finish_qat
+
+        finish_qat(run.trainer.model)
     run.trainer.save_model(str(output_dir))
