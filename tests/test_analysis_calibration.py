@@ -2,6 +2,7 @@
 
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from modeling_illama.analysis.calibration import (
     reliability_bins,
 )
 from modeling_illama.training.metrics import load_metric
+
+CIFAR10_MINI = Path(__file__).resolve().parents[1] / "data" / "cifar10-mini"
 
 
 def _random_predictions(n=400, classes=7, seed=0):
@@ -86,3 +89,67 @@ def test_plots_are_written(tmp_path):
     for draw, name in ((draw_reliability_diagram, "reliability.png"), (draw_confusion_matrix, "confusion.png")):
         path = draw(report, tmp_path / name)
         assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_cifar_model(tmp_path_factory):
+    """A tiny random iLLaMA over the ten CIFAR-10 classes (their names), with its 32 px eval transform."""
+    from modeling_illama import ILlamaForImageClassification, build_image_processor, load_preset
+
+    torch.manual_seed(0)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    config = load_preset(
+        "illama-tiny-224", image_size=32, patch_size=8, num_hidden_layers=1, hidden_size=64, num_attention_heads=2,
+        intermediate_size=128, num_labels=10, id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("cifar-model")
+    model = ILlamaForImageClassification(config).eval()
+    model.save_pretrained(folder)
+    build_image_processor(32).save_pretrained(folder)
+    return folder
+
+
+def _plain_logits(folder, limit):
+    """The model's logits on the first `limit` test images, preprocessed image by image."""
+    from datasets import load_dataset
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    processor = AutoImageProcessor.from_pretrained(folder)
+    data = load_dataset("parquet", data_files={"test": str(CIFAR10_MINI / "test.parquet")})["test"].select(
+        range(limit)
+    )
+    with torch.no_grad():
+        logits = torch.cat([model(**processor(row["img"].convert("RGB"), return_tensors="pt")).logits for row in data])
+    return logits, torch.tensor(data["label"])
+
+
+def test_cli_calibration_json_matches_a_plain_computation(tiny_cifar_model, tmp_path, capsys):
+    import json
+
+    from modeling_illama.cli.analyze import main as analyze
+
+    status = analyze(["calibration", "--model", str(tiny_cifar_model), "--dataset", str(CIFAR10_MINI), "--split",
+                      "test", "--limit", "40", "--batch-size", "16", "--output-dir", str(tmp_path)])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "calibration.json").read_text())
+    logits, labels = _plain_logits(tiny_cifar_model, 40)
+    expected, counts = _plain_ece(logits, labels, 15)
+    assert report["ece"] == pytest.approx(expected, abs=1e-5)
+    assert report["reliability"]["counts"] == counts
+    assert report["top1"] == pytest.approx(float((logits.argmax(-1) == labels).float().mean()))
+    assert report["class_names"][0] == "airplane" and len(report["confusion_matrix"]) == 10
+    for name in ("reliability_diagram.png", "confusion_matrix.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_illama_eval_draws_the_same_plots(tiny_cifar_model, tmp_path, capsys):
+    from modeling_illama.cli.eval import main as illama_eval
+
+    status = illama_eval(["--model", str(tiny_cifar_model), "--dataset", str(CIFAR10_MINI), "--split", "test",
+                          "--limit", "16", "--output", str(tmp_path / "eval.json"), "--plots", str(tmp_path)])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    assert (tmp_path / "reliability_diagram.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert "logits" not in (tmp_path / "eval.json").read_text()

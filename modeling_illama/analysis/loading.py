@@ -1,36 +1,20 @@
-"""Load what the analyses measure: a saved classifier folder with its preprocessing, and batches of a dataset split."""
+"""What the analyses run on: a saved classifier with its preprocessing, and preprocessed images of a dataset split
+the training stack reads."""
 
 from __future__ import annotations
 
-import logging
-import os
-
 import torch
 
-logger = logging.getLogger(__name__)
 
+def load_saved_classifier(model: str, attn_implementation: str | None = None, allow_missing_weights: bool = False):
+    """(classifier, image processor) of a saved folder or Hub id (iLLaMA, ViT, DeiT, ...) in eval mode at its deployed
+    state, through `modeling_illama.loading`: weights missing from the checkpoint are refused unless
+    `allow_missing_weights`, and the checkpoint's own preprocessor is used when it has one."""
+    from ..loading import load_classifier, load_image_processor
 
-def load_classifier(path: str, attn_implementation: str | None = None):
-    """(model, image processor) of a saved `AutoModelForImageClassification` folder (iLLaMA, ViT, DeiT, ...).
-
-    iLLaMA is put in its deployed state (soft-mask rate 0). The folder's preprocessor is used when it has one,
-    otherwise the authors' eval transform at the config's resolution."""
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-    import modeling_illama  # noqa: F401  (registers the Auto classes)
-
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise FileNotFoundError(f"{path} is not a saved model folder (no config.json)")
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    model = AutoModelForImageClassification.from_pretrained(path, dtype=torch.float32, **kwargs).eval()
-    if hasattr(model, "set_soft_mask_rate"):
-        model.set_soft_mask_rate(0.0)
-    if os.path.isfile(os.path.join(path, "preprocessor_config.json")):
-        processor = AutoImageProcessor.from_pretrained(path)
-    else:
-        logger.warning("no preprocessor_config.json in %s: using the authors' eval transform", path)
-        processor = modeling_illama.build_image_processor(model.config.image_size)
-    return model, processor
+    net = load_classifier(model, allow_missing_weights=allow_missing_weights, **kwargs).eval()
+    return net, load_image_processor(model, net.config)
 
 
 def dataset_pixel_values(
@@ -52,4 +36,4 @@ def dataset_pixel_values(
     return pixel_values, torch.cat([b["labels"] for b in batches])
 
 
-__all__ = ["dataset_pixel_values", "load_classifier"]
+__all__ = ["dataset_pixel_values", "load_saved_classifier"]

@@ -19,10 +19,12 @@ import platform
 import subprocess
 import sys
 
+from ._common import HelpFormatter, user_error
+
 PROG = "illama-analyze"
 
 
-def _common(parser: argparse.ArgumentParser, output: str) -> None:
+def _output_args(parser: argparse.ArgumentParser, output: str) -> None:
     parser.add_argument("--output-dir", default=output, help="folder for the JSON and PNG files")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -41,14 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    calibration = commands.add_parser("calibration", help="ECE, reliability diagram and confusion matrix")
+    calibration = commands.add_parser(
+        "calibration", formatter_class=HelpFormatter, help="ECE, reliability diagram and confusion matrix"
+    )
     calibration.add_argument("--model", required=True, help="saved classifier folder")
     _dataset_args(calibration)
     calibration.add_argument("--limit", type=int, help="only the first N images")
     calibration.add_argument("--num-bins", type=int, default=15, help="equal-width confidence bins")
-    _common(calibration, "analysis/calibration")
+    _output_args(calibration, "analysis/calibration")
 
-    shape = commands.add_parser("shape-bias", help="shape bias on the cue-conflict stimuli")
+    shape = commands.add_parser(
+        "shape-bias", formatter_class=HelpFormatter, help="shape bias on the cue-conflict stimuli"
+    )
     shape.add_argument("--model", required=True, nargs="+", help="one or more ImageNet-1K classifier folders")
     shape.add_argument("--label", nargs="+", help="names for the plot legend (default: folder names)")
     shape.add_argument("--stimuli", required=True, help="cue-conflict folder: <shape>/<shape>N-<texture>M.png|jpg")
@@ -56,32 +62,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--categories",
         help="category -> ImageNet indices TSV (default: the stimuli folder's categories.tsv, else the packaged copy)",
     )
-    _common(shape, "analysis/shape-bias")
+    _output_args(shape, "analysis/shape-bias")
 
-    rank = commands.add_parser("attention-rank", help="rank of the attention maps per layer and head")
+    rank = commands.add_parser(
+        "attention-rank", formatter_class=HelpFormatter, help="rank of the attention maps per layer and head"
+    )
     rank.add_argument("--model", required=True, help="saved classifier folder (iLLaMA is measured at each --rates)")
     rank.add_argument("--compare", nargs="*", default=[], help="other classifier folders (e.g. a ViT/DeiT)")
     _dataset_args(rank)
     rank.add_argument("--num-images", type=int, default=32)
     rank.add_argument("--rates", type=float, nargs="+", default=[0.0, 1.0], help="iLLaMA soft-mask rates r")
     rank.add_argument("--threshold", type=float, default=0.8, help="fraction of the singular-value sum")
-    _common(rank, "analysis/attention-rank")
+    _output_args(rank, "analysis/attention-rank")
 
-    quantize = commands.add_parser("quantize", help="int8 post-training quantization (torchao)")
+    quantize = commands.add_parser(
+        "quantize", formatter_class=HelpFormatter, help="int8 post-training quantization (torchao)"
+    )
     quantize.add_argument("--model", required=True, help="saved float classifier folder")
     quantize.add_argument("--scheme", default="int8-dynamic", choices=("int8-weight-only", "int8-dynamic"))
     _dataset_args(quantize)
     quantize.add_argument("--limit", type=int, help="evaluate only the first N images")
     quantize.add_argument("--latency-batch-size", type=int, default=8)
     quantize.add_argument("--latency-repeats", type=int, default=20)
-    _common(quantize, "analysis/quantize")
+    _output_args(quantize, "analysis/quantize")
 
-    onnx = commands.add_parser("export-onnx", help="ONNX export checked with onnxruntime")
+    onnx = commands.add_parser(
+        "export-onnx", formatter_class=HelpFormatter, help="ONNX export checked with onnxruntime"
+    )
     onnx.add_argument("--model", required=True, help="saved classifier folder")
     onnx.add_argument("--image-size", type=int, help="export at this resolution (iLLaMA: position table resized)")
     onnx.add_argument("--opset", type=int, default=18)
     onnx.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX - PyTorch| logits accepted")
-    _common(onnx, "analysis/onnx")
+    _output_args(onnx, "analysis/onnx")
     return parser
 
 
@@ -134,13 +146,13 @@ def run_calibration(args) -> tuple[list[str], str]:
 
 
 def run_shape_bias(args) -> tuple[list[str], str]:
-    from modeling_illama.analysis.loading import load_classifier
     from modeling_illama.analysis.shape_bias import (
         check_imagenet_classifier,
         draw_shape_bias,
         load_categories,
         measure_shape_bias,
     )
+    from modeling_illama.analysis.loading import load_saved_classifier
 
     labels = args.label or [_label(m) for m in args.model]
     if len(labels) != len(args.model):
@@ -149,7 +161,7 @@ def run_shape_bias(args) -> tuple[list[str], str]:
     categories = load_categories(args.categories or (local if os.path.isfile(local) else None))
     models = []
     for path in args.model:  # refuse a non-ImageNet model before spending time on any other
-        model, processor = load_classifier(path)
+        model, processor = load_saved_classifier(path)
         check_imagenet_classifier(model)
         models.append((model, processor))
     reports = {}
@@ -165,11 +177,12 @@ def run_shape_bias(args) -> tuple[list[str], str]:
 
 def run_attention_rank(args) -> tuple[list[str], str]:
     from modeling_illama.analysis.attention_rank import attention_rank, draw_attention_rank
-    from modeling_illama.analysis.loading import dataset_pixel_values, load_classifier
+    from modeling_illama.analysis.loading import dataset_pixel_values
+    from modeling_illama.analysis.loading import load_saved_classifier
 
     results = {}
     for path in [args.model, *args.compare]:
-        model, processor = load_classifier(path, attn_implementation="eager")
+        model, processor = load_saved_classifier(path, attn_implementation="eager")
         pixel_values, _ = dataset_pixel_values(
             args.dataset, args.split, processor, args.num_images, args.image_column, args.label_column
         )
@@ -209,7 +222,6 @@ def _machine() -> dict:
 def run_quantize(args) -> tuple[list[str], str]:
     import torch
 
-    from modeling_illama.analysis.loading import load_classifier
     from modeling_illama.analysis.quantization import (
         draw_quantization,
         folder_size,
@@ -217,12 +229,13 @@ def run_quantize(args) -> tuple[list[str], str]:
         load_quantized,
         quantized_linear_count,
     )
+    from modeling_illama.analysis.loading import load_saved_classifier
     from modeling_illama.training.evaluation import evaluate_saved_model
 
     model_dir = os.path.join(args.output_dir, "model")
     quantized = load_quantized(args.model, args.scheme)
     quantized.save_pretrained(model_dir)
-    reloaded, _ = load_classifier(model_dir)  # the folder's config carries the quantization
+    reloaded, _ = load_saved_classifier(model_dir)  # the folder's config carries the quantization
     common = dict(
         image_column=args.image_column,
         label_column=args.label_column,
@@ -232,7 +245,7 @@ def run_quantize(args) -> tuple[list[str], str]:
     )
     float_results = evaluate_saved_model(args.model, args.dataset, args.split, **common)
     int8_results = evaluate_saved_model(model_dir, args.dataset, args.split, **common)
-    float_model, _ = load_classifier(args.model)
+    float_model, _ = load_saved_classifier(args.model)
     size = float_model.config.image_size
     size = (size, size) if isinstance(size, int) else tuple(size)
     pixel_values = torch.randn(args.latency_batch_size, 3, *size, generator=torch.Generator().manual_seed(0))
@@ -268,10 +281,10 @@ def run_quantize(args) -> tuple[list[str], str]:
 
 
 def run_export_onnx(args) -> tuple[list[str], str]:
-    from modeling_illama.analysis.loading import load_classifier
     from modeling_illama.analysis.onnx_export import compare_with_pytorch, draw_onnx_agreement, export_onnx
+    from modeling_illama.analysis.loading import load_saved_classifier
 
-    model, _ = load_classifier(args.model, attn_implementation="eager")
+    model, _ = load_saved_classifier(args.model, attn_implementation="eager")
     if args.image_size:
         if not hasattr(model, "resize_position_embeddings"):
             raise ValueError(f"--image-size needs an iLLaMA model; {type(model).__name__} cannot be resized here")
@@ -306,9 +319,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         files, summary = COMMANDS[args.command](args)
-    except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as error:  # a model or dataset it cannot measure, a missing folder
+        return user_error(f"{PROG} {args.command}", error)
     print(summary)
     for path in files:
         print(f"wrote {path}")

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="evaluate even if weights are missing from the checkpoint (they are then random)",
     )
+    parser.add_argument(
+        "--plots", metavar="DIR", help="also draw reliability_diagram.png and confusion_matrix.png into DIR"
+    )
     return parser
 
 
@@ -60,10 +63,26 @@ def main(argv=None) -> int:
     if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
         return user_error(PROG, f"no such folder for --output: {os.path.dirname(output)}")
     try:
-        # every flag but --output is a parameter of evaluate_saved_model with the same name
-        results = evaluate_saved_model(**{name: value for name, value in vars(args).items() if name != "output"})
+        # every flag but --output and --plots is a parameter of evaluate_saved_model with the same name
+        flags = {name: value for name, value in vars(args).items() if name not in ("output", "plots")}
+        results = evaluate_saved_model(**flags, keep_predictions=bool(args.plots))
     except (OSError, ValueError) as error:  # missing model/weights, bad dataset/split/columns/labels
         return user_error(PROG, error)
+    if args.plots:
+        from modeling_illama.analysis.calibration import (
+            calibration_report,
+            draw_confusion_matrix,
+            draw_reliability_diagram,
+        )
+
+        report = calibration_report(
+            results.pop("logits"), results.pop("labels"), class_names=results.pop("class_names")
+        )
+        for draw, name in (
+            (draw_reliability_diagram, "reliability_diagram.png"),
+            (draw_confusion_matrix, "confusion_matrix.png"),
+        ):
+            print(f"wrote {draw(report, os.path.join(args.plots, name))}")
     with open(output, "w") as f:
         json.dump(results, f, indent=2)
     print(json.dumps(results, indent=2))

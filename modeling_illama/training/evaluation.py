@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..labels import label_mapping
+from ..labels import class_names, label_mapping
 from .data import collate_images, load_image_dataset, with_transform
 from .label_checks import StreamingLabelCheck, check_label_ids
 from .metrics import classification_metrics
@@ -19,8 +19,11 @@ logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def evaluate_model(model, loader, device, mapping: np.ndarray | None = None, total: int | None = None) -> dict:
-    """Run the model over `loader`; metrics through the local evaluate modules."""
+def evaluate_model(
+    model, loader, device, mapping: np.ndarray | None = None, total: int | None = None, keep_predictions: bool = False
+) -> dict:
+    """Run the model over `loader`; metrics through the local evaluate modules (and the logits and labels
+    themselves with `keep_predictions`)."""
     model.eval().to(device)
     all_logits, all_labels, skipped, images = [], [], 0, 0
     model_seconds = 0.0
@@ -45,7 +48,7 @@ def evaluate_model(model, loader, device, mapping: np.ndarray | None = None, tot
     labels = torch.cat(all_labels)
     if mapping is not None:
         labels = torch.as_tensor(mapping)[labels]
-    return {
+    results = {
         **classification_metrics(logits.numpy(), labels.numpy()),
         "loss": float(torch.nn.functional.cross_entropy(logits, labels)),
         "num_images": images,
@@ -54,6 +57,9 @@ def evaluate_model(model, loader, device, mapping: np.ndarray | None = None, tot
         "model_images_per_second": images / model_seconds,
         "wall_seconds": wall,
     }
+    if keep_predictions:
+        results.update(logits=logits, labels=labels)
+    return results
 
 
 def evaluate_saved_model(
@@ -69,12 +75,15 @@ def evaluate_saved_model(
     limit: int | None = None,
     device: str = "cpu",
     allow_missing_weights: bool = False,
+    keep_predictions: bool = False,
 ) -> dict:
     """Load a saved model folder (or Hub id) in its deployed state and evaluate it on `dataset`/`split`.
 
     The checkpoint's `preprocessor_config.json` is used when present, otherwise the authors' eval transform at
     the config's resolution. Weights missing from the checkpoint are an error unless `allow_missing_weights`.
     Dataset classes are matched to the model's by name when both are named; label ids are checked first.
+    With `keep_predictions`, the results also hold "logits" (n, C) and "labels" (n,) tensors (labels in the
+    model's class ids) and "class_names".
     """
     from ..loading import load_classifier, load_image_processor
 
@@ -97,8 +106,10 @@ def evaluate_saved_model(
     )
     loader = DataLoader(transformed, batch_size=batch_size, collate_fn=collate_images, num_workers=num_workers)
     total = None if streaming else len(data.dataset)
-    results = evaluate_model(net, loader, device, mapping, total)
+    results = evaluate_model(net, loader, device, mapping, total, keep_predictions)
     results.update(model=model, dataset=dataset, split=split, device=device, torch_threads=torch.get_num_threads())
+    if keep_predictions:
+        results["class_names"] = class_names(net.config.id2label) if net.config.id2label else None
     return results
 
 
