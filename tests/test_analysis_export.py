@@ -142,3 +142,36 @@ def test_recipe_qat_field_trains_fake_quantized_and_saves_plain_weights(tmp_path
         torch.testing.assert_close(value, trained[key], atol=0, rtol=0)
     with pytest.raises(ValueError, match="recipe field 'qat'"):
         recipe_from_dict({"qat": "int4"})
+
+
+def test_cli_quantize_reports_accuracy_size_and_latency(tmp_path, capsys):
+    import json
+
+    from datasets import load_dataset
+    from transformers import AutoImageProcessor
+
+    from modeling_illama import build_image_processor
+
+    data_dir = Path(__file__).resolve().parents[1] / "data" / "cifar10-mini"
+    model = _tiny()
+    model.save_pretrained(tmp_path / "float")
+    processor = build_image_processor(32)
+    processor.crop_pct = 1.0  # as the cifar10-mini recipe saves it
+    processor.save_pretrained(tmp_path / "float")
+    status = analyze(["quantize", "--model", str(tmp_path / "float"), "--scheme", "int8-dynamic", "--dataset",
+                      str(data_dir), "--split", "test", "--limit", "24", "--latency-batch-size", "2",
+                      "--latency-repeats", "2", "--output-dir", str(tmp_path / "out")])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "quantization.json").read_text())
+    assert AutoImageProcessor.from_pretrained(tmp_path / "out" / "model").crop_pct == 1.0
+    rows = load_dataset("parquet", data_files={"test": str(data_dir / "test.parquet")})["test"].select(range(24))
+    labels = torch.tensor(rows["label"])
+    for name, folder in (("float32", tmp_path / "float"), ("int8", tmp_path / "out" / "model")):
+        net = AutoModelForImageClassification.from_pretrained(folder).eval()
+        with torch.no_grad():
+            logits = torch.cat([net(**processor(r["img"].convert("RGB"), return_tensors="pt")).logits for r in rows])
+        assert report["top1"][name] == pytest.approx(float((logits.argmax(-1) == labels).float().mean()))
+    assert report["quantized_linear_layers"] == 6
+    assert report["weights_bytes"]["int8"] < 0.5 * report["weights_bytes"]["float32"]
+    assert set(report["latency_seconds"]) == {"float32", "int8"} and report["machine"]["before"]["cpu"]
+    assert (tmp_path / "out" / "quantization.png").read_bytes()[:4] == b"\x89PNG"

@@ -235,6 +235,8 @@ def run_quantize(args) -> tuple[list[str], str]:
     model_dir = os.path.join(args.output_dir, "model")
     quantized = load_quantized(args.model, args.scheme)
     quantized.save_pretrained(model_dir)
+    float_model, processor = load_saved_classifier(args.model)
+    processor.save_pretrained(model_dir)  # the same preprocessing as the float model
     reloaded, _ = load_saved_classifier(model_dir)  # the folder's config carries the quantization
     common = dict(
         image_column=args.image_column,
@@ -245,7 +247,6 @@ def run_quantize(args) -> tuple[list[str], str]:
     )
     float_results = evaluate_saved_model(args.model, args.dataset, args.split, **common)
     int8_results = evaluate_saved_model(model_dir, args.dataset, args.split, **common)
-    float_model, _ = load_saved_classifier(args.model)
     size = float_model.config.image_size
     size = (size, size) if isinstance(size, int) else tuple(size)
     pixel_values = torch.randn(args.latency_batch_size, 3, *size, generator=torch.Generator().manual_seed(0))
