@@ -101,3 +101,38 @@ def test_sdpa_model_is_switched_to_eager_and_vit_is_measured(tmp_path):
 def test_threshold_is_checked():
     with pytest.raises(ValueError, match="threshold"):
         attention_rank(_tiny_illama(), torch.randn(1, 3, 32, 32), threshold=1.5)
+
+
+def test_cli_measures_illama_at_both_rates_and_a_vit_like_the_numpy_maps(tmp_path, capsys):
+    """`illama-analyze attention-rank` on saved folders: iLLaMA at r = 0 and 1 and a ViT, in one JSON and one PNG;
+    the iLLaMA layer-1 head-1 ranks equal the numpy maps' on the same preprocessed images."""
+    import json
+    from pathlib import Path
+
+    from modeling_illama import build_image_processor
+    from modeling_illama.analysis.loading import dataset_pixel_values
+    from modeling_illama.cli.analyze import main as analyze
+
+    cifar = Path(__file__).resolve().parents[1] / "data" / "cifar10-mini"
+    model = _tiny_illama()
+    model.save_pretrained(tmp_path / "illama")
+    build_image_processor(32).save_pretrained(tmp_path / "illama")
+    torch.manual_seed(0)
+    vit = ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
+                                              num_attention_heads=2, intermediate_size=128, num_labels=10))  # fmt: skip
+    vit.save_pretrained(tmp_path / "vit")
+    build_image_processor(32).save_pretrained(tmp_path / "vit")
+
+    status = analyze(["attention-rank", "--model", str(tmp_path / "illama"), "--compare", str(tmp_path / "vit"),
+                      "--dataset", str(cifar), "--split", "test", "--num-images", "4",
+                      "--output-dir", str(tmp_path / "out")])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / "out" / "attention_rank.json").read_text())["results"]
+    assert list(results) == ["illama r=0", "illama r=1", "vit"]
+    pixel_values, _ = dataset_pixel_values(str(cifar), "test", build_image_processor(32), 4)
+    for rate in (0.0, 1.0):
+        maps = _first_layer_maps_numpy(model, pixel_values, rate)
+        expected = np.mean([_rank(maps[i, 0], 0.8) for i in range(4)])
+        assert results[f"illama r={rate:g}"]["first_layer_first_head"] == pytest.approx(expected)
+    assert results["vit"]["num_tokens"] == 17
+    assert (tmp_path / "out" / "attention_rank.png").read_bytes()[:4] == b"\x89PNG"

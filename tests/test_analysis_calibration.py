@@ -153,3 +153,33 @@ def test_illama_eval_draws_the_same_plots(tiny_cifar_model, tmp_path, capsys):
     assert (tmp_path / "reliability_diagram.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert "logits" not in (tmp_path / "eval.json").read_text()
+
+
+def test_every_tool_refuses_a_checkpoint_with_missing_weights(tiny_cifar_model, tmp_path, capsys):
+    """The analyses load through modeling_illama.loading: a partly random model is an error naming the weights,
+    unless --allow-missing-weights."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from modeling_illama.cli.analyze import main as analyze
+
+    folder = tmp_path / "incomplete"
+    shutil.copytree(tiny_cifar_model, folder)
+    weights = load_file(folder / "model.safetensors")
+    del weights["classifier.weight"]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    commands = {
+        "calibration": ["--dataset", str(CIFAR10_MINI), "--split", "test", "--limit", "8"],
+        "attention-rank": ["--dataset", str(CIFAR10_MINI), "--split", "test", "--num-images", "2"],
+        "quantize": ["--dataset", str(CIFAR10_MINI), "--split", "test", "--limit", "8"],
+        "export-onnx": [],
+    }
+    for command, extra in commands.items():
+        status = analyze([command, "--model", str(folder), "--output-dir", str(tmp_path / command), *extra])
+        error = capsys.readouterr().err
+        assert status == 2, command
+        assert f"illama-analyze {command}: error:" in error and "classifier.weight" in error, error
+    status = analyze(["calibration", "--model", str(folder), "--output-dir", str(tmp_path / "allowed"),
+                      "--allow-missing-weights", *commands["calibration"]])  # fmt: skip
+    assert status == 0, capsys.readouterr().err

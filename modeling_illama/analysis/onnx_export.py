@@ -36,11 +36,10 @@ def _image_size(config) -> tuple[int, int]:
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET, batch_size: int = 2) -> str:
-    """Write `model`'s classifier graph to `path` (ONNX, dynamic batch). Switches the model to eager attention."""
+    """Write `model`'s classifier graph to `path` (ONNX, dynamic batch) at its current soft-mask rate (a loaded
+    model's is the deployed one). Switches the model to eager attention."""
     if getattr(model.config, "_attn_implementation", "eager") != "eager" and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation("eager")
-    if hasattr(model, "set_soft_mask_rate"):
-        model.set_soft_mask_rate(0.0)
     model.eval()
     height, width = _image_size(model.config)
     example = torch.randn(batch_size, model.config.num_channels, height, width)

@@ -53,16 +53,14 @@ def fake_quantize_configs(scheme: str) -> dict:
 
 
 def load_quantized(folder: str | os.PathLike, scheme: str, **kwargs):
-    """Load a saved float classifier folder with its linear layers quantized by `scheme` (post-training)."""
-    from transformers import AutoModelForImageClassification, TorchAoConfig
+    """Load a saved float classifier folder (at its deployed soft-mask rate) with its linear layers quantized by
+    `scheme` (post-training). Weights missing from the checkpoint are refused as in `modeling_illama.loading`."""
+    from transformers import TorchAoConfig
+
+    from ..loading import load_classifier
 
     quantization_config = TorchAoConfig(quant_type=torchao_config(scheme))
-    model = AutoModelForImageClassification.from_pretrained(
-        folder, quantization_config=quantization_config, dtype=torch.float32, **kwargs
-    )
-    if hasattr(model, "set_soft_mask_rate"):
-        model.set_soft_mask_rate(0.0)
-    return model.eval()
+    return load_classifier(str(folder), quantization_config=quantization_config, **kwargs).eval()
 
 
 def quantized_linear_count(model: nn.Module) -> int:

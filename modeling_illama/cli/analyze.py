@@ -19,28 +19,31 @@ import platform
 import subprocess
 import sys
 
-from ._common import HelpFormatter, user_error
+from ._common import HelpFormatter, make_parser, user_error
 
 PROG = "illama-analyze"
 
 
 def _output_args(parser: argparse.ArgumentParser, output: str) -> None:
     parser.add_argument("--output-dir", default=output, help="folder for the JSON and PNG files")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    parser.add_argument(
+        "--allow-missing-weights",
+        action="store_true",
+        help="measure even if weights are missing from the checkpoint (they are then random)",
+    )
 
 
 def _dataset_args(parser: argparse.ArgumentParser, split: str = "validation") -> None:
     parser.add_argument("--dataset", required=True, help="Hub id, local image folder, parquet folder or file")
-    parser.add_argument("--split", default=split)
-    parser.add_argument("--image-column")
-    parser.add_argument("--label-column")
+    parser.add_argument("--split", default=split, help="dataset split")
+    parser.add_argument("--image-column", help="image column (default: auto-detected)")
+    parser.add_argument("--label-column", help="label column (default: auto-detected)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = make_parser(PROG, __doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     calibration = commands.add_parser(
@@ -126,6 +129,7 @@ def run_calibration(args) -> tuple[list[str], str]:
         batch_size=args.batch_size,
         limit=args.limit,
         device=args.device,
+        allow_missing_weights=args.allow_missing_weights,
         keep_predictions=True,
     )
     logits, labels = results.pop("logits"), results.pop("labels")
@@ -146,13 +150,13 @@ def run_calibration(args) -> tuple[list[str], str]:
 
 
 def run_shape_bias(args) -> tuple[list[str], str]:
+    from modeling_illama.analysis.loading import load_saved_classifier
     from modeling_illama.analysis.shape_bias import (
         check_imagenet_classifier,
         draw_shape_bias,
         load_categories,
         measure_shape_bias,
     )
-    from modeling_illama.analysis.loading import load_saved_classifier
 
     labels = args.label or [_label(m) for m in args.model]
     if len(labels) != len(args.model):
@@ -161,7 +165,7 @@ def run_shape_bias(args) -> tuple[list[str], str]:
     categories = load_categories(args.categories or (local if os.path.isfile(local) else None))
     models = []
     for path in args.model:  # refuse a non-ImageNet model before spending time on any other
-        model, processor = load_saved_classifier(path)
+        model, processor = load_saved_classifier(path, allow_missing_weights=args.allow_missing_weights)
         check_imagenet_classifier(model)
         models.append((model, processor))
     reports = {}
@@ -177,12 +181,11 @@ def run_shape_bias(args) -> tuple[list[str], str]:
 
 def run_attention_rank(args) -> tuple[list[str], str]:
     from modeling_illama.analysis.attention_rank import attention_rank, draw_attention_rank
-    from modeling_illama.analysis.loading import dataset_pixel_values
-    from modeling_illama.analysis.loading import load_saved_classifier
+    from modeling_illama.analysis.loading import dataset_pixel_values, load_saved_classifier
 
     results = {}
     for path in [args.model, *args.compare]:
-        model, processor = load_saved_classifier(path, attn_implementation="eager")
+        model, processor = load_saved_classifier(path, "eager", args.allow_missing_weights)
         pixel_values, _ = dataset_pixel_values(
             args.dataset, args.split, processor, args.num_images, args.image_column, args.label_column
         )
@@ -193,7 +196,7 @@ def run_attention_rank(args) -> tuple[list[str], str]:
                 results[label] = attention_rank(
                     model, pixel_values, args.threshold, args.batch_size, args.device, description=label
                 )
-            model.set_soft_mask_rate(0.0)
+            model.reset_soft_mask_rate()
         else:
             results[_label(path)] = attention_rank(
                 model, pixel_values, args.threshold, args.batch_size, args.device, description=_label(path)
@@ -222,6 +225,7 @@ def _machine() -> dict:
 def run_quantize(args) -> tuple[list[str], str]:
     import torch
 
+    from modeling_illama.analysis.loading import load_saved_classifier
     from modeling_illama.analysis.quantization import (
         draw_quantization,
         folder_size,
@@ -229,13 +233,12 @@ def run_quantize(args) -> tuple[list[str], str]:
         load_quantized,
         quantized_linear_count,
     )
-    from modeling_illama.analysis.loading import load_saved_classifier
     from modeling_illama.training.evaluation import evaluate_saved_model
 
     model_dir = os.path.join(args.output_dir, "model")
-    quantized = load_quantized(args.model, args.scheme)
+    quantized = load_quantized(args.model, args.scheme, allow_missing_weights=args.allow_missing_weights)
     quantized.save_pretrained(model_dir)
-    float_model, processor = load_saved_classifier(args.model)
+    float_model, processor = load_saved_classifier(args.model, allow_missing_weights=args.allow_missing_weights)
     processor.save_pretrained(model_dir)  # the same preprocessing as the float model
     reloaded, _ = load_saved_classifier(model_dir)  # the folder's config carries the quantization
     common = dict(
@@ -244,6 +247,7 @@ def run_quantize(args) -> tuple[list[str], str]:
         batch_size=args.batch_size,
         limit=args.limit,
         device=args.device,
+        allow_missing_weights=args.allow_missing_weights,
     )
     float_results = evaluate_saved_model(args.model, args.dataset, args.split, **common)
     int8_results = evaluate_saved_model(model_dir, args.dataset, args.split, **common)
@@ -282,10 +286,10 @@ def run_quantize(args) -> tuple[list[str], str]:
 
 
 def run_export_onnx(args) -> tuple[list[str], str]:
-    from modeling_illama.analysis.onnx_export import compare_with_pytorch, draw_onnx_agreement, export_onnx
     from modeling_illama.analysis.loading import load_saved_classifier
+    from modeling_illama.analysis.onnx_export import compare_with_pytorch, draw_onnx_agreement, export_onnx
 
-    model, _ = load_saved_classifier(args.model, attn_implementation="eager")
+    model, _ = load_saved_classifier(args.model, "eager", args.allow_missing_weights)
     if args.image_size:
         if not hasattr(model, "resize_position_embeddings"):
             raise ValueError(f"--image-size needs an iLLaMA model; {type(model).__name__} cannot be resized here")
