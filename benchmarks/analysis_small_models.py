@@ -1,9 +1,9 @@
 """The `illama-analyze` tools on trained small models: the cifar10-mini main job (iLLaMA) against its ViT peer of the
 same shape (benchmarks/vit_peer_cifar10_mini.py, same data, augmentation, optimizer and schedule), over several seeds.
 
-Per seed: train both (a shortened main job: `--epochs`), then calibration (ECE, 15 bins) on the test split, attention
+Per seed: train both (a shortened main job: `--train` overrides), then calibration (ECE, 15 bins) on the test split, attention
 rank (iLLaMA at r = 0 and r = 1, and the ViT; `--rank-images` test images), int8 post-training quantization of the
-iLLaMA model (top-1 change, weight size, CPU latency vs fp32) and its ONNX export. Shape bias needs ImageNet-1K
+first seed's iLLaMA model (on `--quantize-images` test images: top-1 change, weight size, CPU latency vs fp32) and its ONNX export. Shape bias needs ImageNet-1K
 classes, which no CPU-trained model has: it is run on random-weight iLLaMA-T and ViT-T (DeiT-T shape) models at
 224 px, labelled as such (chance level is the expected answer; the run shows the tool end to end).
 Every measurement goes through the `illama-analyze` command line. Results: mean and standard deviation over seeds,
@@ -41,7 +41,10 @@ def machine() -> dict:
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
-def run(command: list[str]) -> float:
+def run(command: list[str], output: Path | None = None) -> float:
+    """Run a command from the checkout; skipped when `output` already exists (a rerun after an interruption)."""
+    if output is not None and output.is_file():
+        return 0.0
     print("+", " ".join(command), flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=REPO)
@@ -129,6 +132,7 @@ def main() -> None:
         help="recipe overrides of the shortened main job (both models)",
     )
     parser.add_argument("--rank-images", type=int, default=32)
+    parser.add_argument("--quantize-images", type=int, default=200, help="test images evaluated fp32 vs int8")
     args = parser.parse_args()
     work = (REPO / args.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -146,43 +150,49 @@ def main() -> None:
         for family in ("illama", "vit"):
             folder = out / f"calibration-{family}"
             run(analyze("calibration", "--model", pair[family], "--dataset", args.dataset, "--split", "test",
-                        "--output-dir", str(folder)))  # fmt: skip
+                        "--output-dir", str(folder)), folder / "calibration.json")  # fmt: skip
             calibration = json.loads((folder / "calibration.json").read_text())
             measured[family] = {"ece": calibration["ece"], "top1": calibration["top1"]}
         run(analyze("attention-rank", "--model", pair["illama"], "--compare", pair["vit"], "--dataset", args.dataset,
                     "--split", "test", "--num-images", str(args.rank_images), "--rates", "0", "1",
-                    "--output-dir", str(out / "attention-rank")))  # fmt: skip
+                    "--output-dir", str(out / "attention-rank")), out / "attention-rank" / "attention_rank.json")  # fmt: skip
         ranks = json.loads((out / "attention-rank" / "attention_rank.json").read_text())["results"]
         measured["attention_rank_layer1_head1"] = {label: r["first_layer_first_head"] for label, r in ranks.items()}
         measured["attention_rank_mean_over_layers_heads"] = {
             label: statistics.fmean(v for layer in r["rank_mean"] for v in layer) for label, r in ranks.items()
         }
         measured["num_tokens"] = next(iter(ranks.values()))["num_tokens"]
+        per_seed[seed] = measured
+        if seed != args.seeds[0]:  # quantization and export: the first seed's model (the CPU time is the limit)
+            continue
         run(analyze("quantize", "--model", pair["illama"], "--dataset", args.dataset, "--split", "test",
-                    "--output-dir", str(out / "quantize")))  # fmt: skip
+                    "--limit", str(args.quantize_images), "--output-dir", str(out / "quantize")),
+            out / "quantize" / "quantization.json")  # fmt: skip
         quantization = json.loads((out / "quantize" / "quantization.json").read_text())
         measured["int8_dynamic"] = {
             key: quantization[key]
             for key in ("top1", "top1_change", "weights_bytes", "size_ratio", "latency_seconds", "latency_ratio",
                         "latency_batch_size", "torch_threads", "machine")
         }  # fmt: skip
-        run(analyze("export-onnx", "--model", pair["illama"], "--output-dir", str(out / "onnx")))
+        run(
+            analyze("export-onnx", "--model", pair["illama"], "--output-dir", str(out / "onnx")),
+            out / "onnx" / "onnx_32.json",
+        )
         onnx = json.loads((out / "onnx" / "onnx_32.json").read_text())
         measured["onnx_max_abs_difference"] = max(onnx["max_abs_difference"].values())
-        per_seed[seed] = measured
-        if seed == args.seeds[0]:
-            for source, name in (
-                (out / "calibration-illama" / "reliability_diagram.png", "analysis-reliability-diagram.png"),
-                (out / "calibration-illama" / "confusion_matrix.png", "analysis-confusion-matrix.png"),
-                (out / "attention-rank" / "attention_rank.png", "analysis-attention-rank.png"),
-                (out / "quantize" / "quantization.png", "analysis-quantization.png"),
-                (out / "onnx" / "onnx_32.png", "analysis-onnx.png"),
-            ):
-                shutil.copyfile(source, IMAGES / name)
+        for source, name in (
+            (out / "calibration-illama" / "reliability_diagram.png", "analysis-reliability-diagram.png"),
+            (out / "calibration-illama" / "confusion_matrix.png", "analysis-confusion-matrix.png"),
+            (out / "attention-rank" / "attention_rank.png", "analysis-attention-rank.png"),
+            (out / "quantize" / "quantization.png", "analysis-quantization.png"),
+            (out / "onnx" / "onnx_32.png", "analysis-onnx.png"),
+        ):
+            shutil.copyfile(source, IMAGES / name)
 
     random_illama, random_vit = random_imagenet_models(work)
     run(analyze("shape-bias", "--model", str(random_illama), str(random_vit), "--label", "random iLLaMA-T",
-                "random ViT-T", "--stimuli", args.stimuli, "--output-dir", str(work / "shape-bias")))  # fmt: skip
+                "random ViT-T", "--stimuli", args.stimuli, "--output-dir", str(work / "shape-bias")),
+        work / "shape-bias" / "shape_bias.json")  # fmt: skip
     shape = json.loads((work / "shape-bias" / "shape_bias.json").read_text())
     shutil.copyfile(work / "shape-bias" / "shape_bias.png", IMAGES / "analysis-shape-bias-random-weights.png")
 
@@ -199,10 +209,11 @@ def main() -> None:
             summary[f"{label_key}_{family}"] = spread(
                 [list(m[label_key].values())[labels.index(short)] for m in seeds]
             )
-    summary["int8_top1_change"] = spread([m["int8_dynamic"]["top1_change"] for m in seeds])
-    summary["int8_size_ratio"] = spread([m["int8_dynamic"]["size_ratio"] for m in seeds])
-    summary["int8_latency_ratio"] = spread([m["int8_dynamic"]["latency_ratio"] for m in seeds])
-    summary["onnx_max_abs_difference"] = spread([m["onnx_max_abs_difference"] for m in seeds])
+    first = seeds[0]
+    summary[f"seed{args.seeds[0]}_int8_top1_change"] = first["int8_dynamic"]["top1_change"]
+    summary[f"seed{args.seeds[0]}_int8_size_ratio"] = first["int8_dynamic"]["size_ratio"]
+    summary[f"seed{args.seeds[0]}_int8_latency_ratio"] = first["int8_dynamic"]["latency_ratio"]
+    summary[f"seed{args.seeds[0]}_onnx_max_abs_difference"] = first["onnx_max_abs_difference"]
     report.update(
         per_seed=per_seed,
         summary=summary,
