@@ -67,6 +67,18 @@ def test_protocol_on_hand_made_decisions():
     assert report["per_category"]["clock"]["shape_bias"] == pytest.approx(1.0)
 
 
+def test_no_shape_or_texture_decision_has_no_shape_bias(tmp_path):
+    """A model deciding neither category anywhere (a random one does) gets no number, and the plot still draws."""
+    from modeling_illama.analysis.shape_bias import describe_shape_bias, draw_shape_bias
+
+    images = [CueConflictImage("a", "cat", "clock"), CueConflictImage("b", "clock", "elephant")]
+    report = shape_bias_from_decisions(images, ["bear", "bear"])
+    assert report["shape_bias"] is None and report["per_category"]["cat"]["shape_bias"] is None
+    assert describe_shape_bias(report["shape_bias"]) == "n/a (no shape or texture decision)"
+    assert describe_shape_bias(0.4145) == "41.45%"
+    assert draw_shape_bias({"random": report}, tmp_path / "bias.png").endswith("bias.png")
+
+
 def test_shape_bias_matches_a_plain_rederivation(tmp_path):
     model = _imagenet_model()
     processor = build_image_processor(32)

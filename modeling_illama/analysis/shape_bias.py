@@ -149,6 +149,11 @@ def measure_shape_bias(
     return report
 
 
+def describe_shape_bias(value: float | None) -> str:
+    """ "41.45%", or why there is no value: no image was decided as its shape or its texture category."""
+    return "n/a (no shape or texture decision)" if value is None else f"{100 * value:.2f}%"
+
+
 def draw_shape_bias(reports: dict[str, dict], path: str | os.PathLike, title: str | None = None) -> str:
     """The usual cue-conflict plot: one row per category, the fraction of shape decisions (bottom axis, 1 at the
     left) and of texture decisions (top axis), one marker per model, a vertical line at each model's mean."""
@@ -170,7 +175,7 @@ def draw_shape_bias(reports: dict[str, dict], path: str | os.PathLike, title: st
             markers[index % len(markers)],
             color=color,
             markersize=7,
-            label=f"{label}: {100 * (report['shape_bias'] or 0):.2f}%",
+            label=f"{label}: {describe_shape_bias(report['shape_bias'])}",
         )
         if report["shape_bias"] is not None:
             axis.axvline(report["shape_bias"], color=color, linestyle="--", linewidth=1)
@@ -194,6 +199,7 @@ __all__ = [
     "CueConflictImage",
     "category_probabilities",
     "check_imagenet_classifier",
+    "describe_shape_bias",
     "draw_shape_bias",
     "list_stimuli",
     "load_categories",

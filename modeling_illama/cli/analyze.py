@@ -153,6 +153,7 @@ def run_shape_bias(args) -> tuple[list[str], str]:
     from modeling_illama.analysis.loading import load_saved_classifier
     from modeling_illama.analysis.shape_bias import (
         check_imagenet_classifier,
+        describe_shape_bias,
         draw_shape_bias,
         load_categories,
         measure_shape_bias,
@@ -172,7 +173,7 @@ def run_shape_bias(args) -> tuple[list[str], str]:
     for label, path, (model, processor) in zip(labels, args.model, models):
         reports[label] = measure_shape_bias(model, processor, args.stimuli, categories, args.batch_size, args.device)
         reports[label]["model"] = path
-    summary = "  ".join(f"{label}: {100 * r['shape_bias']:.2f}%" for label, r in reports.items())
+    summary = "  ".join(f"{label}: {describe_shape_bias(r['shape_bias'])}" for label, r in reports.items())
     return [
         _write_json({"stimuli": args.stimuli, "models": reports}, args.output_dir, "shape_bias.json"),
         draw_shape_bias(reports, os.path.join(args.output_dir, "shape_bias.png"), "shape bias (cue-conflict)"),
