@@ -227,7 +227,7 @@ def main() -> None:
             }
             for label, r in shape["models"].items()
         },  # fmt: skip
-        stimuli=f"{Path(args.stimuli).name} ({next(iter(shape['models'].values())).get('num_images')} images)",
+        stimuli=f"{Path(args.stimuli).name} ({next(iter(shape['models'].values())).get('images')} conflicting images)",
         machine_after=machine(),
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
