@@ -3,6 +3,7 @@ every path against an fp64 re-derivation of the authors' arithmetic, bf16 within
 no N x N tensor kept for the backward, no fp32 N x N tensor in a bf16 run, the automatic path choice, and the
 model in bf16 / autocast / gradient checkpointing / torch.compile / DDP on the new paths."""
 
+import copy
 import os
 import socket
 
@@ -210,14 +211,40 @@ def train_grads(model, images=None, labels=LABELS):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("path", PATHS)
-def test_model_training_step_on_every_path_equals_eager(path):
-    model = make_model().train()
-    model.config._attn_implementation = "eager"
-    loss, grads = train_grads(model)
-    model.config._attn_implementation = "sdpa"
+def eager_copy(model):
+    """The same weights on the backend that reads the N x N mask M (the authors' arithmetic)."""
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    return eager
+
+
+@pytest.fixture
+def masks_built(monkeypatch):
+    """Token counts of every N x N mask the models build (modeling_illama.soft_attention_mask calls)."""
+    import modeling_illama.modeling_illama as modeling
+
+    built, original = [], modeling.soft_attention_mask
+    monkeypatch.setattr(modeling, "soft_attention_mask", lambda n, *a, **k: built.append(n) or original(n, *a, **k))
+    return built
+
+
+@pytest.mark.parametrize("path", ("auto", *PATHS))
+def test_model_builds_no_mask_and_every_path_equals_eager(path, masks_built):
+    """Post-softmax "sdpa" rebuilds M from r on every path, so the model hands the layers a NaN placeholder:
+    a path that read it would return NaN. Inference on all tokens, pooled-only inference, and a training step."""
+    model = make_model()
     model.set_post_softmax_path(path)
-    got_loss, got_grads = train_grads(model)
+    mask, is_causal = model.illama._attention_mask(17, torch.float32, "cpu")
+    assert mask.shape == (17, 17) and mask.isnan().all() and not is_causal
+    eager = eager_copy(model)
+    images = pixels()
+    with torch.no_grad():
+        for kwargs in ({"output_hidden_states": True}, {}):  # every token / the pooled-only last block
+            got, expected = model.eval()(images, **kwargs), eager.eval()(images, **kwargs)
+            torch.testing.assert_close(got.logits, expected.logits, atol=1e-5, rtol=0)
+    loss, grads = train_grads(eager.train())
+    got_loss, got_grads = train_grads(model.train())
+    assert masks_built == [17] and model.illama._mask_cache is None  # eager built (and cached) one; sdpa none
     torch.testing.assert_close(got_loss, loss, atol=1e-5, rtol=0)
     for name, grad in grads.items():
         torch.testing.assert_close(got_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
@@ -271,16 +298,17 @@ def test_bf16_autocast_training_step_matches_fp32_and_keeps_fp32_weights():
     assert not square, square
 
 
-@pytest.mark.parametrize("path", ("fused", "recompute"))
-def test_gradient_checkpointing_on_the_memory_saving_paths(path):
+@pytest.mark.parametrize("path", PATHS)
+def test_gradient_checkpointing_on_every_path_equals_eager(path, masks_built):
     model = make_model().train()
     model.set_post_softmax_path(path)
-    loss, grads = train_grads(model)
+    loss, grads = train_grads(eager_copy(model))
     model.gradient_checkpointing_enable()
     got_loss, got_grads = train_grads(model)
-    torch.testing.assert_close(got_loss, loss, atol=1e-6, rtol=0)
+    assert len(masks_built) == 1  # eager's; the checkpointed model recomputes its blocks without one
+    torch.testing.assert_close(got_loss, loss, atol=1e-5, rtol=0)
     for name, grad in grads.items():
-        torch.testing.assert_close(got_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+        torch.testing.assert_close(got_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
 @pytest.mark.parametrize("path", ("fused", "recompute"))
@@ -300,6 +328,22 @@ def test_torch_compile_fullgraph_of_a_layer_forward_and_backward(path):
         results.append((out, *torch.autograd.grad(out, (hidden, layer.self_attn.qkv_proj.weight), grad)))
     for got, expected in zip(results[1], results[0]):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_torch_compile_of_the_whole_model_trains_like_eager(path):
+    """The compiled model (one deliberate graph break, at the mask cache) on each path: loss and gradients."""
+    torch._dynamo.reset()
+    model = make_model().train()
+    model.set_post_softmax_path(path)
+    loss, grads = train_grads(eager_copy(model))
+    compiled = torch.compile(model, backend="aot_eager")
+    model.zero_grad()
+    got_loss = compiled(pixels(), labels=LABELS).loss
+    got_loss.backward()
+    torch.testing.assert_close(got_loss.detach(), loss, atol=1e-5, rtol=0)
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.grad, grads[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 def _ddp_worker(rank, world_size, port, path, out_file):
@@ -369,3 +413,22 @@ def test_attention_paths_benchmark_smoke_run_marks_the_auto_path(tmp_path):
         assert entry["auto"] in PATHS and entry["auto_vs_best"] > 0
         assert entry["paths"]["deit"]["ratio_to_deit_median"] == 1.0
     assert "**auto**" in (tmp_path / "attention_paths_cpu.md").read_text()
+
+
+def test_committed_results_mark_the_rule_tables_choice_within_5_percent_of_the_best_path():
+    """benchmarks/results/attention_paths_cpu.json (every path forced and timed against deit_tiny): in each case
+    the path marked "auto" is what AUTO_PATH_RULES picks now, and it is at most 5% slower than the fastest
+    candidate (in training: the paths that keep nothing N x N)."""
+    import json
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "attention_paths_cpu.json"
+    timing = json.loads(results.read_text())["timing"]
+    assert {"infer_fp32_224", "infer_bf16_224", "train_fp32_224", "train_bf16_224"} <= set(timing)
+    for name, case in timing.items():
+        dtype = torch.bfloat16 if case["precision"] == "bf16" else torch.float32
+        query = torch.empty(1, 1, (case["image"] // 16) ** 2 + 1, 64, dtype=dtype)
+        assert case["auto"] == fused.choose_post_softmax_path(query, case["mode"] == "train"), name
+        ratios = {path: entry["ratio_to_deit_median"] for path, entry in case["paths"].items()}
+        candidates = PATHS if case["mode"] == "infer" else ("fused", "recompute")
+        assert ratios[case["auto"]] >= 0.95 * max(ratios[path] for path in candidates), (name, ratios)
