@@ -418,7 +418,8 @@ def test_attention_paths_benchmark_smoke_run_marks_the_auto_path(tmp_path):
 def test_committed_results_mark_the_rule_tables_choice_within_5_percent_of_the_best_path():
     """benchmarks/results/attention_paths_cpu.json (every path forced and timed against deit_tiny): in each case
     the path marked "auto" is what AUTO_PATH_RULES picks now, and it is at most 5% slower than the fastest
-    candidate (in training: the paths that keep nothing N x N)."""
+    candidate (in training: the paths that keep nothing N x N). Measured on a loaded machine the ratios carry
+    the noise recorded in the results file (README, performance section)."""
     import json
     from pathlib import Path
 
@@ -430,5 +431,6 @@ def test_committed_results_mark_the_rule_tables_choice_within_5_percent_of_the_b
         query = torch.empty(1, 1, (case["image"] // 16) ** 2 + 1, 64, dtype=dtype)
         assert case["auto"] == fused.choose_post_softmax_path(query, case["mode"] == "train"), name
         ratios = {path: entry["ratio_to_deit_median"] for path, entry in case["paths"].items()}
-        candidates = PATHS if case["mode"] == "infer" else ("fused", "recompute")
+        # without gradients "recompute" runs the auto inference forward itself: not a candidate of its own
+        candidates = ("materialised", "fused") if case["mode"] == "infer" else ("fused", "recompute")
         assert ratios[case["auto"]] >= 0.95 * max(ratios[path] for path in candidates), (name, ratios)
