@@ -24,5 +24,6 @@ lint: $(VENV)/.installed
 demo: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/run_demo.sh
 
+# results go to outputs/benchmarks/; `python benchmarks/run_benchmark.py --update-results` replaces benchmarks/results/
 benchmark: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/run_benchmark.py

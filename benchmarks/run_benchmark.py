@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Speed and memory of iLLaMA against timm DeiT and Transformers' ViT, in ONE command.
 
-    python benchmarks/run_benchmark.py            # full run (~10 min on 2 CPU cores)
-    python benchmarks/run_benchmark.py --quick    # smoke run: one round, small batches
+    python benchmarks/run_benchmark.py                    # full run (~10 min on 2 CPU cores) -> outputs/benchmarks/
+    python benchmarks/run_benchmark.py --quick            # smoke run: one round, small batches
+    python benchmarks/run_benchmark.py --update-results   # full run that replaces benchmarks/results/
 
 What it measures (CPU: fp32, 224 px; CUDA: bf16, larger batches):
 - inference images/s at batch 32 and batch 1 (CUDA: 256 and 1), training step images/s at batch 32
@@ -22,7 +23,8 @@ What it measures (CPU: fp32, 224 px; CUDA: bf16, larger batches):
   torch.cuda.max_memory_allocated);
 - import time of `import modeling_illama` vs `import transformers; from transformers import
   ViTForImageClassification` (and `import torch` alone), each in a fresh interpreter.
-Results: benchmarks/results/benchmark_<device>.json, .png and .md (the table the README quotes).
+Results: benchmark_<device>.json, .png and .md in outputs/benchmarks/ (a scratch folder) or --out DIR;
+--update-results writes them to benchmarks/results/ instead (the committed table the README quotes).
 """
 
 import argparse
@@ -41,7 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+RESULTS = HERE / "results"  # committed: written only with --update-results
+SCRATCH_RESULTS = HERE.parent / "outputs" / "benchmarks"
 
 SIZES = {
     "T": {
@@ -870,7 +873,12 @@ def parse_args(argv=None):
     parser.add_argument("--budget-s", type=float, default=300.0, help="stop starting rounds after this many s")
     parser.add_argument("--import-repeats", type=int, default=None, help="default 3 (1 with --quick)")
     parser.add_argument("--skip-memory", action="store_true")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--out", type=Path, help=f"results folder (default: {SCRATCH_RESULTS.relative_to(HERE.parent)})"
+    )
+    parser.add_argument(
+        "--update-results", action="store_true", help="write to benchmarks/results/ (the results the README quotes)"
+    )
     parser.add_argument("--_memory-worker", nargs=2, metavar=("KIND", "SIZE"), help=argparse.SUPPRESS)
     parser.add_argument(
         "--attention-paths",
@@ -884,6 +892,9 @@ def parse_args(argv=None):
     parser.add_argument("--_path-memory-worker", nargs=2, metavar=("KIND", "IMAGE"), help=argparse.SUPPRESS)
     parser.add_argument("--_path-memory-batch", type=int, default=32, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.update_results and args.out is not None:
+        parser.error("--update-results writes to benchmarks/results/; do not combine it with --out")
+    args.out = RESULTS if args.update_results else (args.out or SCRATCH_RESULTS)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.quick:

@@ -11,7 +11,8 @@ def list_presets() -> list[str]:
 
 
 def load_preset(name: str, **overrides) -> ILlamaConfig:
-    """The config of a preset (e.g. "illama-tiny-224"), with any field overridden by keyword."""
+    """The config of a preset (e.g. "illama-tiny-224"), with any field overridden by keyword. A 1000-class head
+    without `id2label` gets the ImageNet-1K class names (the authors' sorted-synset order)."""
     files = configuration_files("models")
     if name not in files:
         raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(sorted(files))}.")
@@ -19,6 +20,11 @@ def load_preset(name: str, **overrides) -> ILlamaConfig:
     if "id2label" in overrides or "label2id" in overrides:
         fields.pop("num_labels", None)  # the user's label set decides the number of classes
     fields.update(overrides)
+    if fields.get("num_labels") == 1000 and "id2label" not in fields:
+        from .conversion.labels import imagenet_id2label  # the ImageNet-1K names shipped for conversion
+        from .labels import label_fields
+
+        fields.update(label_fields([name for _, name in sorted(imagenet_id2label().items())]))
     return ILlamaConfig(**fields)
 
 

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # The main job (`make demo`): train the cifar10-mini recipe on the bundled CIFAR-10 subset, evaluate the test
 # split, save a Hub-ready folder, classify a few test images with pipeline(), plot the training curves.
-# Expects the package's console scripts on PATH (the Makefile puts .venv/bin first).
+# Uses the checkout's .venv (made by `make install` / `make demo`) when there is one, activated or not;
+# otherwise the package's console scripts must be on PATH.
 #   OUT=outputs/cifar10-mini   where everything goes (replaced on each run unless RESUME=1)
 #   SEED=0                     the recipe's seed (the README reports seeds 0, 1, 2)
 #   RESUME=1                   continue an interrupted run from its last checkpoint
 #   extra arguments            recipe overrides, e.g.  bash scripts/run_demo.sh num_train_epochs=5
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ -x .venv/bin/illama-train ]]; then export PATH="$PWD/.venv/bin:$PATH"; fi
+if ! command -v illama-train >/dev/null; then
+    echo "run_demo.sh: illama-train not found: run \`make demo\` (creates .venv/), or install the package" \
+        "(pip install -e '.[train]') and put its scripts on PATH" >&2
+    exit 127
+fi
 
 OUT="${OUT:-outputs/cifar10-mini}"
 SEED="${SEED:-0}"

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from ._common import make_parser, user_error
+from ._common import make_parser, missing_model_folder, missing_train_extra, user_error
 
 PROG = "illama-eval"
 
@@ -55,6 +55,8 @@ def default_output(model: str, split: str) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if missing := missing_train_extra() or missing_model_folder(args.model):
+        return user_error(PROG, missing)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import modeling_illama  # noqa: F401  (registers the Auto classes)
     from modeling_illama.training.evaluation import evaluate_saved_model

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..conversion import export_official
-from ._common import make_parser, progress_on_stdout, user_error
+from ._common import make_parser, missing_model_folder, progress_on_stdout, user_error
 
 PROG = "illama-export-official"
 
@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if missing := missing_model_folder(args.model):
+        return user_error(PROG, missing)
     try:
         with progress_on_stdout():
             export_official(args.model, args.output, overwrite=args.overwrite)

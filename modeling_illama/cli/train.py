@@ -20,7 +20,7 @@ import time
 
 from transformers.utils import logging as hf_logging
 
-from ._common import make_parser, user_error
+from ._common import make_parser, missing_model_folder, missing_train_extra, user_error
 
 logger = logging.getLogger("modeling_illama")
 PROG = "illama-train"
@@ -104,6 +104,10 @@ def setup_logging(output_dir: str, is_main: bool) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if missing := missing_train_extra():
+        return user_error(PROG, missing)
+    if args.model and (missing := missing_model_folder(args.model)):
+        return user_error(PROG, missing)
     from modeling_illama.training.output_dir import claim_output_dir
     from modeling_illama.training.trainer import distributed_state
 

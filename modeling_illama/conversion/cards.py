@@ -11,6 +11,15 @@ HF_SOURCE_REPO = "techmonsterwang/iLLaMA"
 PAPER_URL = "https://arxiv.org/abs/2404.06773"
 CODE_URL = "https://github.com/techmonsterwang/iLLaMA"
 
+# The authors' GitHub repository has no LICENSE file and its README names no licence for the weights: the card
+# says so instead of inventing one (Hub metadata `license: unknown`).
+WEIGHTS_LICENSE = (
+    "The licence of the released weights is not stated by the authors: their code repository "
+    "([techmonsterwang/iLLaMA](" + CODE_URL + ")) has no LICENSE file and its README "
+    "names none. Ask the authors before redistributing or using them commercially. The "
+    "conversion code (illama-transformers, Apache-2.0) does not license the weights."
+)
+
 CITATION = """@article{wang2024illama,
   title   = {Adapting LLaMA Decoder to Vision Transformer},
   author  = {Wang, Jiahao and Shao, Wenqi and Chen, Mengzhao and Wu, Chengyue and Liu, Yong and Wu, Taiqiang and Zhang, Kaipeng and Zhang, Songyang and Chen, Kai and Luo, Ping},
@@ -118,7 +127,7 @@ def _eval_transform(resolution: int) -> str:
 def _front_matter(datasets: list[str], model_name: str, top1: float | None) -> str:
     lines = [
         "---",
-        "license: apache-2.0",
+        "license: unknown",
         "library_name: transformers",
         "pipeline_tag: image-classification",
         "tags:",
@@ -249,6 +258,10 @@ def render_card(
         "The model runs in its deployed state (soft mask rate 0: causal). The authors' mask multiplies the softmax "
         'output without renormalising; the converted model keeps that arithmetic (`mask_style="post_softmax"`), '
         "which the weights require.",
+        "",
+        "## License",
+        "",
+        WEIGHTS_LICENSE,
         "",
         "## Citation",
         "",
