@@ -1,0 +1,437 @@
+"""Documentation test: every fenced code block of README.md is run or checked as written, in README order.
+
+Each block must be preceded (blank lines allowed) by one directive in an HTML comment, which the reader sees
+next to the block in the Markdown source:
+
+    <!-- readme-test: run -->
+        shell: every command runs with bash in one scratch folder (data/, tests/, configuration/, scripts/, ...
+        are links into the checkout, so relative paths resolve as in a checkout; files written by one block are
+        there for the next). `illama-*` commands run their console-script function in this process (the same
+        code, without a fresh interpreter's import time). `hf` commands (Hub) are only parsed.
+        python: executed in one namespace shared by all python `run` blocks, like a notebook, in the scratch
+        folder.
+    <!-- readme-test: run, append: epochs=1 max_steps=3 -->
+        the same, with these words appended to every training command of the block (the smallest overrides the
+        test needs, stated where the reader sees them).
+    <!-- readme-test: run, stand-in: downloads/FILE.pth (random weights) -->
+        before the block runs, FILE is written (if missing) as a random-weight checkpoint in the authors' layout
+        by the package's own export, from the preset of the released file of that name: what the `hf download`
+        of the block would have fetched.
+    <!-- readme-test: run, no venv on PATH -->
+        run with the interpreter's bin folder removed from PATH, as in a shell where the venv is not activated.
+    <!-- readme-test: check -->
+        nothing runs: each command is parsed by its tool's own parser (illama-* / scripts/*.py: the CLI's
+        argparse parser, then the recipe and its overrides are loaded and the global batch is checked against
+        the process count; `accelerate launch`: accelerate's parser, the config file must exist, then the
+        script's arguments as above; `hf`: the hf CLI's parser; `make T`: `make -n T`; `bash F.sh`: `bash -n`).
+        python: compiled, and its import statements executed. bibtex: entries parsed.
+    <!-- readme-test: skip: REASON -->
+        not tested (e.g. a diagram), with the reason.
+
+A block without a directive fails, so a new README block cannot go untested by accident.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import importlib
+import importlib.util
+import io
+import os
+import re
+import shlex
+import subprocess
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+# checkout folders linked into the scratch folder (read by the README's commands; nothing is written into them)
+LINKED = ("benchmarks", "configuration", "data", "docs", "model_cards", "modeling_illama", "scripts", "tests")
+DIRECTIVE = re.compile(r"<!--\s*readme-test:\s*(.*?)\s*-->", re.S)
+FENCE = re.compile(r"^```(\S*)\s*$")
+ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+TRAIN_SCRIPT = "train"
+
+
+@dataclass
+class Block:
+    line: int  # 1-based line of the opening fence
+    language: str
+    code: str
+    directive: str | None  # text after "readme-test:", None when missing
+
+    @property
+    def action(self) -> str:
+        return (self.directive or "").split(",")[0].split(":")[0].strip()
+
+    def option(self, name: str) -> str | None:
+        """The value of `name: value` in the directive (up to the next `, word:` option or the end)."""
+        match = re.search(rf"(?:^|,)\s*{re.escape(name)}\s*:\s*(.*?)\s*(?=,\s*[a-z -]+:|$)", self.directive or "")
+        return match.group(1) if match else None
+
+    def flag(self, words: str) -> bool:
+        return any(part.strip() == words for part in (self.directive or "").split(","))
+
+
+def readme_blocks(text: str) -> list[Block]:
+    """Every fenced block with the directive of the HTML comment right before it (only blank lines between)."""
+    lines = text.splitlines()
+    blocks, i = [], 0
+    while i < len(lines):
+        fence = FENCE.match(lines[i])
+        if not fence:
+            i += 1
+            continue
+        start, language = i, fence.group(1)
+        end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), None)
+        assert end is not None, f"README.md:{start + 1}: unclosed code fence"
+        before = start - 1
+        while before >= 0 and not lines[before].strip():
+            before -= 1
+        directive = None
+        if before >= 0 and lines[before].rstrip().endswith("-->"):
+            opening = before
+            while opening > 0 and "<!--" not in lines[opening]:
+                opening -= 1
+            match = DIRECTIVE.search("\n".join(lines[opening : before + 1]))
+            directive = " ".join(match.group(1).split()) if match else None
+        blocks.append(Block(start + 1, language, "\n".join(lines[start + 1 : end]), directive))
+        i = end + 1
+    return blocks
+
+
+def indented_code_blocks(text: str) -> list[int]:
+    """Lines of 4-space-indented code blocks outside fences (they would escape this test)."""
+    found, in_fence, previous_blank = [], False, True
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("```"):
+            in_fence = not in_fence
+        elif not in_fence and previous_blank and line.startswith("    ") and line.strip():
+            found.append(number)
+        previous_blank = not line.strip()
+    return found
+
+
+def shell_commands(code: str) -> list[str]:
+    """The commands of a shell block: continuation lines joined, comments and blank lines dropped."""
+    commands, current = [], ""
+    for raw in code.splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1].rstrip() + " "
+            continue
+        commands.append(current + line)
+        current = ""
+    assert not current, f"dangling line continuation in {code!r}"
+    return commands
+
+
+def split_command(command: str) -> tuple[dict[str, str], list[str]]:
+    """`VAR=x tool args  # comment` -> ({VAR: x}, [tool, args...])."""
+    words = shlex.split(command, comments=True)
+    env = {}
+    while words and ENV_ASSIGNMENT.match(words[0]):
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    return env, words
+
+
+BLOCKS = readme_blocks(README.read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------------------------------------ checks
+def cli_module(tool: str):
+    """`illama-eval` / `scripts/eval.py` -> modeling_illama.cli.eval."""
+    name = Path(tool).stem if tool.endswith(".py") else tool.removeprefix("illama-")
+    return importlib.import_module(f"modeling_illama.cli.{name.replace('-', '_')}")
+
+
+def check_training_args(args, num_processes: int) -> None:
+    """A train command's recipe and overrides load, and its global batch splits over `num_processes`."""
+    from modeling_illama.training.recipes import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    split = getattr(recipe, "gradient_accumulation_for", None) or recipe.gradient_accumulation_steps
+    split(num_processes)
+
+
+def check_cli(tool: str, argv: list[str], num_processes: int = 1) -> None:
+    module = cli_module(tool)
+    try:
+        args = module.build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        raise AssertionError(f"{tool} rejects its arguments {argv} (exit {exit_.code})") from None
+    if module.__name__.endswith(f".{TRAIN_SCRIPT}"):
+        check_training_args(args, num_processes)
+
+
+def check_python_script(path: str, argv: list[str]) -> None:
+    """`python FILE.py ARGS` outside scripts/: the file's own `build_parser()` or `parse_args(argv)`."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        if hasattr(module, "build_parser"):
+            module.build_parser().parse_args(argv)
+        else:
+            module.parse_args(argv)
+    except SystemExit as exit_:
+        raise AssertionError(f"{path} rejects its arguments {argv} (exit {exit_.code})") from None
+
+
+def check_accelerate(argv: list[str]) -> None:
+    import yaml
+    from accelerate.commands.launch import launch_command_parser
+
+    assert argv[:1] == ["launch"], f"only `accelerate launch` is checked, got {argv}"
+    try:
+        args = launch_command_parser().parse_args(argv[1:])
+    except SystemExit as exit_:
+        raise AssertionError(f"accelerate launch rejects {argv[1:]} (exit {exit_.code})") from None
+    num_processes = args.num_processes
+    if args.config_file:
+        config = REPO / args.config_file
+        assert config.is_file(), f"accelerate config {args.config_file} does not exist"
+        num_processes = num_processes or yaml.safe_load(config.read_text())["num_processes"]
+    assert (REPO / args.training_script).is_file(), f"no script {args.training_script}"
+    check_cli(args.training_script, args.training_script_args, num_processes or 1)
+
+
+def check_hf(argv: list[str]) -> None:
+    """Parse with the hf CLI's own (click) parser, down to the sub-command; nothing is invoked."""
+    import click
+    from huggingface_hub.cli.hf import app
+
+    command, context = app, app.make_context("hf", list(argv))
+    while isinstance(command, click.Group):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # click 8.2 moves protected_args into args
+            rest = [*context.protected_args, *context.args]
+        name, command, rest = command.resolve_command(context, rest)
+        context = command.make_context(name, rest, parent=context)
+
+
+def check_command(command: str) -> None:
+    _, words = split_command(command)
+    tool, argv = words[0], words[1:]
+    if tool.startswith("illama-"):
+        check_cli(tool, argv)
+    elif tool == "python" and argv[0].startswith("scripts/"):
+        check_cli(argv[0], argv[1:])
+    elif tool == "python":
+        check_python_script(argv[0], argv[1:])
+    elif tool == "accelerate":
+        check_accelerate(argv)
+    elif tool == "hf":
+        check_hf(argv)
+    elif tool == "make":
+        done = subprocess.run(["make", "-n", *argv], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"make -n {' '.join(argv)}: {done.stderr}"
+    elif tool == "bash":
+        done = subprocess.run(["bash", "-n", argv[0]], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"bash -n {argv[0]}: {done.stderr}"
+    else:
+        raise AssertionError(f"no checker for {tool!r} (in {command!r}); run it or add one to tests/test_readme.py")
+
+
+def check_python(block: Block) -> None:
+    tree = ast.parse(block.code, filename=f"README.md:{block.line}")
+    imports = ast.Module([node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))], [])
+    exec(compile(imports, f"README.md:{block.line}", "exec"), {})
+
+
+def check_bibtex(block: Block) -> None:
+    entries = re.findall(r"@(\w+)\{([\w:-]+),(.*?)\n\}", block.code, re.S)
+    assert entries and len(entries) == block.code.count("@"), "every @entry{key, ...} must close with a `}` line"
+    for kind, key, body in entries:
+        assert body.count("{") == body.count("}"), f"unbalanced braces in {key}"
+        fields = set(re.findall(r"^\s*(\w+)\s*=", body, re.M))
+        assert {"title", "author", "year"} <= fields, f"{kind} {key} lacks title/author/year: {sorted(fields)}"
+
+
+# ------------------------------------------------------------------------------------------------ runs
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    """A fresh folder that looks like a checkout: links to its read-only folders, and the venv as .venv."""
+    root = tmp_path_factory.mktemp("readme")
+    for name in LINKED:
+        (root / name).symlink_to(REPO / name, target_is_directory=True)
+    if sys.prefix != sys.base_prefix:  # what `make install` makes: scripts/run_demo.sh looks for it
+        (root / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def namespace():
+    """The namespace shared by the README's python blocks."""
+    return {"__name__": "__readme__"}
+
+
+def command_env(no_venv: bool) -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    bin_dir = str(Path(sys.executable).parent)
+    paths = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != bin_dir]
+    env["PATH"] = os.pathsep.join(paths if no_venv else [bin_dir, *paths])
+    return env
+
+
+def write_stand_in(scratch: Path, description: str) -> None:
+    """A random-weight checkpoint in the authors' layout at the README's path, through the package's export."""
+    import torch
+
+    from modeling_illama import ILlamaForImageClassification, load_preset
+    from modeling_illama.conversion import export_official
+    from modeling_illama.conversion.cards import released_variant
+
+    path = scratch / description.split()[0]
+    if path.exists():
+        return
+    variant = released_variant(path)
+    assert variant is not None, f"stand-in {path.name} is not a released file name"
+    torch.manual_seed(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export_official(ILlamaForImageClassification(load_preset(variant.preset)).eval(), path)
+
+
+@contextlib.contextmanager
+def logging_restored():
+    """The CLIs configure logging for a process of their own (handlers, levels, propagation): undo it afterwards so
+    that later tests in this process see the loggers as they were."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    loggers = [logging.getLogger(), logging.getLogger("modeling_illama"), hf_logging.get_logger()]
+    saved = [(logger, list(logger.handlers), logger.level, logger.propagate) for logger in loggers]
+    verbosity = hf_logging.get_verbosity()
+    try:
+        yield
+    finally:
+        for logger, handlers, level, propagate in saved:
+            for handler in set(logger.handlers) - set(handlers):
+                logger.removeHandler(handler)
+                handler.close()
+            logger.setLevel(level)
+            logger.propagate = propagate
+        hf_logging.set_verbosity(verbosity)
+
+
+def run_in_process(words: list[str]) -> None:
+    """`illama-NAME args`: the console script's function, as the entry point calls it."""
+    module = cli_module(words[0])
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with logging_restored(), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = module.main(words[1:])
+    assert code in (0, None), f"{' '.join(words)} exited {code}:\n{stdout.getvalue()[-3000:]}\n{stderr.getvalue()}"
+
+
+def run_shell(block: Block, scratch: Path, monkeypatch) -> None:
+    append = block.option("append")
+    no_venv = block.flag("no venv on PATH")
+    for command in shell_commands(block.code):
+        env, words = split_command(command)
+        if words[0] == "hf":  # the Hub is not reachable from the tests: parsed only (a stand-in has the file)
+            check_hf(words[1:])
+            continue
+        if append and (words[0] == "illama-train" or "scripts/train.py" in words or "scripts/run_demo.sh" in words):
+            command, words = f"{command} {append}", [*words, *shlex.split(append)]
+        if words[0].startswith("illama-") and not env and not no_venv:
+            for name, value in command_env(no_venv).items():
+                monkeypatch.setenv(name, value)
+            run_in_process(words)
+            continue
+        done = subprocess.run(
+            ["bash", "-c", command],
+            cwd=scratch,
+            env=command_env(no_venv),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, (
+            f"`{command}` exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+        )
+
+
+def run_python(block: Block, namespace: dict) -> None:
+    exec(compile(block.code, f"README.md:{block.line}", "exec"), namespace)
+
+
+# ------------------------------------------------------------------------------------------------ tests
+def test_every_code_block_is_fenced():
+    lines = indented_code_blocks(README.read_text(encoding="utf-8"))
+    assert not lines, f"indented code blocks at README.md lines {lines}: fence them (```bash) and add a directive"
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"line{b.line}-{b.language or 'text'}" for b in BLOCKS])
+def test_readme_block(block: Block, scratch: Path, namespace: dict, monkeypatch):
+    where = f"README.md:{block.line}"
+    assert block.directive is not None, f"{where}: no <!-- readme-test: run|check|skip: REASON --> before the block"
+    assert block.action in ("run", "check", "skip"), f"{where}: unknown directive {block.directive!r}"
+    if block.action == "skip":
+        reason = block.option("skip") or re.fullmatch(r"skip\s*\((.+)\)", block.directive or "", re.S)
+        reason = reason.group(1) if isinstance(reason, re.Match) else reason
+        assert reason, f"{where}: `skip` needs a reason (skip: REASON or skip (REASON))"
+        pytest.skip(f"{where}: {reason}")
+    shell = block.language in ("bash", "sh", "shell", "console")
+    assert shell or block.language in ("python", "bibtex"), f"{where}: no runner for ```{block.language}"
+    if block.action == "check":
+        if shell:
+            for command in shell_commands(block.code):
+                check_command(command)
+        elif block.language == "python":
+            check_python(block)
+        else:
+            check_bibtex(block)
+        return
+    assert block.language != "bibtex", f"{where}: bibtex blocks are checked, not run"
+    monkeypatch.chdir(scratch)
+    if block.option("stand-in"):
+        write_stand_in(scratch, block.option("stand-in"))
+    if shell:
+        run_shell(block, scratch, monkeypatch)
+    else:
+        run_python(block, namespace)
+
+
+# ----------------------------------------------------------------------------- the test's own machinery
+def test_directives_are_read_from_the_comment_right_before_a_block():
+    text = (
+        "<!-- readme-test: run, append: epochs=1 max_steps=3 -->\n\n```bash\nillama-train \\\n  --x y  # c\n```\n"
+        "text\n\n```python\nx = 1\n```\n<!--\n readme-test: skip: a diagram\n-->\n```text\na\n```\n"
+    )
+    first, second, third = readme_blocks(text)
+    assert (first.action, first.option("append"), first.line) == ("run", "epochs=1 max_steps=3", 3)
+    assert shell_commands(first.code) == ["illama-train --x y  # c"]
+    assert split_command("A= B=2 tool 'a b' # c") == ({"A": "", "B": "2"}, ["tool", "a b"])
+    assert second.directive is None and third.action == "skip" and third.option("skip") == "a diagram"
+    assert indented_code_blocks("text\n\n    make demo\n\n```\n    not code\n```\n") == [3]
+
+
+def test_check_rejects_what_the_tools_reject():
+    with pytest.raises(AssertionError, match="rejects"):
+        check_command("illama-eval --model m")  # --dataset is required
+    with pytest.raises(ValueError, match="unknown recipe field"):
+        check_command("illama-train --recipe cifar10-mini --dataset d --output-dir o epochz=1")
+    with pytest.raises(ValueError, match="not divisible"):
+        check_command(
+            "accelerate launch --multi_gpu --num_processes 2 scripts/train.py --recipe cifar10-mini --dataset d "
+            "--output-dir o batch_size=64 per_device_batch_size=64"
+        )
+    with pytest.raises(AssertionError, match="does not exist"):
+        check_command("accelerate launch --config_file configuration/accelerate/none.yaml scripts/train.py")
+    import click
+
+    with pytest.raises(click.UsageError):
+        check_command("hf download org/name --no-such-option")
+    with pytest.raises(AssertionError, match="no checker"):
+        check_command("rm -rf /")
