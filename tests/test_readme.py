@@ -7,7 +7,8 @@ next to the block in the Markdown source:
         shell: every command runs with bash in one scratch folder (data/, tests/, configuration/, scripts/, ...
         are links into the checkout, so relative paths resolve as in a checkout; files written by one block are
         there for the next). `illama-*` commands run their console-script function in this process (the same
-        code, without a fresh interpreter's import time). `hf` commands (Hub) are only parsed.
+        code, without a fresh interpreter's import time). `hf` commands (Hub) are only parsed. `cd DIR` and
+        `export VAR=x` hold for the rest of the block.
         python: executed in one namespace shared by all python `run` blocks, like a notebook, in the scratch
         folder.
     <!-- readme-test: run, append: epochs=1 max_steps=3 -->
@@ -23,8 +24,9 @@ next to the block in the Markdown source:
         nothing runs: each command is parsed by its tool's own parser (illama-* / scripts/*.py: the CLI's
         argparse parser, then the recipe and its overrides are loaded and the global batch is checked against
         the process count; `accelerate launch`: accelerate's parser, the config file must exist, then the
-        script's arguments as above; `hf`: the hf CLI's parser; `make T`: `make -n T`; `bash F.sh`: `bash -n`).
-        python: compiled, and its import statements executed. bibtex: entries parsed.
+        script's arguments as above; `hf`: the hf CLI's parser; `pip`: pip's parser; `make T`: `make -n T`;
+        `bash F.sh`: `bash -n`). python: compiled, and its import statements executed. bibtex: entries parsed
+        (title, author, year). yaml / json: parsed.
     <!-- readme-test: skip: REASON -->
         not tested (e.g. a diagram), with the reason.
 
@@ -224,6 +226,8 @@ def check_command(command: str) -> None:
     tool, argv = words[0], words[1:]
     if tool.startswith("illama-"):
         check_cli(tool, argv)
+    elif tool == "python" and argv[:2] and argv[0] == "-m" and argv[1].startswith("modeling_illama.cli."):
+        check_cli(argv[1].rpartition(".")[2], argv[2:])
     elif tool == "python" and argv[0].startswith("scripts/"):
         check_cli(argv[0], argv[1:])
     elif tool == "python":
@@ -232,6 +236,10 @@ def check_command(command: str) -> None:
         check_accelerate(argv)
     elif tool == "hf":
         check_hf(argv)
+    elif tool == "pip":
+        from pip._internal.commands import create_command
+
+        create_command(argv[0]).parse_args(argv[1:])  # pip's own option parser (exits on an unknown option)
     elif tool == "make":
         done = subprocess.run(["make", "-n", *argv], cwd=REPO, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, f"make -n {' '.join(argv)}: {done.stderr}"
@@ -246,6 +254,15 @@ def check_python(block: Block) -> None:
     tree = ast.parse(block.code, filename=f"README.md:{block.line}")
     imports = ast.Module([node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))], [])
     exec(compile(imports, f"README.md:{block.line}", "exec"), {})
+
+
+def check_data(block: Block) -> None:
+    """yaml / json: parsed."""
+    import json
+
+    import yaml
+
+    yaml.safe_load(block.code) if block.language in ("yaml", "yml") else json.loads(block.code)
 
 
 def check_bibtex(block: Block) -> None:
@@ -337,22 +354,30 @@ def run_in_process(words: list[str]) -> None:
 def run_shell(block: Block, scratch: Path, monkeypatch) -> None:
     append = block.option("append")
     no_venv = block.flag("no venv on PATH")
+    cwd, exported = scratch, {}
     for command in shell_commands(block.code):
         env, words = split_command(command)
+        if words[0] == "cd":  # shell state that later commands of the block see
+            cwd = cwd / words[1]
+            continue
+        if words[0] == "export":
+            exported.update(word.split("=", 1) for word in words[1:])
+            continue
         if words[0] == "hf":  # the Hub is not reachable from the tests: parsed only (a stand-in has the file)
             check_hf(words[1:])
             continue
         if append and (words[0] == "illama-train" or "scripts/train.py" in words or "scripts/run_demo.sh" in words):
             command, words = f"{command} {append}", [*words, *shlex.split(append)]
         if words[0].startswith("illama-") and not env and not no_venv:
-            for name, value in command_env(no_venv).items():
+            for name, value in {**command_env(no_venv), **exported}.items():
                 monkeypatch.setenv(name, value)
+            monkeypatch.chdir(cwd)
             run_in_process(words)
             continue
         done = subprocess.run(
             ["bash", "-c", command],
-            cwd=scratch,
-            env=command_env(no_venv),
+            cwd=cwd,
+            env={**command_env(no_venv), **exported},
             capture_output=True,
             text=True,
             timeout=600,
@@ -383,17 +408,20 @@ def test_readme_block(block: Block, scratch: Path, namespace: dict, monkeypatch)
         assert reason, f"{where}: `skip` needs a reason (skip: REASON or skip (REASON))"
         pytest.skip(f"{where}: {reason}")
     shell = block.language in ("bash", "sh", "shell", "console")
-    assert shell or block.language in ("python", "bibtex"), f"{where}: no runner for ```{block.language}"
+    data = block.language in ("yaml", "yml", "json")
+    assert shell or data or block.language in ("python", "bibtex"), f"{where}: no runner for ```{block.language}"
     if block.action == "check":
         if shell:
             for command in shell_commands(block.code):
                 check_command(command)
         elif block.language == "python":
             check_python(block)
+        elif data:
+            check_data(block)
         else:
             check_bibtex(block)
         return
-    assert block.language != "bibtex", f"{where}: bibtex blocks are checked, not run"
+    assert shell or block.language == "python", f"{where}: ```{block.language} blocks are checked, not run"
     monkeypatch.chdir(scratch)
     if block.option("stand-in"):
         write_stand_in(scratch, block.option("stand-in"))
@@ -433,5 +461,8 @@ def test_check_rejects_what_the_tools_reject():
 
     with pytest.raises(click.UsageError):
         check_command("hf download org/name --no-such-option")
+    check_command("pip install -e '.[train]'")
+    with pytest.raises(SystemExit):
+        check_command("pip install --no-such-option x")
     with pytest.raises(AssertionError, match="no checker"):
         check_command("rm -rf /")
