@@ -98,3 +98,58 @@ def test_demo_script_says_how_to_get_the_console_scripts(tmp_path):
     )
     assert done.returncode == 127 and "illama-train not found" in done.stderr and "make demo" in done.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_licence_and_citation_files_agree_with_the_package_and_the_readme():
+    """LICENSE is the Apache-2.0 text setup.cfg declares; CITATION.cff cites the package (GitHub's "Cite this
+    repository") and lists both papers with the README BibTeX's authors; every released model card states the
+    weights' licence as not stated by the authors."""
+    import configparser
+    import re
+
+    import yaml
+
+    licence = (REPO / "LICENSE").read_text()
+    assert "Apache License" in licence and "Version 2.0, January 2004" in licence
+    assert "END OF TERMS AND CONDITIONS" in licence and len(licence) > 10_000  # the full text, not a pointer
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    assert setup["metadata"]["license"] == "Apache-2.0"
+
+    citation = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert {"cff-version", "message", "title", "authors", "license", "version"} <= set(citation)
+    assert citation["type"] == "software" and "preferred-citation" not in citation  # the package is what is cited
+    assert (citation["license"], str(citation["version"])) == ("Apache-2.0", setup["metadata"]["version"])
+    references = {ref["title"]: ref for ref in citation["references"]}
+    readme = (REPO / "README.md").read_text()
+    bibtex = dict(re.findall(r"title\s*=\s*\{(.+?)\},\s*\n\s*author\s*=\s*\{(.+?)\}", readme))
+    assert set(bibtex) == set(references) and len(bibtex) == 2, (sorted(bibtex), sorted(references))
+    for title, authors in bibtex.items():
+        names = [tuple(part.strip() for part in name.split(",")) for name in authors.split(" and ")]
+        assert [(a["family-names"], a["given-names"]) for a in references[title]["authors"]] == names, title
+
+    cards = sorted((REPO / "model_cards").glob("*.md"))
+    assert len(cards) == 8
+    for card in cards:
+        text = card.read_text()
+        front = yaml.safe_load(text.split("---")[1])
+        assert front["license"] == "unknown" and "not stated by the authors" in text, card.name
+
+
+def test_another_schedule_on_the_command_line_drops_the_recipes_schedule_arguments():
+    """README: `illama-train --recipe cifar10-mini ... lr_scheduler_type=cosine`. The recipe's `min_lr` belongs to its
+    `cosine_with_min_lr`; Trainer's `cosine` would fail with a TypeError at its first step."""
+    import torch
+    from transformers import get_scheduler
+
+    from modeling_illama.training.recipes import load_recipe
+
+    recipe = load_recipe("cifar10-mini", ["optim=sgd", "lr_scheduler_type=cosine"])
+    assert recipe.lr_scheduler_type == "cosine" and not recipe.lr_scheduler_kwargs
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=1.0)
+    get_scheduler(recipe.lr_scheduler_type, optimizer, 1, 10, scheduler_specific_kwargs=recipe.lr_scheduler_kwargs)
+    assert load_recipe("cifar10-mini").lr_scheduler_kwargs == {"min_lr": 1e-5}  # kept with the recipe's schedule
+    kept = load_recipe("cifar10-mini", ["lr_scheduler_type=cosine", "lr_scheduler_kwargs={num_cycles: 0.25}"])
+    assert kept.lr_scheduler_kwargs == {"num_cycles": 0.25}
+    with pytest.raises(ValueError, match=r"\['min_lr'\] are not arguments of lr_scheduler_type 'cosine'.*"):
+        load_recipe("cifar10-mini", ["lr_scheduler_type=cosine", "lr_scheduler_kwargs={min_lr: 0.1}"])

@@ -11,7 +11,7 @@ next to the block in the Markdown source:
         `export VAR=x` hold for the rest of the block.
         python: executed in one namespace shared by all python `run` blocks, like a notebook, in the scratch
         folder.
-    <!-- readme-test: run, append: epochs=1 max_steps=3 -->
+    <!-- readme-test: run, append: num_train_epochs=1 max_steps=3 -->
         the same, with these words appended to every training command of the block (the smallest overrides the
         test needs, stated where the reader sees them).
     <!-- readme-test: run, stand-in: downloads/FILE.pth (random weights) -->
@@ -31,6 +31,12 @@ next to the block in the Markdown source:
         not tested (e.g. a diagram), with the reason.
 
 A block without a directive fails, so a new README block cannot go untested by accident.
+
+Budget (the whole suite, install included, must fit CI's 20 minutes on 2 cores), enforced on the work, not timed:
+every training command of a `run` block (illama-train, scripts/train.py, scripts/run_demo.sh) must end up with
+`max_steps=N`, N <= MAX_STEPS_PER_RUN (in the command or its `append:`); at most MAX_TRAINING_RUNS such commands
+in the README; every block stops after BLOCK_TIMEOUT_S seconds (a hang guard). A heavier block is marked `check`
+with what is checked, or `skip` with the reason.
 """
 
 from __future__ import annotations
@@ -59,6 +65,9 @@ DIRECTIVE = re.compile(r"<!--\s*readme-test:\s*(.*?)\s*-->", re.S)
 FENCE = re.compile(r"^```(\S*)\s*$")
 ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 TRAIN_SCRIPT = "train"
+MAX_STEPS_PER_RUN = 3  # optimizer steps of one training command run by this test
+MAX_TRAINING_RUNS = 6  # training commands run by this test, over the whole README
+BLOCK_TIMEOUT_S = 600  # per block: a hang guard, far above what a block needs
 
 
 @dataclass
@@ -146,6 +155,28 @@ def split_command(command: str) -> tuple[dict[str, str], list[str]]:
     return env, words
 
 
+def trains(words: list[str]) -> bool:
+    """A command that starts a training run."""
+    return bool(words) and (
+        words[0] == "illama-train" or "scripts/train.py" in words or "scripts/run_demo.sh" in words
+    )
+
+
+def training_commands(block: Block) -> list[list[str]]:
+    """The training commands of a shell `run` block, with the words its `append:` adds."""
+    if block.action != "run" or block.language not in SHELL_LANGUAGES:
+        return []
+    extra = shlex.split(block.option("append") or "")
+    return [[*words, *extra] for _, words in map(split_command, shell_commands(block.code)) if trains(words)]
+
+
+def max_steps(words: list[str]) -> int | None:
+    """The last `max_steps=N` among a command's words (later overrides win, as in the CLI)."""
+    values = [word.partition("=")[2] for word in words if word.startswith("max_steps=")]
+    return int(values[-1]) if values else None
+
+
+SHELL_LANGUAGES = ("bash", "sh", "shell", "console")
 BLOCKS = readme_blocks(README.read_text(encoding="utf-8"))
 
 
@@ -221,9 +252,25 @@ def check_hf(argv: list[str]) -> None:
         context = command.make_context(name, rest, parent=context)
 
 
+def check_named_files(words: list[str]) -> None:
+    """Files of the checkout a command names exist (`docs/images/cat.jpg`, `configuration/...`), and a converted
+    folder is named as the conversion names it (the folder of a released checkpoint: its model card's name)."""
+    converted = {card.stem for card in (REPO / "model_cards").glob("*.md")}
+    for word in words:
+        value = word.partition("=")[2] if "=" in word and not word.startswith("-") else word
+        if value.split("/")[0] in LINKED and "/" in value:
+            assert (REPO / value).exists(), f"{value} is named but does not exist in the checkout"
+        if value.startswith("converted/"):
+            name = value.split("/")[1]
+            assert name in converted, (
+                f"{value}: the conversion writes no folder {name!r} (it names {sorted(converted)})"
+            )
+
+
 def check_command(command: str) -> None:
     _, words = split_command(command)
     tool, argv = words[0], words[1:]
+    check_named_files(argv)
     if tool.startswith("illama-"):
         check_cli(tool, argv)
     elif tool == "python" and argv[:2] and argv[0] == "-m" and argv[1].startswith("modeling_illama.cli."):
@@ -366,7 +413,7 @@ def run_shell(block: Block, scratch: Path, monkeypatch) -> None:
         if words[0] == "hf":  # the Hub is not reachable from the tests: parsed only (a stand-in has the file)
             check_hf(words[1:])
             continue
-        if append and (words[0] == "illama-train" or "scripts/train.py" in words or "scripts/run_demo.sh" in words):
+        if append and trains(words):
             command, words = f"{command} {append}", [*words, *shlex.split(append)]
         if words[0].startswith("illama-") and not env and not no_venv:
             for name, value in {**command_env(no_venv), **exported}.items():
@@ -380,7 +427,7 @@ def run_shell(block: Block, scratch: Path, monkeypatch) -> None:
             env={**command_env(no_venv), **exported},
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=BLOCK_TIMEOUT_S,
         )
         assert done.returncode == 0, (
             f"`{command}` exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
@@ -397,6 +444,44 @@ def test_every_code_block_is_fenced():
     assert not lines, f"indented code blocks at README.md lines {lines}: fence them (```bash) and add a directive"
 
 
+def test_a_fresh_machine_needs_two_commands():
+    """The first section states exactly `make demo` (the main job) and `make test` (the suite, what CI runs), and
+    the Makefile and .ci/run do what it says: both set up the venv, demo runs the main job, test the whole suite."""
+    text = README.read_text(encoding="utf-8")
+    first = text.split("\n## ")[1]
+    assert first.startswith("Fresh machine")
+    assert [block.code.strip() for block in readme_blocks(first)] == ["make demo", "make test"]
+    assert "make test" in (REPO / ".ci" / "run").read_text().splitlines()[-1]
+    for target, runs in (("demo", "bash scripts/run_demo.sh"), ("test", "-m pytest")):
+        done = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and runs in done.stdout, done.stdout + done.stderr
+    test_recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M).group(1)
+    assert (
+        "tests/" not in test_recipe
+        and " -k " not in test_recipe
+        and " -m " not in test_recipe.replace("python -m pytest", "")
+    ), f"make test must run every test (this README test included): {test_recipe!r}"
+    assert re.search(r"^test:.*\$\(VENV\)/\.installed", (REPO / "Makefile").read_text(), re.M)
+
+
+def test_run_blocks_stay_within_the_budget():
+    runs = [(block.line, words) for block in BLOCKS for words in training_commands(block)]
+    unbounded = [
+        f"README.md:{line}: {' '.join(words[:4])} ... (max_steps={max_steps(words)})"
+        for line, words in runs
+        if max_steps(words) is None or max_steps(words) > MAX_STEPS_PER_RUN
+    ]
+    assert not unbounded, (
+        f"training commands run by the README test need max_steps <= {MAX_STEPS_PER_RUN} "
+        f"(`append: max_steps=2` in the directive), or `check`: {unbounded}"
+    )
+    assert len(runs) <= MAX_TRAINING_RUNS, (
+        f"{len(runs)} training commands run by the README test (budget {MAX_TRAINING_RUNS}): mark the heavier "
+        f"ones `check`: {[line for line, _ in runs]}"
+    )
+
+
+@pytest.mark.timeout(BLOCK_TIMEOUT_S)
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"line{b.line}-{b.language or 'text'}" for b in BLOCKS])
 def test_readme_block(block: Block, scratch: Path, namespace: dict, monkeypatch):
     where = f"README.md:{block.line}"
@@ -407,7 +492,7 @@ def test_readme_block(block: Block, scratch: Path, namespace: dict, monkeypatch)
         reason = reason.group(1) if isinstance(reason, re.Match) else reason
         assert reason, f"{where}: `skip` needs a reason (skip: REASON or skip (REASON))"
         pytest.skip(f"{where}: {reason}")
-    shell = block.language in ("bash", "sh", "shell", "console")
+    shell = block.language in SHELL_LANGUAGES
     data = block.language in ("yaml", "yml", "json")
     assert shell or data or block.language in ("python", "bibtex"), f"{where}: no runner for ```{block.language}"
     if block.action == "check":
@@ -434,29 +519,46 @@ def test_readme_block(block: Block, scratch: Path, namespace: dict, monkeypatch)
 # ----------------------------------------------------------------------------- the test's own machinery
 def test_directives_are_read_from_the_comment_right_before_a_block():
     text = (
-        "<!-- readme-test: run, append: epochs=1 max_steps=3 -->\n\n```bash\nillama-train \\\n  --x y  # c\n```\n"
+        "<!-- readme-test: run, append: num_train_epochs=1 max_steps=3 -->\n\n```bash\nillama-train \\\n  --x y  # c\n```\n"
         "text\n\n```python\nx = 1\n```\n<!--\n readme-test: skip: a diagram\n-->\n```text\na\n```\n"
     )
     first, second, third = readme_blocks(text)
-    assert (first.action, first.option("append"), first.line) == ("run", "epochs=1 max_steps=3", 3)
+    assert (first.action, first.option("append"), first.line) == ("run", "num_train_epochs=1 max_steps=3", 3)
     assert shell_commands(first.code) == ["illama-train --x y  # c"]
     assert split_command("A= B=2 tool 'a b' # c") == ({"A": "", "B": "2"}, ["tool", "a b"])
     assert second.directive is None and third.action == "skip" and third.option("skip") == "a diagram"
     assert indented_code_blocks("text\n\n    make demo\n\n```\n    not code\n```\n") == [3]
 
 
+def test_the_budget_sees_unbounded_training():
+    text = (
+        "<!-- readme-test: run -->\n```bash\nillama-train --recipe r --output-dir o\n```\n"
+        "<!-- readme-test: run, append: max_steps=2 -->\n```bash\nbash scripts/run_demo.sh\nillama-eval --model o\n```\n"
+        "<!-- readme-test: check -->\n```bash\nillama-train --recipe r --output-dir o\n```\n"
+        "<!-- readme-test: run, append: max_steps=9 -->\n```bash\nillama-train --recipe r max_steps=1\n```\n"
+    )
+    unbounded, demo, checked, last_wins = (training_commands(block) for block in readme_blocks(text))
+    assert [max_steps(words) for words in unbounded] == [None]
+    assert demo == [["bash", "scripts/run_demo.sh", "max_steps=2"]] and checked == []
+    assert max_steps(last_wins[0]) == 9
+
+
 def test_check_rejects_what_the_tools_reject():
     with pytest.raises(AssertionError, match="rejects"):
         check_command("illama-eval --model m")  # --dataset is required
     with pytest.raises(ValueError, match="unknown recipe field"):
-        check_command("illama-train --recipe cifar10-mini --dataset d --output-dir o epochz=1")
+        check_command("illama-train --recipe cifar10-mini --dataset d --output-dir o num_train_epochz=1")
     with pytest.raises(ValueError, match="not divisible"):
         check_command(
             "accelerate launch --multi_gpu --num_processes 2 scripts/train.py --recipe cifar10-mini --dataset d "
-            "--output-dir o batch_size=64 per_device_batch_size=64"
+            "--output-dir o global_batch_size=64 per_device_train_batch_size=64"
         )
     with pytest.raises(AssertionError, match="does not exist"):
         check_command("accelerate launch --config_file configuration/accelerate/none.yaml scripts/train.py")
+    with pytest.raises(AssertionError, match="does not exist"):
+        check_command("illama-activation-maps --model m --image docs/images/dog.jpg --layers 1 --output x.png")
+    with pytest.raises(AssertionError, match="writes no folder 'illama-tiny-in1k'"):
+        check_command("illama-train --recipe cifar10 --model converted/illama-tiny-in1k --output-dir o")
     import click
 
     with pytest.raises(click.UsageError):

@@ -137,6 +137,7 @@ class ILlamaTrainingArguments(TrainingArguments):
         if (self.model_ema_eval or self.model_ema_save) and not self.model_ema:
             raise ValueError("model_ema_eval / model_ema_save need model_ema=true")
         super().__post_init__()
+        check_scheduler_kwargs(self.lr_scheduler_type, self.lr_scheduler_kwargs)
 
     def gradient_accumulation_for(self, num_processes: int) -> int:
         """Micro-batches per optimizer step so that one step sees `global_batch_size` images."""
@@ -317,6 +318,29 @@ def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, A
         else:
             parsed[key] = value
     return parsed
+
+
+def check_scheduler_kwargs(scheduler_type, kwargs) -> None:
+    """`lr_scheduler_kwargs` must be arguments of the chosen schedule (Trainer would fail at its first step)."""
+    import inspect
+
+    from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
+    from transformers.trainer_utils import SchedulerType
+
+    function = TYPE_TO_SCHEDULER_FUNCTION.get(SchedulerType(scheduler_type))
+    if not kwargs or not isinstance(kwargs, dict) or function is None:
+        return
+    parameters = inspect.signature(function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    accepted = sorted(set(parameters) - {"optimizer", "num_warmup_steps", "num_training_steps"})
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        name = SchedulerType(scheduler_type).value
+        raise ValueError(
+            f"lr_scheduler_kwargs {unknown} are not arguments of lr_scheduler_type {name!r} (it takes {accepted}); "
+            f"pass lr_scheduler_kwargs={{}} or the arguments of {name!r}"
+        )
 
 
 def merge_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
