@@ -516,6 +516,22 @@ def test_readme_block(block: Block, scratch: Path, namespace: dict, monkeypatch)
         run_python(block, namespace)
 
 
+def test_what_the_readme_writes_is_git_ignored(scratch):
+    """After the blocks (pytest runs this file in order): everything they wrote into the scratch checkout is ignored
+    by the repository's .gitignore, so following the README leaves `git status` clean."""
+    written = sorted(
+        p.name + ("/" if p.is_dir() else "") for p in scratch.iterdir() if p.name not in (*LINKED, ".venv")
+    )
+    if not written or not (REPO / ".git").exists():
+        pytest.skip("no README block ran in this session, or no git checkout")
+    done = subprocess.run(
+        ["git", "check-ignore", "--no-index", *written], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert not set(written) - set(done.stdout.split()), (
+        f"add to .gitignore: {sorted(set(written) - set(done.stdout.split()))}"
+    )
+
+
 # ----------------------------------------------------------------------------- the test's own machinery
 def test_directives_are_read_from_the_comment_right_before_a_block():
     text = (
