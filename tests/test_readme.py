@@ -79,7 +79,7 @@ class Block:
 
     @property
     def action(self) -> str:
-        return (self.directive or "").split(",")[0].split(":")[0].strip()
+        return re.split(r"[,:(\s]", (self.directive or "").strip(), maxsplit=1)[0]
 
     def option(self, name: str) -> str | None:
         """The value of `name: value` in the directive (up to the next `, word:` option or the end)."""
