@@ -27,7 +27,7 @@ from .data import ImageDataset, collate_images, load_image_dataset, with_transfo
 from .ema import ModelEmaCallback
 from .label_checks import validate_training_labels
 from .metrics import classification_metrics
-from .optim import optimizer_param_groups
+from .optim import create_epoch_cosine_scheduler, optimizer_param_groups
 from .recipes import Recipe, run_on_cpu
 from .resume import last_checkpoint  # noqa: F401  (the newest complete checkpoint, for the CLI)
 from .soft_mask import SoftMaskCallback, cutoff_in_steps
@@ -48,8 +48,11 @@ def build_model(model: str, recipe: Recipe, label_names: list[str]):
     """A preset name -> a new model; a saved folder -> that model, with a new head if the class count differs.
 
     A different `recipe.image_size` resizes the position embeddings (bicubic, class row kept aside).
-    `init_from_llama` runs weight selection from a LLaMA checkpoint.
+    `init_from_llama` runs weight selection from a LLaMA checkpoint. Other model families are built by their own
+    builder (`MODEL_FAMILY_BUILDERS`, keyed by `recipe.model_family`).
     """
+    if recipe.model_family != "illama":
+        return MODEL_FAMILY_BUILDERS[recipe.model_family](model, recipe, label_names)
     from modeling_illama import ILlamaForImageClassification, load_preset
     from modeling_illama.loading import check_loading_info
 
@@ -108,6 +111,16 @@ def _log_head(model: str, net, info: dict, label_names: list[str]) -> None:
         logger.info("classification head: KEPT (same %d labels as %s)", len(label_names), model)
 
 
+def _build_vit_frozen_llm(model: str, recipe: Recipe, label_names: list[str]):
+    from .vit_frozen_llm import build_vit_frozen_llm_model
+
+    return build_vit_frozen_llm_model(model, recipe, label_names)
+
+
+# model family -> builder(model, recipe, label_names) of the image-classification task; "illama" is build_model
+MODEL_FAMILY_BUILDERS = {"vit_frozen_llm": _build_vit_frozen_llm}
+
+
 def _square(size) -> int:
     if isinstance(size, (list, tuple)):
         if size[0] != size[1]:
@@ -148,7 +161,9 @@ class ILlamaTrainer(Trainer):
     """
 
     def __init__(self, *args, num_labels: int, soft_mask: SoftMaskCallback, ema: ModelEmaCallback | None, **kwargs):
-        callbacks = [soft_mask] + ([ema] if ema is not None else []) + list(kwargs.pop("callbacks", None) or [])
+        uses_soft_mask = hasattr(kwargs.get("model"), "set_soft_mask_rate")  # not the ViT family
+        callbacks = [soft_mask] if uses_soft_mask else []
+        callbacks += ([ema] if ema is not None else []) + list(kwargs.pop("callbacks", None) or [])
         super().__init__(*args, callbacks=callbacks, **kwargs)
         self.soft_mask = soft_mask
         self.ema = ema
@@ -156,6 +171,7 @@ class ILlamaTrainer(Trainer):
         self.loss_fn = ClassificationLoss(self.args.label_smoothing)
         self.model_accepts_loss_kwargs = False  # the loss is a mean; Trainer divides by accumulation steps
         self.undecodable_images = 0
+        self.steps_per_epoch: int | None = None  # set by the builder; needed by lr_schedule_unit=epoch
 
     # optimisation
     def create_optimizer(self, model=None):
@@ -171,9 +187,52 @@ class ILlamaTrainer(Trainer):
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """`lr_schedule_unit: epoch`: DeiT's per-epoch timm cosine (`optim.deit_epoch_lr`); else Transformers'."""
+        if self.lr_scheduler is None and self.args.lr_schedule_unit == "epoch":
+            if not self.steps_per_epoch:
+                raise ValueError("lr_schedule_unit=epoch needs a known epoch length (set train_examples=N)")
+            args = self.args
+            self.lr_scheduler = create_epoch_cosine_scheduler(
+                optimizer or self.optimizer,
+                args.learning_rate,
+                (args.lr_scheduler_kwargs or {}).get("min_lr", 0.0),
+                args.warmup_lr,
+                round(args.warmup_epochs or 0),
+                math.ceil(args.num_train_epochs),
+                self.steps_per_epoch,
+            )
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)
+
     # data
+    def _get_train_sampler(self, train_dataset=None):
+        """timm's RepeatAugSampler when the recipe asks for repeated augmentation (DeiT): every image is drawn
+        `repeated_augmentation` times per epoch, the copies going to different processes; an epoch keeps about
+        len(dataset) samples in all."""
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.args.repeated_augmentation > 1 and not isinstance(dataset, datasets.IterableDataset):
+            from timm.data.distributed_sampler import RepeatAugSampler
+
+            return RepeatAugSampler(
+                dataset,
+                num_replicas=self.args.world_size,
+                rank=self.args.process_index,
+                shuffle=True,
+                num_repeats=self.args.repeated_augmentation,
+            )
+        return super()._get_train_sampler(train_dataset)
+
     def get_train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset
+        if self.args.repeated_augmentation > 1 and not isinstance(dataset, datasets.IterableDataset):
+            loader = super().get_train_dataloader()
+            # the sampler is already rank-aware: make accelerate's batch-sharding wrapper a passthrough (as
+            # Trainer does for its own rank-aware samplers)
+            shard = getattr(loader, "batch_sampler", None)
+            if shard is not None and hasattr(shard, "num_processes"):
+                shard.num_processes, shard.process_index = 1, 0
+            return loader
         if not isinstance(dataset, datasets.IterableDataset) or self.args.world_size == 1:
             return super().get_train_dataloader()
         # Streaming data is already split across processes (split_dataset_by_node): keep accelerate from
@@ -232,6 +291,9 @@ class ILlamaTrainer(Trainer):
     def deployed_soft_mask(self):
         """The deployed rate (config.soft_mask_rate) inside, the scheduled one restored after."""
         model = self.model
+        if not hasattr(model, "reset_soft_mask_rate"):  # a model family without soft mask
+            yield
+            return
         rate = model.soft_mask_rate
         model.reset_soft_mask_rate()
         try:
@@ -250,8 +312,9 @@ class ILlamaTrainer(Trainer):
             self.ema.resume_from = resume_from_checkpoint
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs:
+        if "loss" in logs and hasattr(self.model, "soft_mask_rate"):
             logs["soft_mask_rate"] = self.model.soft_mask_rate
+        if "loss" in logs:
             if self.undecodable_images:
                 logs["undecodable_images"] = self.undecodable_images
         super().log(logs, start_time)
@@ -422,6 +485,7 @@ def build_image_classification(recipe: Recipe) -> TrainingRun:
     )
 
     steps_per_epoch = trainer.optimizer_steps_per_epoch()
+    trainer.steps_per_epoch = steps_per_epoch
     if recipe.warmup_epochs is not None:
         if steps_per_epoch is None and recipe.warmup_epochs:
             raise ValueError("warmup in epochs needs a known epoch length: set warmup_steps=N (or train_examples=N)")
@@ -456,6 +520,7 @@ def build_image_classification(recipe: Recipe) -> TrainingRun:
 
 TASK_BUILDERS: dict[tuple[str, str], Callable[[Recipe], TrainingRun]] = {
     ("image-classification", "illama"): build_image_classification,
+    ("image-classification", "vit_frozen_llm"): build_image_classification,  # its model: MODEL_FAMILY_BUILDERS
 }
 
 

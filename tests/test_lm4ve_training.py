@@ -1,0 +1,227 @@
+"""illama-train for the ViT-with-frozen-LLaMA family (Pang et al.): a real Trainer run with repeated augmentation
+and the per-epoch DeiT schedule, the schedule against timm's own scheduler, the drop-path of the ViT variant,
+and training from a saved ViT/DeiT folder."""
+
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from datasets import ClassLabel, Dataset, Features
+from datasets import Image as ImageFeature
+from huggingface_hub.errors import StrictDataclassClassValidationError
+from llama_checkpoint import read_all_tensors, save_tiny_llama
+from PIL import Image
+from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
+from transformers.models.vit.modeling_vit import ViTLayer
+
+from modeling_illama import ViTWithFrozenLLMConfig, ViTWithFrozenLLMForImageClassification
+from modeling_illama.training.optim import deit_epoch_lr
+from modeling_illama.training.recipes import load_recipe, recipe_from_dict
+from modeling_illama.training.trainer import build_model, build_training, save_final_model
+
+TINY_VIT = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    return save_tiny_llama(
+        tmp_path_factory.mktemp("llama"),
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=32,
+        rms_norm_eps=1e-5,
+    )
+
+
+def write_data(root, n_train=24, n_test=6):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        rows = {"image": [], "label": []}
+        for i in range(n):
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buffer, format="PNG")
+            rows["image"].append({"bytes": buffer.getvalue(), "path": None})
+            rows["label"].append(i % 3)
+        features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b", "c"])})
+        Dataset.from_dict(rows, features=features).to_parquet(str(root / f"{split}.parquet"))
+    return root
+
+
+def vit_recipe(**changes):
+    """The lm4ve-vit-tiny recipe scaled down to 16 px images and a 3-block, 32-wide ViT."""
+    fields = load_recipe("lm4ve-vit-tiny").to_dict()
+    fields.update(
+        model_overrides={**TINY_VIT, "patch_size": 8},
+        image_size=16,
+        eval_split="test",
+        train_examples=None,
+        dataloader_num_workers=0,
+        rand_augment=None,
+        random_erasing=0.0,
+        eval_crop_pct=1.0,
+        epochs=3,
+        warmup_epochs=1,
+        batch_size=8,
+        per_device_batch_size=4,
+        fp16=False,
+        logging_steps=1,
+        eval_strategy="epoch",
+        save_strategy="no",
+        seed=0,
+    )
+    fields.update(changes)
+    return recipe_from_dict(fields)
+
+
+def test_lm4ve_recipes_carry_the_authors_hyper_parameters():
+    for size, width in (("tiny", 192), ("small", 384), ("base", 768)):
+        recipe = load_recipe(f"lm4ve-vit-{size}")
+        assert recipe.model == f"vit-{size}" and recipe.model_family == "vit_frozen_llm"
+        assert (recipe.batch_size, recipe.learning_rate, recipe.epochs, recipe.warmup_epochs) == (1024, 1e-3, 300, 20)
+        assert recipe.learning_rate == pytest.approx(5e-4 * 1024 / 512)
+        assert (recipe.warmup_lr, recipe.min_lr, recipe.lr_schedule_unit) == (1e-6, 1e-5, "epoch")
+        assert recipe.repeated_augmentation == 3 and recipe.fp16 and recipe.drop_path_rate == 0.1
+        assert recipe.frozen_llm_rms_norm_eps == 1e-6 and recipe.soft_mask == "none"
+        from modeling_illama.training.vit_frozen_llm import VIT_SIZES
+
+        assert VIT_SIZES[recipe.model]["hidden_size"] == width
+
+
+def test_epoch_schedule_matches_timm_scheduler_stepped_as_deit_does():
+    """DeiT builds timm's CosineLRScheduler, trains epoch e, then calls step(e): replay that loop."""
+    from timm.scheduler import CosineLRScheduler
+
+    base, epochs, warmup = 1e-3, 30, 5
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    scheduler = CosineLRScheduler(optimizer, t_initial=epochs, lr_min=1e-5, warmup_lr_init=1e-6, warmup_t=warmup)
+    used = []
+    for epoch in range(epochs):
+        used.append(optimizer.param_groups[0]["lr"])  # the lr of every step of this epoch
+        scheduler.step(epoch)
+    ours = [deit_epoch_lr(e, base, 1e-5, 1e-6, warmup, epochs) for e in range(epochs)]
+    assert ours == pytest.approx(used, rel=1e-12, abs=0)
+    assert ours[0] == ours[1] == 1e-6
+    # no warm-up prefix: the first cosine value is already t = warmup of the 30-epoch cosine, never lr itself
+    assert max(ours) == pytest.approx(1e-5 + 0.5 * (base - 1e-5) * (1 + math.cos(math.pi * warmup / epochs)))
+
+
+@pytest.fixture(scope="module")
+def vit_run(tmp_path_factory, llama_dir):
+    data = write_data(tmp_path_factory.mktemp("data"))
+    out = tmp_path_factory.mktemp("run")
+    recipe = vit_recipe(frozen_llm=llama_dir, frozen_llm_layers=[1])
+    run = build_training(recipe, "vit-tiny", str(data), str(out))
+    model = run.trainer.model
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    run.trainer.train()
+    save_final_model(run, out)
+    return run, before, out
+
+
+def test_vit_frozen_llm_trains_through_trainer(vit_run, llama_dir):
+    run, before, out = vit_run
+    model = run.trainer.model
+    assert isinstance(model, ViTWithFrozenLLMForImageClassification)
+    assert [layer.drop_path.drop_prob for layer in model.vit.layers] == pytest.approx([0.0, 0.05, 0.1])
+    settings = model.config.frozen_llm
+    assert settings["layer_indices"] == [1] and settings["llm_config"]["rms_norm_eps"] == 1e-6
+    after = dict(model.named_parameters())
+    llama = read_all_tensors(llama_dir)
+    for name, value in before.items():
+        if ".frozen_llm.layers." in name:  # frozen and equal to the checkpoint's tensor
+            assert torch.equal(after[name], value) and not after[name].requires_grad, name
+            source = "model.layers.1." + name.split(".frozen_llm.layers.0.")[1]
+            assert torch.equal(after[name], llama[source]), name
+        elif name.endswith("classifier.weight") or "input_projection" in name or "layers.0.attention" in name:
+            assert not torch.equal(after[name], value), name  # adapters, head and first block trained
+
+    # 24 images, RepeatAugSampler keeps ceil(24 / 1) = 24 per epoch; 4 per micro-batch, accumulation 2
+    sampler = run.trainer.get_train_dataloader().batch_sampler.sampler
+    assert type(sampler).__name__ == "RepeatAugSampler" and sampler.num_repeats == 3 and len(sampler) == 24
+    order = list(iter(sampler))
+    assert all(order.count(i) <= 3 for i in set(order)) and max(order.count(i) for i in set(order)) == 3
+    assert run.steps_per_epoch == 3 and run.trainer.state.global_step == 9
+
+    logs = [entry for entry in run.trainer.state.log_history if "loss" in entry]
+    expected = [deit_epoch_lr(step // 3, 1e-3, 1e-5, 1e-6, 1, 3) for step in range(9)]
+    assert [entry["learning_rate"] for entry in logs] == pytest.approx(expected)
+    assert "soft_mask_rate" not in logs[0]
+    assert sum("eval_top1" in entry for entry in run.trainer.state.log_history) == 3
+
+
+def test_saved_vit_frozen_llm_reloads_identically(vit_run):
+    run, _, out = vit_run
+    reloaded = AutoModelForImageClassification.from_pretrained(str(out)).eval()
+    assert isinstance(reloaded, ViTWithFrozenLLMForImageClassification)
+    assert json.loads((out / "config.json").read_text())["drop_path_rate"] == 0.1
+    pixels = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = run.trainer.model.eval()(pixel_values=pixels).logits
+        torch.testing.assert_close(reloaded(pixel_values=pixels).logits, expected, rtol=0, atol=0)
+
+
+def test_drop_path_schedule_and_branches():
+    config = ViTWithFrozenLLMConfig(**TINY_VIT, image_size=16, patch_size=8, num_labels=3, drop_path_rate=0.3)
+    config.num_hidden_layers = 4
+    torch.manual_seed(0)
+    model = ViTWithFrozenLLMForImageClassification(config)
+    rates = [layer.drop_path.drop_prob for layer in model.vit.layers]
+    assert rates == torch.linspace(0, 0.3, 4).tolist()  # timm: [x.item() for x in torch.linspace(0, rate, depth)]
+
+    layer = model.vit.layers[3]
+    reference = ViTLayer(config)
+    reference.load_state_dict(layer.state_dict())
+    x = torch.randn(400, 5, 32)
+    layer.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), reference(x))  # no drop path at evaluation
+        # training: each sample takes each residual branch with probability 0.7, scaled by 1 / 0.7
+        layer.train()
+        torch.manual_seed(1)
+        out = layer(x)
+        attention = reference.attention(reference.layernorm_before(x))[0]
+        keep = 0.7
+        kept_attention = x + attention / keep
+        candidates = []
+        for h in (x, kept_attention):
+            mlp = reference.mlp(reference.layernorm_after(h))
+            candidates += [h, h + mlp / keep]
+        distance = torch.stack([(out - c).abs().amax(dim=(1, 2)) for c in candidates], dim=1)
+        choice = distance.argmin(dim=1)
+        assert distance.min(dim=1).values.max() < 1e-5  # every sample is exactly one of the four combinations
+        counts = torch.bincount(choice, minlength=4).float() / len(choice)
+        expected = torch.tensor([0.3 * 0.3, 0.3 * 0.7, 0.7 * 0.3, 0.7 * 0.7])
+        assert (counts - expected).abs().max() < 0.08
+    with pytest.raises(StrictDataclassClassValidationError, match="drop_path_rate must lie in"):
+        ViTWithFrozenLLMConfig(drop_path_rate=1.0)
+
+
+def test_from_a_pretrained_vit_folder(tmp_path, llama_dir):
+    torch.manual_seed(0)
+    fields = dict(TINY_VIT, image_size=16, patch_size=8, num_labels=3)
+    vit = ViTForImageClassification(ViTConfig(**fields, id2label={0: "a", 1: "b", 2: "c"}, label2id={}))
+    vit.save_pretrained(tmp_path / "deit")
+    recipe = vit_recipe(frozen_llm=llama_dir, frozen_llm_rms_norm_eps=None, drop_path_rate=0.2, image_size=None)
+    net = build_model(str(tmp_path / "deit"), recipe, ["x", "y"])
+    assert isinstance(net, ViTWithFrozenLLMForImageClassification) and net.config.drop_path_rate == 0.2
+    assert net.config.frozen_llm["layer_indices"] == [1]  # the last layer by default
+    assert net.config.frozen_llm["llm_config"]["rms_norm_eps"] == 1e-5  # null: the checkpoint's own eps
+    assert net.classifier.weight.shape == (2, 32) and net.config.id2label == {0: "x", 1: "y"}
+    for name, value in vit.state_dict().items():
+        if not name.startswith("classifier"):
+            assert torch.equal(net.state_dict()[name], value), name  # the backbone is the saved ViT's
+
+    plain = build_model(str(tmp_path / "deit"), vit_recipe(frozen_llm=None, image_size=None), ["a", "b", "c"])
+    assert plain.config.frozen_llm is None and torch.equal(plain.classifier.weight, vit.classifier.weight)
+    with pytest.raises(ValueError, match="neither a saved folder nor a ViT size"):
+        build_model("vit-huge", vit_recipe(), ["a"])
+    with pytest.raises(ValueError, match="no soft mask"):
+        vit_recipe(soft_mask="constant")
+    with pytest.raises(ValueError, match="model_family"):
+        vit_recipe(model_family="convnext")
