@@ -225,3 +225,29 @@ def test_from_a_pretrained_vit_folder(tmp_path, llama_dir):
         vit_recipe(soft_mask="constant")
     with pytest.raises(ValueError, match="model_family"):
         vit_recipe(model_family="convnext")
+
+
+def test_ddp_repeated_augmentation_two_cpu_processes(tmp_path, llama_dir):
+    """Two real processes (gloo): the rank-aware RepeatAugSampler gives each rank its own 12 of the 24 images per
+    epoch (3 micro-batches of 4), so both ranks take 3 optimizer steps per epoch; a loader sharded a second time
+    by accelerate would give them fewer."""
+    import subprocess
+    import sys
+
+    import yaml
+    from test_training_launch import REPO, environment, free_port
+
+    data = write_data(tmp_path)
+    recipe = vit_recipe(frozen_llm=llama_dir, epochs=2, eval_strategy="no").to_dict()
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    command += ["--num_machines", "1", "--mixed_precision", "no", "--main_process_port", str(free_port())]
+    command += [str(REPO / "scripts" / "train.py"), "--recipe", str(tmp_path / "recipe.yaml"), "--dataset", str(data)]
+    command += ["--output-dir", str(tmp_path / "out"), "--no-plot"]
+    result = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for rank in (0, 1):
+        assert f"[rank {rank}/2] finished at optimizer step 6" in result.stdout
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    rates = [entry["learning_rate"] for entry in state["log_history"] if "loss" in entry]
+    assert rates == pytest.approx([deit_epoch_lr(step // 3, 1e-3, 1e-5, 1e-6, 1, 2) for step in range(6)])
