@@ -227,3 +227,29 @@ def test_cli_writes_the_metrics(model, crops, tmp_path, capsys):
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["imagenet_a"] == {"top1": 0.5, "images": 8}
     assert main(["--model", str(tmp_path / "model"), "--imagenet-r", str(tmp_path / "a")]) == 1  # A classes, not R
+
+    # FGSM / PGD on 1000-class data: clean top-1 by hand, the authors' settings reported in 1/255 units
+    full = logits.argmax(-1).tolist()
+    for i, (image, prediction) in enumerate(zip(crops, full)):
+        label = prediction if i < 6 else (prediction + 1) % 1000  # 6 of 8 right before the attack
+        (tmp_path / "val" / wnids()[label]).mkdir(parents=True, exist_ok=True)
+        image.save(tmp_path / "val" / wnids()[label] / f"{i}.png")
+    args = [
+        "--model",
+        str(tmp_path / "model"),
+        "--adversarial",
+        str(tmp_path / "val"),
+        "--output",
+        str(tmp_path / "v"),
+    ]
+    assert main(args) == 0
+    adversarial = json.loads((tmp_path / "v").read_text())["adversarial"]
+    assert adversarial["clean_top1"] == 0.75 and adversarial["images"] == 8
+    assert adversarial["fgsm_settings"] == {
+        "epsilon_255": 1.0,
+        "step_size_255": 1.0,
+        "steps": 1,
+        "random_start": False,
+    }
+    assert adversarial["pgd_settings"] == {"epsilon_255": 1.0, "step_size_255": 0.5, "steps": 5, "random_start": True}
+    assert 0.0 <= adversarial["pgd_top1"] <= 0.75 and 0.0 <= adversarial["fgsm_top1"] <= 0.75

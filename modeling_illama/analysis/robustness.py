@@ -315,9 +315,18 @@ def evaluate_subset(
 
 
 def evaluate_attacks(
-    model, source: str, split: str, transform, mean, std, attacks=("fgsm", "pgd"), device="cpu", batch_size=64,
-    limit=None, seed: int = 0,
-) -> dict:  # fmt: skip
+    model,
+    source: str,
+    split: str,
+    transform,
+    mean,
+    std,
+    attacks=("fgsm", "pgd"),
+    device="cpu",
+    batch_size: int = 64,
+    limit: int | None = None,
+    seed: int = 0,
+) -> dict:
     """Clean and adversarial top-1 (the authors' FGSM / PGD settings) on an ImageNet-1K split."""
     loader, names = image_loader(source, split, transform, batch_size, limit)
     targets = target_map(names, imagenet_wnids(), source)
