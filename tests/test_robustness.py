@@ -226,7 +226,7 @@ def test_cli_writes_the_metrics(model, crops, tmp_path, capsys):
     assert code == 0 and "imagenet_a top-1 50.00%" in capsys.readouterr().out
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["imagenet_a"] == {"top1": 0.5, "images": 8}
-    assert main(["--model", str(tmp_path / "model"), "--imagenet-r", str(tmp_path / "a")]) == 1  # A classes, not R
+    assert main(["--model", str(tmp_path / "model"), "--imagenet-r", str(tmp_path / "a")]) == 2  # A classes, not R
 
     # FGSM / PGD on 1000-class data: clean top-1 by hand, the authors' settings reported in 1/255 units
     full = logits.argmax(-1).tolist()

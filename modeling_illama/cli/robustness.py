@@ -15,11 +15,13 @@ import json
 import os
 import sys
 
+from ._common import make_parser, user_error
+
+PROG = "illama-robustness"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="illama-robustness", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = make_parser(PROG, __doc__)
     parser.add_argument("--model", required=True, help="saved ImageNet-1K classifier folder")
     parser.add_argument("--imagenet-c", metavar="DIR", help="ImageNet-C root: <corruption>/<severity>/<wnid>/*")
     parser.add_argument("--imagenet-a", metavar="SRC", help="ImageNet-A (200 classes)")
@@ -51,8 +53,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     sets = (args.imagenet_c, args.imagenet_a, args.imagenet_r, args.imagenet_sketch, args.adversarial)
     if not any(sets):
-        print("illama-robustness: give at least one of --imagenet-c/-a/-r/-sketch or --adversarial", file=sys.stderr)
-        return 2
+        return user_error(PROG, "give at least one of --imagenet-c/-a/-r/-sketch or --adversarial")
     import torch
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -93,8 +94,7 @@ def main(argv=None) -> int:
                 model, args.adversarial, split, transform, mean, std, args.attacks, **common
             )
     except (OSError, ValueError, KeyError) as error:
-        print(f"illama-robustness: error: {error}", file=sys.stderr)
-        return 1
+        return user_error(PROG, error)
     output = args.output or os.path.join(args.model, "robustness.json")
     with open(output, "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=2)

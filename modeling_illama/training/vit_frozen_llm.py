@@ -31,25 +31,21 @@ VIT_DEFAULTS = {
 }
 
 
-def _label_maps(label_names: list[str]) -> dict[str, Any]:
-    id2label = dict(enumerate(label_names))
-    return {"num_labels": len(label_names), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
-
-
 def build_vit_frozen_llm_model(model: str, recipe: Recipe, label_names: list[str]):
     """`model` is a size name (`vit-tiny`, `vit-small`, `vit-base`: from scratch) or a saved folder of a ViT/DeiT
     (`model_type` "vit") or of this family. `recipe.frozen_llm` (a LLaMA folder, Hugging Face or Meta format)
     adds the frozen layer(s); `recipe.drop_path_rate` sets stochastic depth; the head follows the labels."""
     from transformers import AutoConfig, ViTForImageClassification
 
+    from ..labels import class_names, label_fields
     from ..llm.frozen import attach_frozen_llm, vit_to_frozen_llm_model
     from ..modeling_vit_frozen_llm import ViTWithFrozenLLMConfig, ViTWithFrozenLLMForImageClassification
     from .trainer import is_model_dir
 
-    labels = _label_maps(label_names)
+    labels = label_fields(label_names)
     if is_model_dir(model):
         saved = AutoConfig.from_pretrained(model)
-        saved_names = [saved.id2label[i] for i in sorted(saved.id2label)] if saved.id2label else []
+        saved_names = class_names(saved.id2label)
         kwargs: dict[str, Any] = {"dtype": torch.float32}
         if saved_names != list(label_names):
             logger.info("label set differs from %s (%d -> %d classes): new head", model, len(saved_names), len(labels))
