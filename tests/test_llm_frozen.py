@@ -324,7 +324,7 @@ def test_frozen_llm_sub_config_is_saved_typed_and_the_old_dict_form_still_loads(
     model.eval().save_pretrained(tmp_path / "new")
     saved = json.loads((tmp_path / "new" / "config.json").read_text())["frozen_llm"]
     # every field written out, the LLaMA layer's own norm epsilon included (so a later default cannot change it)
-    assert saved["model_type"] == "illama_frozen_llm" and saved["rms_norm_eps"] == 1e-5
+    assert saved["model_type"] == "illama_frozen_llm" and saved["rms_norm_eps"] == 1e-6  # the authors' default
     assert saved["layer_indices"] == [1, 3] and saved["checksum"].startswith("sha256:")
     assert saved["num_key_value_heads"] == 2 and saved["head_dim"] == 24 and saved["store_weights"] is False
     # the older untyped form of the same settings, as earlier versions wrote it

@@ -115,9 +115,9 @@ def test_meta_layer_gives_the_hugging_face_output(checkpoints):
         torch.testing.assert_close(models["meta"](pixel_values=pixels).logits, expected, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(models["meta-2"](pixel_values=pixels).logits, expected, rtol=1e-5, atol=1e-6)
     settings = models["meta"].config.frozen_llm
-    assert settings["llm_config"]["rms_norm_eps"] == 1e-6  # the authors' eps, not params.json's 1e-5
-    assert settings["llm_config"]["intermediate_size"] == INNER and settings["llm_config"]["num_key_value_heads"] == 2
-    assert settings["source_path"] == str(meta) and settings["checksum"].startswith("sha256:")
+    assert settings.rms_norm_eps == 1e-6  # the authors' eps, not params.json's 1e-5
+    assert settings.intermediate_size == INNER and settings.num_key_value_heads == 2
+    assert settings.source_path == str(meta) and settings.checksum.startswith("sha256:")
 
 
 def test_reads_only_the_requested_layer(checkpoints):
@@ -135,7 +135,7 @@ def test_reads_only_the_requested_layer(checkpoints):
         checksum = load_frozen_layers(model.vit.frozen_llm, source)
         assert source.reads and all(name.startswith("layers.1.") for name in source.reads)
         assert len(source.reads) == 9
-    assert checksum == model.config.frozen_llm["checksum"]
+    assert checksum == model.config.frozen_llm.checksum
 
 
 def test_meta_refusals(checkpoints, tmp_path):

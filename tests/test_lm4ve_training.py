@@ -130,7 +130,7 @@ def test_vit_frozen_llm_trains_through_trainer(vit_run, llama_dir):
     assert isinstance(model, ViTWithFrozenLLMForImageClassification)
     assert [layer.drop_path.drop_prob for layer in model.vit.layers] == pytest.approx([0.0, 0.05, 0.1])
     settings = model.config.frozen_llm
-    assert settings["layer_indices"] == [1] and settings["llm_config"]["rms_norm_eps"] == 1e-6
+    assert settings.layer_indices == [1] and settings.rms_norm_eps == 1e-6
     after = dict(model.named_parameters())
     llama = read_all_tensors(llama_dir)
     for name, value in before.items():
@@ -210,8 +210,8 @@ def test_from_a_pretrained_vit_folder(tmp_path, llama_dir):
     recipe = vit_recipe(frozen_llm=llama_dir, frozen_llm_rms_norm_eps=None, drop_path_rate=0.2, image_size=None)
     net = build_model(str(tmp_path / "deit"), recipe, ["x", "y"])
     assert isinstance(net, ViTWithFrozenLLMForImageClassification) and net.config.drop_path_rate == 0.2
-    assert net.config.frozen_llm["layer_indices"] == [1]  # the last layer by default
-    assert net.config.frozen_llm["llm_config"]["rms_norm_eps"] == 1e-5  # null: the checkpoint's own eps
+    assert net.config.frozen_llm.layer_indices == [1]  # the last layer by default
+    assert net.config.frozen_llm.rms_norm_eps == 1e-5  # null: the checkpoint's own eps
     assert net.classifier.weight.shape == (2, 32) and net.config.id2label == {0: "x", 1: "y"}
     for name, value in vit.state_dict().items():
         if not name.startswith("classifier"):

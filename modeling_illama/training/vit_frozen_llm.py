@@ -92,8 +92,8 @@ def build_vit_frozen_llm_model(model: str, recipe: Recipe, label_names: list[str
         settings = net.config.frozen_llm
         logger.info(
             "frozen LLaMA layers %s from %s (rms_norm_eps %g)",
-            settings["layer_indices"],
-            settings["source_path"],
-            settings["llm_config"]["rms_norm_eps"],
+            settings.layer_indices,
+            settings.source_path,
+            settings.rms_norm_eps,
         )
     return net
