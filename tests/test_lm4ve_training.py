@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import yaml
 from datasets import ClassLabel, Dataset, Features
 from datasets import Image as ImageFeature
 from huggingface_hub.errors import StrictDataclassClassValidationError
@@ -18,6 +19,7 @@ from transformers import AutoModelForImageClassification, ViTConfig, ViTForImage
 from transformers.models.vit.modeling_vit import ViTLayer
 
 from modeling_illama import ViTWithFrozenLLMConfig, ViTWithFrozenLLMForImageClassification
+from modeling_illama.configuration import configuration_files
 from modeling_illama.training.optim import deit_epoch_lr
 from modeling_illama.training.recipes import load_recipe, recipe_from_dict
 from modeling_illama.training.trainer import build_model, build_training, save_final_model
@@ -53,9 +55,10 @@ def write_data(root, n_train=24, n_test=6):
     return root
 
 
-def vit_recipe(**changes):
-    """The lm4ve-vit-tiny recipe scaled down to 16 px images and a 3-block, 32-wide ViT."""
-    fields = load_recipe("lm4ve-vit-tiny").to_dict()
+def vit_fields(**changes):
+    """The lm4ve-vit-tiny recipe's fields, scaled down to 16 px images and a 3-block, 32-wide ViT."""
+    fields = yaml.safe_load(configuration_files("recipes")["lm4ve-vit-tiny"].read_text())
+    fields.pop("description")
     fields.update(
         model_overrides={**TINY_VIT, "patch_size": 8},
         image_size=16,
@@ -65,27 +68,41 @@ def vit_recipe(**changes):
         rand_augment=None,
         random_erasing=0.0,
         eval_crop_pct=1.0,
-        epochs=3,
+        num_train_epochs=3,
         warmup_epochs=1,
-        batch_size=8,
-        per_device_batch_size=4,
+        global_batch_size=8,
+        per_device_train_batch_size=4,
         fp16=False,
+        model_ema=False,
         logging_steps=1,
         eval_strategy="epoch",
         save_strategy="no",
-        seed=0,
     )
     fields.update(changes)
-    return recipe_from_dict(fields)
+    return fields
+
+
+def vit_recipe(**changes):
+    return recipe_from_dict(vit_fields(**changes))
 
 
 def test_lm4ve_recipes_carry_the_authors_hyper_parameters():
     for size, width in (("tiny", 192), ("small", 384), ("base", 768)):
         recipe = load_recipe(f"lm4ve-vit-{size}")
         assert recipe.model == f"vit-{size}" and recipe.model_family == "vit_frozen_llm"
-        assert (recipe.batch_size, recipe.learning_rate, recipe.epochs, recipe.warmup_epochs) == (1024, 1e-3, 300, 20)
+        assert (recipe.global_batch_size, recipe.learning_rate, recipe.num_train_epochs, recipe.warmup_epochs) == (
+            1024,
+            1e-3,
+            300,
+            20,
+        )
         assert recipe.learning_rate == pytest.approx(5e-4 * 1024 / 512)
-        assert (recipe.warmup_lr, recipe.min_lr, recipe.lr_schedule_unit) == (1e-6, 1e-5, "epoch")
+        assert (recipe.warmup_lr, recipe.lr_scheduler_kwargs["min_lr"], recipe.lr_schedule_unit) == (
+            1e-6,
+            1e-5,
+            "epoch",
+        )
+        assert recipe.model_ema and recipe.model_ema_decay == 0.99996 and not recipe.model_ema_eval  # kept, not used
         assert recipe.repeated_augmentation == 3 and recipe.fp16 and recipe.drop_path_rate == 0.1
         assert recipe.frozen_llm_rms_norm_eps == 1e-6 and recipe.soft_mask == "none"
         from modeling_illama.training.vit_frozen_llm import VIT_SIZES
@@ -115,8 +132,8 @@ def test_epoch_schedule_matches_timm_scheduler_stepped_as_deit_does():
 def vit_run(tmp_path_factory, llama_dir):
     data = write_data(tmp_path_factory.mktemp("data"))
     out = tmp_path_factory.mktemp("run")
-    recipe = vit_recipe(frozen_llm=llama_dir, frozen_llm_layers=[1])
-    run = build_training(recipe, "vit-tiny", str(data), str(out))
+    recipe = vit_recipe(frozen_llm=llama_dir, frozen_llm_layers=[1], dataset=str(data), output_dir=str(out))
+    run = build_training(recipe)
     model = run.trainer.model
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     run.trainer.train()
@@ -152,6 +169,10 @@ def test_vit_frozen_llm_trains_through_trainer(vit_run, llama_dir):
     expected = [deit_epoch_lr(step // 3, 1e-3, 1e-5, 1e-6, 1, 3) for step in range(9)]
     assert [entry["learning_rate"] for entry in logs] == pytest.approx(expected)
     assert "soft_mask_rate" not in logs[0]
+    groups = run.trainer.optimizer.param_groups  # DeiT: no weight decay on 1-D params, position table, class token
+    no_decay = {id(p) for group in groups if group["weight_decay"] == 0.0 for p in group["params"]}
+    assert id(model.vit.embeddings.position_embeddings) in no_decay and id(model.vit.embeddings.cls_token) in no_decay
+    assert id(model.vit.layers[0].attention.attention.query.weight) not in no_decay
     assert sum("eval_top1" in entry for entry in run.trainer.state.log_history) == 3
 
 
@@ -223,8 +244,8 @@ def test_from_a_pretrained_vit_folder(tmp_path, llama_dir):
         build_model("vit-huge", vit_recipe(), ["a"])
     with pytest.raises(ValueError, match="no soft mask"):
         vit_recipe(soft_mask="constant")
-    with pytest.raises(ValueError, match="model_family"):
-        vit_recipe(model_family="convnext")
+    with pytest.raises(ValueError, match="no trainer for task 'image-classification' with model family 'convnext'"):
+        build_training(vit_recipe(model_family="convnext"))
 
 
 def test_ddp_repeated_augmentation_two_cpu_processes(tmp_path, llama_dir):
@@ -234,11 +255,10 @@ def test_ddp_repeated_augmentation_two_cpu_processes(tmp_path, llama_dir):
     import subprocess
     import sys
 
-    import yaml
     from test_training_launch import REPO, environment, free_port
 
     data = write_data(tmp_path)
-    recipe = vit_recipe(frozen_llm=llama_dir, epochs=2, eval_strategy="no").to_dict()
+    recipe = vit_fields(frozen_llm=llama_dir, num_train_epochs=2, eval_strategy="no")
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     command += ["--num_machines", "1", "--mixed_precision", "no", "--main_process_port", str(free_port())]
