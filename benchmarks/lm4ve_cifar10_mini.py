@@ -6,7 +6,11 @@ seed 0) written in Meta's original format (params.json + consolidated.00.pth), t
 7B from; its last layer is used. A random layer cannot show what a pretrained one brings: this checks the whole
 path end to end and measures the cost, not the paper's gain.
 
-    python benchmarks/lm4ve_cifar10_mini.py [--seeds 0 1] [--epochs 6] [--out outputs/lm4ve-cifar10-mini]
+    python benchmarks/lm4ve_cifar10_mini.py [--seeds 0 1 2] [--epochs 6] [--out outputs/lm4ve-cifar10-mini]
+
+Runs are interleaved (vit, vit-llama, next seed, ...) so that load changes hit both variants alike; the CPU and
+the load average before each run are recorded. The results files are rewritten after every run, so an
+interrupted benchmark still reports the seeds it finished.
 
 Writes benchmarks/results/lm4ve_cifar10_mini.{json,md} and docs/images/lm4ve-cifar10-mini-maps-{vit,vit-llama}.png
 (information-filtering maps of the seed-0 models on one test image).
@@ -70,13 +74,21 @@ def machine() -> dict:
 def train(name: str, seed: int, out: str, dataset: str, overrides: list[str]) -> dict:
     folder = os.path.join(out, f"{name}-seed{seed}")
     command = [sys.executable, "-m", "modeling_illama.cli.train", "--recipe", "lm4ve-cifar10-mini"]
-    command += ["--dataset", dataset, "--output-dir", folder, "--no-plot", f"seed={seed}", *overrides]
+    command += ["--dataset", dataset, "--output-dir", folder, "--overwrite", "--no-plot", f"seed={seed}", *overrides]
+    load = machine()["uptime"]
     start = time.time()
     subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     seconds = time.time() - start
     with open(os.path.join(folder, "all_results.json")) as handle:
         metrics = json.load(handle)
-    return {"variant": name, "seed": seed, "top1": metrics["eval_top1"], "seconds": seconds, "folder": folder}
+    return {
+        "variant": name,
+        "seed": seed,
+        "top1": metrics["eval_top1"],
+        "seconds": seconds,
+        "load_before": load.split("load average:")[-1].strip(),
+        "folder": folder,
+    }
 
 
 def summary(rows: list[dict], variant: str) -> dict:
@@ -88,6 +100,7 @@ def summary(rows: list[dict], variant: str) -> dict:
         "min": min(values),
         "max": max(values),
         "mean_seconds": statistics.mean(seconds),
+        "runs": len(values),
     }
 
 
@@ -98,10 +111,50 @@ def draw_maps(folder: str, image_path: str, png: str) -> None:
     subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
+VARIANTS = ("vit", "vit-llama")
+
+
+def write_results(rows: list[dict], common: list[str], before: dict, after: dict) -> str:
+    done = [variant for variant in VARIANTS if any(row["variant"] == variant for row in rows)]
+    result = {
+        "recipe": "lm4ve-cifar10-mini",
+        "overrides": common,
+        "frozen_llm": "random LLaMA (Meta format): " + json.dumps(LLAMA) + ", last layer, rms_norm_eps 1e-6",
+        "runs": [{k: v for k, v in row.items() if k != "folder"} for row in rows],
+        "summary": {variant: summary(rows, variant) for variant in done},
+        "machine_before": before,
+        "machine_after": after,
+    }
+    results = os.path.join(ROOT, "benchmarks", "results")
+    os.makedirs(results, exist_ok=True)
+    with open(os.path.join(results, "lm4ve_cifar10_mini.json"), "w") as handle:
+        json.dump(result, handle, indent=2)
+    lines = [
+        "| variant | test top-1 per seed | mean +- stdev (seeds) | seconds per run |",
+        "|---|---|---|---|",
+    ]
+    for variant in done:
+        per_seed = ", ".join(f"{100 * row['top1']:.2f}" for row in rows if row["variant"] == variant)
+        stats = result["summary"][variant]
+        lines.append(
+            f"| {variant} | {per_seed} | {100 * stats['mean']:.2f} +- {100 * stats['stdev']:.2f} ({stats['runs']}) "
+            f"| {stats['mean_seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        f"CPU: {before['cpu']} ({before['cores']} cores); load average (1, 5, 15 min) before each run: "
+        + "; ".join(f"{row['variant']} seed {row['seed']}: {row['load_before']}" for row in rows),
+        f"Machine before: {before['uptime']}; after: {after.get('uptime', 'unfinished')}",
+    ]
+    with open(os.path.join(results, "lm4ve_cifar10_mini.md"), "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's num_train_epochs")
     parser.add_argument("--dataset", default=os.path.join(ROOT, "data", "cifar10-mini"))
     parser.add_argument("--out", default=os.path.join(ROOT, "outputs", "lm4ve-cifar10-mini"))
     args = parser.parse_args()
@@ -109,14 +162,15 @@ def main() -> int:
     sys.path.insert(0, ROOT)
 
     llama = write_random_meta_llama(os.path.join(args.out, "random-llama-meta"))
-    common = [f"epochs={args.epochs}"] if args.epochs else []
+    common = [f"num_train_epochs={args.epochs}"] if args.epochs else []
     before = machine()
     rows = []
     for seed in args.seeds:  # interleaved, so load changes hit both variants alike
         rows.append(train("vit", seed, args.out, args.dataset, common))
+        write_results(rows, common, before, {})
         rows.append(train("vit-llama", seed, args.out, args.dataset, [*common, f"frozen_llm={llama}"]))
-        print(json.dumps(rows[-2:], indent=1), flush=True)
-    after = machine()
+        write_results(rows, common, before, {})
+        print(json.dumps([{k: v for k, v in row.items() if k != "folder"} for row in rows[-2:]]), flush=True)
 
     from datasets import load_dataset
 
@@ -125,41 +179,13 @@ def main() -> int:
     test[3]["img"].resize((128, 128)).save(image_path)  # upscaled only for display; the processor resizes to 32
     images = os.path.join(ROOT, "docs", "images")
     os.makedirs(images, exist_ok=True)
-    for variant in ("vit", "vit-llama"):
+    for variant in VARIANTS:
         draw_maps(
             os.path.join(args.out, f"{variant}-seed{args.seeds[0]}"),
             image_path,
             os.path.join(images, f"lm4ve-cifar10-mini-maps-{variant}.png"),
         )
-
-    result = {
-        "recipe": "lm4ve-cifar10-mini",
-        "overrides": common,
-        "frozen_llm": "random LLaMA (Meta format): " + json.dumps(LLAMA) + ", last layer, rms_norm_eps 1e-6",
-        "runs": [{k: v for k, v in row.items() if k != "folder"} for row in rows],
-        "summary": {variant: summary(rows, variant) for variant in ("vit", "vit-llama")},
-        "machine_before": before,
-        "machine_after": after,
-    }
-    results = os.path.join(ROOT, "benchmarks", "results")
-    with open(os.path.join(results, "lm4ve_cifar10_mini.json"), "w") as handle:
-        json.dump(result, handle, indent=2)
-    lines = [
-        "| variant | test top-1 per seed | mean +- stdev | seconds per run |",
-        "|---|---|---|---|",
-    ]
-    for variant in ("vit", "vit-llama"):
-        per_seed = ", ".join(f"{100 * row['top1']:.2f}" for row in rows if row["variant"] == variant)
-        stats = result["summary"][variant]
-        lines.append(
-            f"| {variant} | {per_seed} | {100 * stats['mean']:.2f} +- {100 * stats['stdev']:.2f} "
-            f"| {stats['mean_seconds']:.0f} |"
-        )
-    lines += ["", f"CPU: {before['cpu']} ({before['cores']} cores); load before: {before['uptime']}; after: "]
-    lines[-1] += after["uptime"]
-    with open(os.path.join(results, "lm4ve_cifar10_mini.md"), "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write_results(rows, common, before, machine()))
     return 0
 
 

@@ -20,9 +20,11 @@ from transformers.models.vit.modeling_vit import ViTLayer
 
 from modeling_illama import ViTWithFrozenLLMConfig, ViTWithFrozenLLMForImageClassification
 from modeling_illama.configuration import configuration_files
+from modeling_illama.loading import MissingWeightsError
 from modeling_illama.training.optim import deit_epoch_lr
 from modeling_illama.training.recipes import load_recipe, recipe_from_dict
-from modeling_illama.training.trainer import build_model, build_training, save_final_model
+from modeling_illama.training.trainer import build_training, save_final_model
+from modeling_illama.training.vit_frozen_llm import build_vit_frozen_llm_model
 
 TINY_VIT = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 64}
 
@@ -172,7 +174,7 @@ def test_vit_frozen_llm_trains_through_trainer(vit_run, llama_dir):
     groups = run.trainer.optimizer.param_groups  # DeiT: no weight decay on 1-D params, position table, class token
     no_decay = {id(p) for group in groups if group["weight_decay"] == 0.0 for p in group["params"]}
     assert id(model.vit.embeddings.position_embeddings) in no_decay and id(model.vit.embeddings.cls_token) in no_decay
-    assert id(model.vit.layers[0].attention.attention.query.weight) not in no_decay
+    assert id(model.vit.layers[0].attention.q_proj.weight) not in no_decay
     assert sum("eval_top1" in entry for entry in run.trainer.state.log_history) == 3
 
 
@@ -229,7 +231,7 @@ def test_from_a_pretrained_vit_folder(tmp_path, llama_dir):
     vit = ViTForImageClassification(ViTConfig(**fields, id2label={0: "a", 1: "b", 2: "c"}, label2id={}))
     vit.save_pretrained(tmp_path / "deit")
     recipe = vit_recipe(frozen_llm=llama_dir, frozen_llm_rms_norm_eps=None, drop_path_rate=0.2, image_size=None)
-    net = build_model(str(tmp_path / "deit"), recipe, ["x", "y"])
+    net = build_vit_frozen_llm_model(str(tmp_path / "deit"), recipe, ["x", "y"])
     assert isinstance(net, ViTWithFrozenLLMForImageClassification) and net.config.drop_path_rate == 0.2
     assert net.config.frozen_llm.layer_indices == [1]  # the last layer by default
     assert net.config.frozen_llm.rms_norm_eps == 1e-5  # null: the checkpoint's own eps
@@ -238,14 +240,29 @@ def test_from_a_pretrained_vit_folder(tmp_path, llama_dir):
         if not name.startswith("classifier"):
             assert torch.equal(net.state_dict()[name], value), name  # the backbone is the saved ViT's
 
-    plain = build_model(str(tmp_path / "deit"), vit_recipe(frozen_llm=None, image_size=None), ["a", "b", "c"])
+    plain = build_vit_frozen_llm_model(
+        str(tmp_path / "deit"), vit_recipe(frozen_llm=None, image_size=None), ["a", "b", "c"]
+    )
     assert plain.config.frozen_llm is None and torch.equal(plain.classifier.weight, vit.classifier.weight)
     with pytest.raises(ValueError, match="neither a saved folder nor a ViT size"):
-        build_model("vit-huge", vit_recipe(), ["a"])
+        build_vit_frozen_llm_model("vit-huge", vit_recipe(), ["a"])
     with pytest.raises(ValueError, match="no soft mask"):
         vit_recipe(soft_mask="constant")
     with pytest.raises(ValueError, match="no trainer for task 'image-classification' with model family 'convnext'"):
         build_training(vit_recipe(model_family="convnext"))
+
+    # a folder missing a backbone tensor is refused (it would be random), not trained silently
+    from safetensors.torch import load_file, save_file
+
+    weights = tmp_path / "deit" / "model.safetensors"
+    state = load_file(weights)
+    dropped = next(name for name in state if ".1." in name and name.endswith("weight"))  # a block-1 weight
+    del state[dropped]
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(MissingWeightsError, match="missing"):
+        build_vit_frozen_llm_model(
+            str(tmp_path / "deit"), vit_recipe(frozen_llm=None, image_size=None), ["a", "b", "c"]
+        )
 
 
 def test_ddp_repeated_augmentation_two_cpu_processes(tmp_path, llama_dir):

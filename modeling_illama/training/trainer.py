@@ -44,15 +44,15 @@ def is_model_dir(model: str | None) -> bool:
     return model is not None and os.path.isfile(os.path.join(str(model), "config.json"))
 
 
+ModelBuilder = Callable[[str, Recipe, list[str]], Any]  # (model, recipe, label names) -> classifier
+
+
 def build_model(model: str, recipe: Recipe, label_names: list[str]):
     """A preset name -> a new model; a saved folder -> that model, with a new head if the class count differs.
 
     A different `recipe.image_size` resizes the position embeddings (bicubic, class row kept aside).
-    `init_from_llama` runs weight selection from a LLaMA checkpoint. Other model families are built by their own
-    builder (`MODEL_FAMILY_BUILDERS`, keyed by `recipe.model_family`).
+    `init_from_llama` runs weight selection from a LLaMA checkpoint.
     """
-    if recipe.model_family != "illama":
-        return MODEL_FAMILY_BUILDERS[recipe.model_family](model, recipe, label_names)
     from modeling_illama import ILlamaForImageClassification, load_preset
     from modeling_illama.loading import check_loading_info
 
@@ -109,16 +109,6 @@ def _log_head(model: str, net, info: dict, label_names: list[str]) -> None:
         )
     else:
         logger.info("classification head: KEPT (same %d labels as %s)", len(label_names), model)
-
-
-def _build_vit_frozen_llm(model: str, recipe: Recipe, label_names: list[str]):
-    from .vit_frozen_llm import build_vit_frozen_llm_model
-
-    return build_vit_frozen_llm_model(model, recipe, label_names)
-
-
-# model family -> builder(model, recipe, label_names) of the image-classification task; "illama" is build_model
-MODEL_FAMILY_BUILDERS = {"vit_frozen_llm": _build_vit_frozen_llm}
 
 
 def _square(size) -> int:
@@ -399,8 +389,9 @@ def build_training(recipe: Recipe) -> TrainingRun:
     return TASK_BUILDERS[key](recipe)
 
 
-def build_image_classification(recipe: Recipe) -> TrainingRun:
-    """Data, iLLaMA classifier, Trainer, soft-mask / EMA callbacks and epoch -> step conversions.
+def build_image_classification(recipe: Recipe, model_builder: ModelBuilder | None = None) -> TrainingRun:
+    """Data, classifier (`model_builder`, default: the iLLaMA `build_model`), Trainer, soft-mask / EMA callbacks
+    and epoch -> step conversions.
 
     Sets the run-time fields of `recipe` in place: gradient accumulation (from `global_batch_size`),
     `max_steps` of streamed data and `warmup_steps` (from `warmup_epochs`).
@@ -450,7 +441,7 @@ def build_image_classification(recipe: Recipe) -> TrainingRun:
         recipe.eval_split,
     )
 
-    net = build_model(recipe.model, recipe, train.label_names)
+    net = (model_builder or build_model)(recipe.model, recipe, train.label_names)
     if recipe.qat:  # fake-quantized linears during training, plain ones again in save_final_model
         from ..analysis.quantization import prepare_qat
 
@@ -518,9 +509,16 @@ def build_image_classification(recipe: Recipe) -> TrainingRun:
     return TrainingRun(trainer, soft_mask, train, evaluation, steps_per_epoch, processor, ema)
 
 
+def build_vit_frozen_llm_classification(recipe: Recipe) -> TrainingRun:
+    """The image-classification run of a ViT/DeiT with frozen LLaMA layer(s) (Pang et al.; `vit_frozen_llm.py`)."""
+    from .vit_frozen_llm import build_vit_frozen_llm_model
+
+    return build_image_classification(recipe, build_vit_frozen_llm_model)
+
+
 TASK_BUILDERS: dict[tuple[str, str], Callable[[Recipe], TrainingRun]] = {
     ("image-classification", "illama"): build_image_classification,
-    ("image-classification", "vit_frozen_llm"): build_image_classification,  # its model: MODEL_FAMILY_BUILDERS
+    ("image-classification", "vit_frozen_llm"): build_vit_frozen_llm_classification,
 }
 
 

@@ -39,32 +39,34 @@ def build_vit_frozen_llm_model(model: str, recipe: Recipe, label_names: list[str
 
     from ..labels import class_names, label_fields
     from ..llm.frozen import attach_frozen_llm, vit_to_frozen_llm_model
+    from ..loading import check_loading_info
     from ..modeling_vit_frozen_llm import ViTWithFrozenLLMConfig, ViTWithFrozenLLMForImageClassification
-    from .trainer import is_model_dir
+    from .trainer import _log_head, is_model_dir
 
     labels = label_fields(label_names)
     if is_model_dir(model):
         saved = AutoConfig.from_pretrained(model)
-        saved_names = class_names(saved.id2label)
-        kwargs: dict[str, Any] = {"dtype": torch.float32}
-        if saved_names != list(label_names):
-            logger.info("label set differs from %s (%d -> %d classes): new head", model, len(saved_names), len(labels))
-            kwargs.update(labels, ignore_mismatched_sizes=True)
         if saved.model_type == "vit":
-            net = vit_to_frozen_llm_model(
-                ViTForImageClassification.from_pretrained(model, **kwargs), drop_path_rate=recipe.drop_path_rate
-            )
+            model_class = ViTForImageClassification
         elif saved.model_type == ViTWithFrozenLLMConfig.model_type:
-            net = ViTWithFrozenLLMForImageClassification.from_pretrained(
-                model, drop_path_rate=recipe.drop_path_rate, **kwargs
-            )
-            if net.config.frozen_llm and recipe.frozen_llm:
-                raise ValueError(f"{model} already holds frozen LLaMA layers; drop `frozen_llm` from the recipe")
+            model_class = ViTWithFrozenLLMForImageClassification
         else:
             raise ValueError(
                 f"{model} is a {saved.model_type!r} model; model_family vit_frozen_llm takes a ViT/DeiT folder "
                 "(model_type 'vit') or a vit_frozen_llm folder"
             )
+        kwargs: dict[str, Any] = {"dtype": torch.float32, "output_loading_info": True}
+        if class_names(saved.id2label) != list(label_names):
+            kwargs.update(labels, ignore_mismatched_sizes=True)
+        if model_class is ViTWithFrozenLLMForImageClassification:
+            kwargs["drop_path_rate"] = recipe.drop_path_rate
+        net, info = model_class.from_pretrained(model, **kwargs)
+        _log_head(model, net, info, label_names)
+        check_loading_info(model, info, new_modules=("classifier.",), remedy="fine-tune from a complete model folder")
+        if model_class is ViTForImageClassification:
+            net = vit_to_frozen_llm_model(net, drop_path_rate=recipe.drop_path_rate)
+        elif net.config.frozen_llm and recipe.frozen_llm:
+            raise ValueError(f"{model} already holds frozen LLaMA layers; drop `frozen_llm` from the recipe")
         if recipe.image_size and recipe.image_size != net.config.image_size:
             raise ValueError(
                 f"{model} was trained at {net.config.image_size} px; changing the resolution (image_size="
