@@ -134,7 +134,9 @@ def test_epoch_schedule_matches_timm_scheduler_stepped_as_deit_does():
 def vit_run(tmp_path_factory, llama_dir):
     data = write_data(tmp_path_factory.mktemp("data"))
     out = tmp_path_factory.mktemp("run")
-    recipe = vit_recipe(frozen_llm=llama_dir, frozen_llm_layers=[1], dataset=str(data), output_dir=str(out))
+    recipe = vit_recipe(
+        frozen_llm=llama_dir, frozen_llm_layers=[1], dataset=str(data), output_dir=str(out), model_ema=True
+    )
     run = build_training(recipe)
     model = run.trainer.model
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -176,6 +178,16 @@ def test_vit_frozen_llm_trains_through_trainer(vit_run, llama_dir):
     assert id(model.vit.embeddings.position_embeddings) in no_decay and id(model.vit.embeddings.cls_token) in no_decay
     assert id(model.vit.layers[0].attention.q_proj.weight) not in no_decay
     assert sum("eval_top1" in entry for entry in run.trainer.state.log_history) == 3
+
+    # EMA as the authors keep it (decay 0.99996, not evaluated): it follows the trained weights a little
+    assert run.ema is not None and run.ema.decay == 0.99996 and not run.trainer.args.model_ema_eval
+    ema = dict(run.ema.ema.module.named_parameters())
+    head = "classifier.weight"
+    moved = (after[head] - before[head]).detach()
+    # 9 updates of weight 1 - 0.99996 each: the EMA has moved by about 9 * 4e-5 of the way the weights went
+    assert 0 < (ema[head] - before[head]).abs().max() < moved.abs().max() / 100
+    frozen = next(name for name in ema if ".frozen_llm.layers." in name)
+    assert torch.equal(ema[frozen], after[frozen])
 
 
 def test_saved_vit_frozen_llm_reloads_identically(vit_run):

@@ -1,5 +1,6 @@
 """Robustness metrics (modeling_illama.analysis.robustness) on small local stand-ins built from the bundled
-ImageNet images: ImageNet-C mCE with AlexNet normalisation, ImageNet-R top-1 over its 200 classes, and FGSM / PGD,
+ImageNet images: ImageNet-C mCE with AlexNet normalisation, ImageNet-R top-1 over its 200 classes, ImageNet-Sketch
+top-1 (folder and parquet), and FGSM / PGD,
 each checked against a computation written out here."""
 
 import json
@@ -149,6 +150,36 @@ def test_imagenet_r_top1_over_200_classes(model, crops, tmp_path):
     # the full 1000-way argmax would score differently: the restriction matters
     full = hand_logits(model, crops).argmax(-1).tolist()
     assert np.mean([f == indices[label] for f, label in zip(full, labels)]) != pytest.approx(5 / 8)
+
+
+def test_imagenet_sketch_top1_folder_and_parquet(model, crops, tmp_path):
+    """1000-class top-1, from a folder of wnid-named classes and from a parquet file whose ClassLabel holds 1000
+    non-wnid names in ImageNet order (the layout of the Hub copy); both against the hand argmax."""
+    import io
+
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+
+    predicted = hand_logits(model, crops).argmax(-1).tolist()
+    labels = [p if i in (0, 3, 4) else (p + 1) % 1000 for i, p in enumerate(predicted)]  # 3 of 8 right
+    names = wnids()
+    for i, (image, label) in enumerate(zip(crops, labels)):
+        (tmp_path / "folder" / names[label]).mkdir(parents=True, exist_ok=True)
+        image.save(tmp_path / "folder" / names[label] / f"{i}.png")
+    transform = center_crop_transform(SIZE, MEAN, STD)
+    result = evaluate_subset(model, str(tmp_path / "folder"), "train", None, transform)
+    assert result == {"top1": pytest.approx(3 / 8), "images": 8}
+
+    rows = {"image": [], "label": labels}
+    for image in crops:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        rows["image"].append({"bytes": buffer.getvalue(), "path": None})
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=[f"class {i}" for i in range(1000)])})
+    (tmp_path / "hub").mkdir()
+    Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "hub" / "test.parquet"))
+    result = evaluate_subset(model, str(tmp_path / "hub"), "test", None, transform)
+    assert result == {"top1": pytest.approx(3 / 8), "images": 8}
 
 
 class LinearClassifier(nn.Module):

@@ -1,8 +1,8 @@
 """`illama-robustness`: ImageNet-C mCE, ImageNet-A / -R / -Sketch top-1 and FGSM / PGD top-1 of a saved ImageNet-1K
 classifier, as Pang et al. report them (see modeling_illama/analysis/robustness.py for the exact settings).
 
-    illama-robustness --model runs/vit-llama --imagenet-c /data/ImageNet-C --imagenet-a /data/imagenet-a \
-        --imagenet-r /data/imagenet-r --imagenet-sketch songweig/imagenet_sketch --adversarial ILSVRC/imagenet-1k
+    illama-robustness --model runs/vit-llama --imagenet-c /path/to/ImageNet-C --imagenet-a /path/to/imagenet-a \
+        --imagenet-r /path/to/imagenet-r --imagenet-sketch songweig/imagenet_sketch --adversarial ILSVRC/imagenet-1k
 
 Each source is a local folder (ImageFolder layout, or parquet) or a Hub id; --split names the split of Hub
 datasets and of folders that have split sub-folders (a folder of class folders is read whole).

@@ -14,7 +14,7 @@ Key names are translated to those of transformers' `LlamaDecoderLayer`:
 Hugging Face's conversion script also permutes the rows of wq and wk inside every head (Meta's interleaved rotary
 pairs -> transformers' half-split layout). The frozen layer is applied WITHOUT rotary embedding, and the same
 permutation of the q and k rows of a head leaves every q.k product unchanged, so the Meta tensors are used as
-they are (tests/test_lm4ve.py checks that both formats give the same output).
+they are (tests/test_llm_meta_checkpoint.py checks that both formats give the same output).
 
 Model-parallel shards are joined as Meta's `ColumnParallelLinear` / `RowParallelLinear` split them: wq, wk, wv,
 w1, w3 along rows, wo, w2 along columns; the norms are replicated.
