@@ -199,6 +199,10 @@ def test_saved_vit_frozen_llm_reloads_identically(vit_run):
     with torch.no_grad():
         expected = run.trainer.model.eval()(pixel_values=pixels).logits
         torch.testing.assert_close(reloaded(pixel_values=pixels).logits, expected, rtol=0, atol=0)
+    run.trainer.create_model_card()  # the card says what the model is, not "an iLLaMA"
+    card = (out / "README.md").read_text()
+    assert "ViT/DeiT image classifier with frozen LLaMA layer(s)" in card and "2310.12973" in card
+    assert "- frozen-llm" in card and "- illama" not in card and "iLLaMA image classifier" not in card
 
 
 def test_drop_path_schedule_and_branches():
@@ -300,3 +304,36 @@ def test_ddp_repeated_augmentation_two_cpu_processes(tmp_path, llama_dir):
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
     rates = [entry["learning_rate"] for entry in state["log_history"] if "loss" in entry]
     assert rates == pytest.approx([deit_epoch_lr(step // 3, 1e-3, 1e-5, 1e-6, 1, 2) for step in range(6)])
+
+
+def test_illama_train_cli_guards_and_resumes_the_vit_family(tmp_path, llama_dir, capsys):
+    """The output-folder guard, the resume record check and resume itself hold for this family: a second run into
+    the folder is refused, a changed learning rate on resume is refused, and resuming from the epoch-2 checkpoint
+    runs only epoch 3, at that epoch's rate of the per-epoch DeiT schedule."""
+    import shutil
+
+    from modeling_illama.cli.train import main as train_main
+
+    data = write_data(tmp_path / "data")
+    fields = vit_fields(frozen_llm=llama_dir, num_train_epochs=3, eval_strategy="no", save_strategy="epoch")
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(fields))
+    out = tmp_path / "out"
+    argv = ["--recipe", str(tmp_path / "recipe.yaml"), "--dataset", str(data), "--output-dir", str(out), "--no-plot"]
+    assert train_main(argv) == 0
+    assert (out / "checkpoint-6").is_dir() and (out / "checkpoint-9").is_dir()
+    capsys.readouterr()
+
+    assert train_main(argv) == 2  # the folder holds a run: refused, nothing touched
+    assert "already holds a training run or model" in capsys.readouterr().err
+
+    shutil.rmtree(out / "checkpoint-9")  # as if killed during epoch 3
+    assert train_main(argv + ["--resume", "learning_rate=0.01"]) == 2
+    assert "learning_rate: 0.001 -> 0.01" in capsys.readouterr().err
+
+    assert train_main(argv + ["--resume"]) == 0
+    state = json.loads((out / "trainer_state.json").read_text())
+    logged = [(entry["step"], entry["learning_rate"]) for entry in state["log_history"] if "loss" in entry]
+    assert state["global_step"] == 9 and [step for step, _ in logged] == list(range(1, 10))  # 1-6 not run again
+    expected = [deit_epoch_lr(epoch, 1e-3, 1e-5, 1e-6, 1, 3) for epoch in (0, 0, 0, 1, 1, 1, 2, 2, 2)]
+    assert [rate for _, rate in logged] == pytest.approx(expected)
+    assert expected[-1] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5) * 1.5)  # cos(pi / 3) = 0.5
