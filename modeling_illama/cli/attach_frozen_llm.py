@@ -2,7 +2,10 @@
 after the last block of an iLLaMA (preset or folder) or of a Transformers ViT/DeiT folder, and save a folder that
 loads with from_pretrained / AutoModel*.
 
-    illama-attach-frozen-llm --llama Llama-2-7b-hf --model illama-tiny-224 --output-dir runs/tiny-llama31
+    illama-attach-frozen-llm --llama llama/7B --model illama-tiny-224 --output-dir runs/tiny-llama31
+
+--llama takes Meta's format (params.json + consolidated.00.pth; Pang et al. use layer 31 of LLaMA-1 7B) or a
+Hugging Face LLaMA folder (any version, e.g. Llama-2-7b-hf).
 """
 
 from __future__ import annotations
