@@ -142,7 +142,7 @@ class ILlamaTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"recipe field 'lr_schedule_unit' must be one of {LR_SCHEDULE_UNITS}, got {self.lr_schedule_unit!r}"
             )
-        if self.model_family != "illama" and self.soft_mask != "none":
+        if self.model_family == "vit_frozen_llm" and self.soft_mask != "none":
             raise ValueError(f"model family {self.model_family!r} has no soft mask: set soft_mask: none")
         if self.frozen_llm and self.model_family != "vit_frozen_llm":
             raise ValueError(
