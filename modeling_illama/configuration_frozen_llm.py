@@ -27,8 +27,9 @@ _LEGACY_KEYS = ("llm_config", "layer_indices", "source_path", "source_prefix", "
 @strict
 class ILlamaFrozenLLMConfig(PreTrainedConfig):
     r"""
-    Frozen LLaMA decoder layer(s) between the last vision block and the final norm. The defaults are LLaMA-2-7B's
-    (those of Transformers' `LlamaConfig`) and its last layer, Pang et al.'s setting.
+    Frozen LLaMA decoder layer(s) between the last vision block and the final norm. The defaults are a 7B LLaMA's
+    shapes (those of Transformers' `LlamaConfig`, the same for LLaMA-1 and -2 7B), its last layer (31) and eps
+    1e-6: Pang et al.'s setting (layer 31 of LLaMA-1 7B, docs/LM4VE.md).
 
     Args:
         hidden_size, intermediate_size, num_attention_heads, num_key_value_heads, head_dim, hidden_act,

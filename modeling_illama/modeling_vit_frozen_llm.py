@@ -24,18 +24,64 @@ from .modeling_illama import FrozenLLMHostMixin
 @strict
 class ViTWithFrozenLLMConfig(ViTConfig):
     r"""
-    A `ViTConfig` plus `frozen_llm` (an `ILlamaFrozenLLMConfig`, or a dict of its fields); without `frozen_llm`
-    the model is a plain ViT.
+    A `ViTConfig` plus `frozen_llm` (an `ILlamaFrozenLLMConfig`, or a dict of its fields; without it the model is a
+    plain ViT) and `drop_path_rate` (stochastic depth, as timm's ViT: block i drops its two residual branches
+    with probability `linspace(0, drop_path_rate, num_hidden_layers)[i]`; DeiT and Pang et al. train with 0.1).
     """
 
     model_type = "vit_frozen_llm"
     sub_configs_defaults = {"frozen_llm": SubConfigSpec(ILlamaFrozenLLMConfig, optional=True)}
 
     frozen_llm: dict | ILlamaFrozenLLMConfig | None = None
+    drop_path_rate: float | int = 0.0
 
     def __post_init__(self, **kwargs):
         self.frozen_llm = frozen_llm_config_from_dict(self.frozen_llm)
         super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        super().validate_architecture()
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"ViTWithFrozenLLMConfig.drop_path_rate must lie in [0, 1), got {self.drop_path_rate}.")
+
+
+class ViTWithFrozenLLMDropPath(nn.Module):
+    """Stochastic depth (timm's `DropPath`): zero a residual branch for a whole sample with probability
+    `drop_prob` during training, scaling the kept samples by 1 / (1 - drop_prob)."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return hidden_states
+        keep_prob = 1.0 - self.drop_prob
+        shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+        keep = hidden_states.new_empty(shape).bernoulli_(keep_prob)
+        return hidden_states * keep / keep_prob
+
+    def extra_repr(self) -> str:
+        return f"p={self.drop_prob}"
+
+
+class ViTWithFrozenLLMLayer(ViTLayer):
+    """`ViTLayer` (same parameters and names) with stochastic depth on its attention and MLP branches."""
+
+    def __init__(self, config: ViTWithFrozenLLMConfig, drop_path: float = 0.0):
+        super().__init__(config)
+        self.drop_path = ViTWithFrozenLLMDropPath(drop_path)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        attention_output, _ = self.attention(self.layernorm_before(hidden_states), attention_mask, **kwargs)
+        hidden_states = hidden_states + self.drop_path(self.dropout(attention_output))
+        mlp_output = self.mlp(self.layernorm_after(hidden_states))
+        return hidden_states + self.drop_path(self.dropout(mlp_output))
+
+
+def drop_path_rates(config: ViTWithFrozenLLMConfig) -> list[float]:
+    """Per-block drop probabilities, `torch.linspace(0, rate, depth)` as in timm's VisionTransformer."""
+    return torch.linspace(0, config.drop_path_rate, config.num_hidden_layers, device="cpu").tolist()
 
 
 class ViTWithFrozenLLMPreTrainedModel(FrozenLLMHostMixin, ViTPreTrainedModel):
@@ -44,6 +90,11 @@ class ViTWithFrozenLLMPreTrainedModel(FrozenLLMHostMixin, ViTPreTrainedModel):
     _supports_flash_attn = False
     _supports_flex_attn = False
     _supports_attention_backend = False
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters kept out of weight decay besides 1-D ones (timm / DeiT convention): position table, class
+        token."""
+        return {name for name, _ in self.named_parameters() if name.endswith(("position_embeddings", "cls_token"))}
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -59,7 +110,7 @@ class ViTWithFrozenLLMModel(ViTWithFrozenLLMPreTrainedModel):
     def __init__(self, config: ViTWithFrozenLLMConfig, add_pooling_layer: bool = True, use_mask_token: bool = False):
         super().__init__(config)
         self.embeddings = ViTEmbeddings(config, use_mask_token=use_mask_token)
-        self.layers = nn.ModuleList([ViTLayer(config) for _ in range(config.num_hidden_layers)])
+        self.layers = nn.ModuleList([ViTWithFrozenLLMLayer(config, rate) for rate in drop_path_rates(config)])
         self.frozen_llm = ILlamaFrozenLLM(config) if config.frozen_llm else None
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.pooler = ViTPooler(config) if add_pooling_layer else None
@@ -132,6 +183,7 @@ class ViTWithFrozenLLMForImageClassification(ViTWithFrozenLLMPreTrainedModel):
 
 __all__ = [
     "ViTWithFrozenLLMConfig",
+    "ViTWithFrozenLLMDropPath",
     "ViTWithFrozenLLMForImageClassification",
     "ViTWithFrozenLLMModel",
     "ViTWithFrozenLLMPreTrainedModel",

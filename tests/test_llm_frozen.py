@@ -76,13 +76,14 @@ def test_chain_matches_plain_arithmetic_and_transformers_layer(llama_dir):
         got = module(x)
         h = x @ module.input_projection.weight.T
         for index in (1, 3):
-            h = plain_llama_layer(h, weights, f"model.layers.{index}.", eps=1e-5)
+            h = plain_llama_layer(h, weights, f"model.layers.{index}.", eps=1e-6)  # the authors' eps
         expected = plain_rms(h, torch.ones(96), 1e-6) @ module.output_projection.weight.T
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
     # transformers' LlamaDecoderLayer with identity rotary (cos 1, sin 0), no mask, not causal
     config = LlamaConfig.from_pretrained(llama_dir)
     config._attn_implementation = "eager"
+    config.rms_norm_eps = 1e-6
     reference = LlamaDecoderLayer(config, layer_idx=3)
     reference.load_state_dict(
         {k.removeprefix("model.layers.3."): v for k, v in weights.items() if k.startswith("model.layers.3.")}
@@ -94,6 +95,10 @@ def test_chain_matches_plain_arithmetic_and_transformers_layer(llama_dir):
         torch.testing.assert_close(
             module.layers[1](h), reference(h, attention_mask=None, position_embeddings=identity), rtol=1e-4, atol=1e-5
         )
+    # the checkpoint's own eps (1e-5) only on request
+    assert module.layers[0].input_layernorm.variance_epsilon == 1e-6
+    own = attach_frozen_llm(tiny_illama(), llama_dir, layer_indices=[3], rms_norm_eps=None)
+    assert own.layers[0].post_attention_layernorm.variance_epsilon == 1e-5
     # bidirectional: the first token depends on the last one
     h2 = h.clone()
     h2[:, -1] += 1.0
@@ -319,7 +324,7 @@ def test_frozen_llm_sub_config_is_saved_typed_and_the_old_dict_form_still_loads(
     model.eval().save_pretrained(tmp_path / "new")
     saved = json.loads((tmp_path / "new" / "config.json").read_text())["frozen_llm"]
     # every field written out, the LLaMA layer's own norm epsilon included (so a later default cannot change it)
-    assert saved["model_type"] == "illama_frozen_llm" and saved["rms_norm_eps"] == 1e-5
+    assert saved["model_type"] == "illama_frozen_llm" and saved["rms_norm_eps"] == 1e-6  # the authors' default
     assert saved["layer_indices"] == [1, 3] and saved["checksum"].startswith("sha256:")
     assert saved["num_key_value_heads"] == 2 and saved["head_dim"] == 24 and saved["store_weights"] is False
     # the older untyped form of the same settings, as earlier versions wrote it

@@ -2,7 +2,10 @@
 after the last block of an iLLaMA (preset or folder) or of a Transformers ViT/DeiT folder, and save a folder that
 loads with from_pretrained / AutoModel*.
 
-    illama-attach-frozen-llm --llama Llama-2-7b-hf --model illama-tiny-224 --output-dir runs/tiny-llama31
+    illama-attach-frozen-llm --llama llama/7B --model illama-tiny-224 --output-dir runs/tiny-llama31
+
+--llama takes Meta's format (params.json + consolidated.00.pth; Pang et al. use layer 31 of LLaMA-1 7B) or a
+Hugging Face LLaMA folder (any version, e.g. Llama-2-7b-hf).
 """
 
 from __future__ import annotations
@@ -21,7 +24,19 @@ PROG = "illama-attach-frozen-llm"
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(PROG, __doc__)
     parser.add_argument(
-        "--llama", required=True, metavar="DIR", help="LLaMA checkpoint folder (config.json + safetensors)"
+        "--llama",
+        required=True,
+        metavar="DIR",
+        help="LLaMA checkpoint folder: Hugging Face (config.json + safetensors) or Meta's original format "
+        "(params.json + consolidated.*.pth; the paper uses layer 31 of LLaMA-1 7B)",
+    )
+    parser.add_argument(
+        "--rms-norm-eps",
+        type=lambda value: None if value == "checkpoint" else float(value),
+        default=1e-6,
+        metavar="EPS|checkpoint",
+        help="epsilon of the LLaMA layers' RMSNorms (default: 1e-6, hard-coded by the authors; 'checkpoint': the "
+        "checkpoint's own value, e.g. 1e-5 for LLaMA-2)",
     )
     parser.add_argument(
         "--model",
@@ -80,9 +95,9 @@ def main(argv=None) -> int:
         model, is_vit = load_vision_model(args.model, args.num_labels)
         store_weights = not args.reference_only
         if is_vit:
-            model = vit_with_frozen_llm(model, args.llama, args.layers, store_weights)
+            model = vit_with_frozen_llm(model, args.llama, args.layers, store_weights, args.rms_norm_eps)
         else:
-            attach_frozen_llm(model, args.llama, args.layers, store_weights)
+            attach_frozen_llm(model, args.llama, args.layers, store_weights, args.rms_norm_eps)
         model.save_pretrained(args.output_dir)
         save_image_processor(args.model, model.config, args.output_dir)
     except (FileNotFoundError, ValueError, KeyError) as error:

@@ -63,6 +63,27 @@ def _evaluation_table(log_history: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+LM4VE_PAPER_URL = "https://arxiv.org/abs/2310.12973"
+
+
+def _family_tags(recipe: dict[str, Any]) -> list[str]:
+    if recipe.get("model_family", "illama") == "vit_frozen_llm":
+        return ["vit"] + (["frozen-llm"] if recipe.get("frozen_llm") else [])
+    return ["illama"]
+
+
+def _family_description(recipe: dict[str, Any]) -> str:
+    """What the model is, by the recipe's model family (and, for the ViT family, whether it holds LLaMA layers)."""
+    if recipe.get("model_family", "illama") == "vit_frozen_llm":
+        if recipe.get("frozen_llm"):
+            return (
+                "A ViT/DeiT image classifier with frozen LLaMA layer(s) ([Frozen Transformers in Language Models Are "
+                f"Effective Visual Encoder Layers]({LM4VE_PAPER_URL}))"
+            )
+        return "A ViT/DeiT image classifier (the baseline of the frozen-LLaMA-layer recipes)"
+    return f"An iLLaMA image classifier ([Adapting LLaMA Decoder to Vision Transformer]({PAPER_URL}))"
+
+
 def render_training_card(
     model_name: str,
     recipe: dict[str, Any],
@@ -80,7 +101,7 @@ def render_training_card(
         library_name="transformers",
         pipeline_tag="image-classification",
         license=LICENSE,
-        tags=["image-classification", "vision", "illama"],
+        tags=["image-classification", "vision", *_family_tags(recipe)],
         datasets=[dataset] if is_hub_id(dataset) else None,
         base_model=base_model,
         metrics=["accuracy"],
@@ -91,12 +112,11 @@ def render_training_card(
     lines = [
         f"# {model_name}",
         "",
-        f"An iLLaMA image classifier ([Adapting LLaMA Decoder to Vision Transformer]({PAPER_URL})) {origin} "
-        f"on `{dataset}` with `illama-train`.",
+        f"{_family_description(recipe)} {origin} on `{dataset}` with `illama-train`.",
         "",
         "```python",
         "from transformers import pipeline",
-        "import modeling_illama  # registers the iLLaMA classes (without it: trust_remote_code=True)",
+        "import modeling_illama  # registers the package's model classes (without it: trust_remote_code=True)",
         "",
         f'classifier = pipeline("image-classification", model="{model_name}")',
         "```",

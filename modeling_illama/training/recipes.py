@@ -26,6 +26,7 @@ from ..image_processing_illama import EVAL_CROP_PCT
 
 SOFT_MASK_SCHEDULES = ("none", "constant", "linear")
 QAT_SCHEMES = ("int8-weight-only", "int8-dynamic")  # modeling_illama.analysis.quantization.QUANTIZATION_SCHEMES
+LR_SCHEDULE_UNITS = ("step", "epoch")
 
 
 def check_soft_mask_schedule(schedule: str, what: str = "soft-mask schedule") -> None:
@@ -95,6 +96,25 @@ class ILlamaTrainingArguments(TrainingArguments):
     model_ema_eval: bool = field(default=False, metadata={"help": "Evaluate with the EMA weights."})
     model_ema_save: bool = field(default=False, metadata={"help": "Save the EMA weights as the final model."})
 
+    # model family vit_frozen_llm: a ViT/DeiT with frozen LLaMA layer(s) (Pang et al., docs/LM4VE.md)
+    frozen_llm: str | None = field(
+        default=None, metadata={"help": "LLaMA folder (Hugging Face or Meta format) of the frozen layer(s)."}
+    )
+    frozen_llm_layers: list[int] | None = field(default=None, metadata={"help": "LLaMA layers; default: the last."})
+    frozen_llm_rms_norm_eps: float | None = field(
+        default=1e-6, metadata={"help": "Their RMSNorm eps (the authors' 1e-6); null: the checkpoint's."}
+    )
+    frozen_llm_store_weights: bool = field(default=True, metadata={"help": "False: save a reference (path + sha256)."})
+    repeated_augmentation: int = field(default=0, metadata={"help": "> 1: timm RepeatAugSampler repeats (DeiT: 3)."})
+    lr_schedule_unit: str = field(
+        default="step",
+        metadata={
+            "help": "step: lr_scheduler_type; epoch: DeiT's timm cosine stepped per epoch from warmup_lr to "
+            "lr_scheduler_kwargs.min_lr over warmup_epochs"
+        },
+    )
+    warmup_lr: float = field(default=0.0, metadata={"help": "Start lr of the epoch schedule's warm-up (DeiT 1e-6)."})
+
     # soft mask (docs/DESIGN.md, "soft mask")
     soft_mask: str = field(default="constant", metadata={"help": f"One of {SOFT_MASK_SCHEDULES}."})
     soft_mask_cutoff_epochs: float = 50
@@ -118,6 +138,17 @@ class ILlamaTrainingArguments(TrainingArguments):
         if self.soft_mask is False or self.soft_mask is None:  # YAML reads a bare `no` as false
             self.soft_mask = "none"
         check_soft_mask_schedule(self.soft_mask, "recipe field 'soft_mask'")
+        if self.lr_schedule_unit not in LR_SCHEDULE_UNITS:
+            raise ValueError(
+                f"recipe field 'lr_schedule_unit' must be one of {LR_SCHEDULE_UNITS}, got {self.lr_schedule_unit!r}"
+            )
+        if self.model_family == "vit_frozen_llm" and self.soft_mask != "none":
+            raise ValueError(f"model family {self.model_family!r} has no soft mask: set soft_mask: none")
+        if self.frozen_llm and self.model_family != "vit_frozen_llm":
+            raise ValueError(
+                "recipe field 'frozen_llm' needs model_family: vit_frozen_llm (for an iLLaMA, attach the layers with "
+                "illama-attach-frozen-llm and pass the saved folder as --model)"
+            )
         for name in ("crop_scale", "crop_ratio"):
             value = getattr(self, name)
             if not isinstance(value, (list, tuple)) or len(value) != 2:

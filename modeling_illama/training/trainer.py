@@ -27,7 +27,7 @@ from .data import ImageDataset, collate_images, load_image_dataset, with_transfo
 from .ema import ModelEmaCallback
 from .label_checks import validate_training_labels
 from .metrics import classification_metrics
-from .optim import optimizer_param_groups
+from .optim import create_epoch_cosine_scheduler, optimizer_param_groups
 from .recipes import Recipe, run_on_cpu
 from .resume import last_checkpoint  # noqa: F401  (the newest complete checkpoint, for the CLI)
 from .soft_mask import SoftMaskCallback, cutoff_in_steps
@@ -42,6 +42,9 @@ step_logger = logging.getLogger("modeling_illama.training.steps")  # JSON line p
 
 def is_model_dir(model: str | None) -> bool:
     return model is not None and os.path.isfile(os.path.join(str(model), "config.json"))
+
+
+ModelBuilder = Callable[[str, Recipe, list[str]], Any]  # (model, recipe, label names) -> classifier
 
 
 def build_model(model: str, recipe: Recipe, label_names: list[str]):
@@ -148,7 +151,9 @@ class ILlamaTrainer(Trainer):
     """
 
     def __init__(self, *args, num_labels: int, soft_mask: SoftMaskCallback, ema: ModelEmaCallback | None, **kwargs):
-        callbacks = [soft_mask] + ([ema] if ema is not None else []) + list(kwargs.pop("callbacks", None) or [])
+        uses_soft_mask = hasattr(kwargs.get("model"), "set_soft_mask_rate")  # not the ViT family
+        callbacks = [soft_mask] if uses_soft_mask else []
+        callbacks += ([ema] if ema is not None else []) + list(kwargs.pop("callbacks", None) or [])
         super().__init__(*args, callbacks=callbacks, **kwargs)
         self.soft_mask = soft_mask
         self.ema = ema
@@ -156,6 +161,7 @@ class ILlamaTrainer(Trainer):
         self.loss_fn = ClassificationLoss(self.args.label_smoothing)
         self.model_accepts_loss_kwargs = False  # the loss is a mean; Trainer divides by accumulation steps
         self.undecodable_images = 0
+        self.steps_per_epoch: int | None = None  # set by the builder; needed by lr_schedule_unit=epoch
 
     # optimisation
     def create_optimizer(self, model=None):
@@ -171,9 +177,52 @@ class ILlamaTrainer(Trainer):
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """`lr_schedule_unit: epoch`: DeiT's per-epoch timm cosine (`optim.deit_epoch_lr`); else Transformers'."""
+        if self.lr_scheduler is None and self.args.lr_schedule_unit == "epoch":
+            if not self.steps_per_epoch:
+                raise ValueError("lr_schedule_unit=epoch needs a known epoch length (set train_examples=N)")
+            args = self.args
+            self.lr_scheduler = create_epoch_cosine_scheduler(
+                optimizer or self.optimizer,
+                args.learning_rate,
+                (args.lr_scheduler_kwargs or {}).get("min_lr", 0.0),
+                args.warmup_lr,
+                round(args.warmup_epochs or 0),
+                math.ceil(args.num_train_epochs),
+                self.steps_per_epoch,
+            )
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)
+
     # data
+    def _get_train_sampler(self, train_dataset=None):
+        """timm's RepeatAugSampler when the recipe asks for repeated augmentation (DeiT): every image is drawn
+        `repeated_augmentation` times per epoch, the copies going to different processes; an epoch keeps about
+        len(dataset) samples in all."""
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.args.repeated_augmentation > 1 and not isinstance(dataset, datasets.IterableDataset):
+            from timm.data.distributed_sampler import RepeatAugSampler
+
+            return RepeatAugSampler(
+                dataset,
+                num_replicas=self.args.world_size,
+                rank=self.args.process_index,
+                shuffle=True,
+                num_repeats=self.args.repeated_augmentation,
+            )
+        return super()._get_train_sampler(train_dataset)
+
     def get_train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset
+        if self.args.repeated_augmentation > 1 and not isinstance(dataset, datasets.IterableDataset):
+            loader = super().get_train_dataloader()
+            # the sampler is already rank-aware: make accelerate's batch-sharding wrapper a passthrough (as
+            # Trainer does for its own rank-aware samplers)
+            shard = getattr(loader, "batch_sampler", None)
+            if shard is not None and hasattr(shard, "num_processes"):
+                shard.num_processes, shard.process_index = 1, 0
+            return loader
         if not isinstance(dataset, datasets.IterableDataset) or self.args.world_size == 1:
             return super().get_train_dataloader()
         # Streaming data is already split across processes (split_dataset_by_node): keep accelerate from
@@ -232,6 +281,9 @@ class ILlamaTrainer(Trainer):
     def deployed_soft_mask(self):
         """The deployed rate (config.soft_mask_rate) inside, the scheduled one restored after."""
         model = self.model
+        if not hasattr(model, "reset_soft_mask_rate"):  # a model family without soft mask
+            yield
+            return
         rate = model.soft_mask_rate
         model.reset_soft_mask_rate()
         try:
@@ -250,8 +302,9 @@ class ILlamaTrainer(Trainer):
             self.ema.resume_from = resume_from_checkpoint
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs:
+        if "loss" in logs and hasattr(self.model, "soft_mask_rate"):
             logs["soft_mask_rate"] = self.model.soft_mask_rate
+        if "loss" in logs:
             if self.undecodable_images:
                 logs["undecodable_images"] = self.undecodable_images
         super().log(logs, start_time)
@@ -336,8 +389,9 @@ def build_training(recipe: Recipe) -> TrainingRun:
     return TASK_BUILDERS[key](recipe)
 
 
-def build_image_classification(recipe: Recipe) -> TrainingRun:
-    """Data, iLLaMA classifier, Trainer, soft-mask / EMA callbacks and epoch -> step conversions.
+def build_image_classification(recipe: Recipe, model_builder: ModelBuilder | None = None) -> TrainingRun:
+    """Data, classifier (`model_builder`, default: the iLLaMA `build_model`), Trainer, soft-mask / EMA callbacks
+    and epoch -> step conversions.
 
     Sets the run-time fields of `recipe` in place: gradient accumulation (from `global_batch_size`),
     `max_steps` of streamed data and `warmup_steps` (from `warmup_epochs`).
@@ -387,7 +441,7 @@ def build_image_classification(recipe: Recipe) -> TrainingRun:
         recipe.eval_split,
     )
 
-    net = build_model(recipe.model, recipe, train.label_names)
+    net = (model_builder or build_model)(recipe.model, recipe, train.label_names)
     if recipe.qat:  # fake-quantized linears during training, plain ones again in save_final_model
         from ..analysis.quantization import prepare_qat
 
@@ -422,6 +476,7 @@ def build_image_classification(recipe: Recipe) -> TrainingRun:
     )
 
     steps_per_epoch = trainer.optimizer_steps_per_epoch()
+    trainer.steps_per_epoch = steps_per_epoch
     if recipe.warmup_epochs is not None:
         if steps_per_epoch is None and recipe.warmup_epochs:
             raise ValueError("warmup in epochs needs a known epoch length: set warmup_steps=N (or train_examples=N)")
@@ -454,8 +509,16 @@ def build_image_classification(recipe: Recipe) -> TrainingRun:
     return TrainingRun(trainer, soft_mask, train, evaluation, steps_per_epoch, processor, ema)
 
 
+def build_vit_frozen_llm_classification(recipe: Recipe) -> TrainingRun:
+    """The image-classification run of a ViT/DeiT with frozen LLaMA layer(s) (Pang et al.; `vit_frozen_llm.py`)."""
+    from .vit_frozen_llm import build_vit_frozen_llm_model
+
+    return build_image_classification(recipe, build_vit_frozen_llm_model)
+
+
 TASK_BUILDERS: dict[tuple[str, str], Callable[[Recipe], TrainingRun]] = {
     ("image-classification", "illama"): build_image_classification,
+    ("image-classification", "vit_frozen_llm"): build_vit_frozen_llm_classification,
 }
 
 
