@@ -507,6 +507,18 @@ class ILlamaPreTrainedModel(FrozenLLMHostMixin, PreTrainedModel):
         `config.soft_mask_rate`, the deployed value, which training never changes."""
         return self.base_model._soft_mask_rate
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`save_pretrained`, with `auto_map` entries for AutoModel and AutoBackbone besides the saved class's, so
+        that every folder (trained, converted, hand-saved) also loads as a feature extractor through remote code
+        (`AutoModel.from_pretrained(dir, trust_remote_code=True)`, `pipeline("image-feature-extraction")`)."""
+        if self._auto_class is not None:  # registered: the modeling file is copied next to the weights
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": "modeling_illama.ILlamaModel",
+                "AutoBackbone": "modeling_illama.ILlamaBackbone",
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def set_soft_mask_rate(self, rate: float):
         """Set the soft-mask rate r (1 = bidirectional, 0 = causal) used by every layer from the next forward.
         The config keeps the deployed value: a model saved mid-training still loads at `config.soft_mask_rate`."""

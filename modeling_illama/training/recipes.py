@@ -52,6 +52,14 @@ class ILlamaTrainingArguments(TrainingArguments):
     model: str | None = field(default=None, metadata={"help": "Preset name (from scratch) or saved folder."})
     model_overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "Config fields set on a preset."})
     init_from_llama: str | None = field(default=None, metadata={"help": "LLaMA checkpoint for weight selection."})
+    backbone: str | None = field(
+        default=None,
+        metadata={"help": "semantic-segmentation: iLLaMA folder (trained or converted) the backbone starts from."},
+    )
+    segmentation: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "semantic-segmentation: the training.segmentation.SegmentationSettings fields."},
+    )
     drop_path_rate: float = 0.0
     image_size: int | None = field(default=None, metadata={"help": "Training resolution; None keeps the model's."})
 
