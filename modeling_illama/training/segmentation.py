@@ -141,7 +141,8 @@ class SegmentationTrainTransform:
         fill = {tv_tensors.Image: 0, tv_tensors.Mask: settings.ignore_index}
         self.transform = v2.Compose(
             [
-                v2.ScaleJitter(tuple(_pair(settings.scale_base)), scale_range=tuple(settings.scale_range)),
+                # torchvision's target_size is (width, height): min(w_t / w, h_t / h) * U(scale_range)
+                v2.ScaleJitter(_pair(settings.scale_base)[::-1], scale_range=tuple(settings.scale_range)),
                 v2.RandomCrop(_pair(settings.crop_size), pad_if_needed=True, fill=fill),
                 v2.RandomHorizontalFlip(settings.hflip),
                 v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),

@@ -1,0 +1,260 @@
+"""ILlamaBackbone (AutoBackbone), UperNet segmentation on it, the mean_iou metric module, the joint
+image/mask transforms on real CamVid frames, and the segmentation CLI end to end."""
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoBackbone, UperNetConfig, UperNetForSemanticSegmentation, pipeline
+
+from modeling_illama import ILlamaBackbone, ILlamaConfig, ILlamaForImageClassification, ILlamaModel
+from modeling_illama.modeling_illama import interpolate_position_table
+from modeling_illama.training.metrics import load_metric
+from modeling_illama.training.segmentation import (
+    SegmentationSettings,
+    SegmentationTrainTransform,
+    build_segmentation_image_processor,
+    check_label_map,
+    decode_label_map,
+)
+
+CAMVID_TINY = Path(__file__).resolve().parent / "data" / "camvid-tiny"
+CAMVID_NAMES = ["sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car", "pedestrian", "bike"]
+TINY = dict(
+    image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64
+)
+
+
+def camvid_rows(split="train"):
+    data = datasets.load_dataset("parquet", data_files={split: str(CAMVID_TINY / f"{split}.parquet")}, split=split)
+    return [(row["image"].convert("RGB"), np.asarray(row["annotation"], dtype=np.int64)) for row in data]
+
+
+def tiny_backbone(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return ILlamaBackbone(ILlamaConfig(**{**TINY, **overrides})).eval()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ILlamaBackbone
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_feature_maps_are_the_model_hidden_states_without_the_last_token(rate):
+    backbone = tiny_backbone(out_features=["stem", "stage2", "stage4"], soft_mask_rate=rate)
+    model = ILlamaModel(backbone.config).eval()
+    model.load_state_dict(backbone.illama.state_dict())
+    x = torch.randn(2, 3, 48, 80, generator=torch.Generator().manual_seed(0))  # non-square, not the config size
+    with torch.no_grad():
+        maps = backbone(x).feature_maps
+        hidden = model(x, interpolate_pos_encoding=True, output_hidden_states=True).hidden_states
+    assert [tuple(m.shape) for m in maps] == [(2, 32, 6, 10)] * 3
+    for feature_map, layer in zip(maps, (0, 2, 4)):
+        tokens = hidden[layer]
+        assert tokens.shape[1] == 6 * 10 + 1
+        for row in range(6):
+            for col in range(10):  # patch (row, col) is token row * 10 + col; the class token (index 60) is dropped
+                assert torch.equal(feature_map[:, :, row, col], tokens[:, row * 10 + col])
+
+
+def test_auto_backbone_and_pyramid_neck_shapes_on_non_square_input():
+    config = ILlamaConfig(**TINY, out_indices=[1, 2, 3, 4], add_fpn=True)
+    backbone = AutoBackbone.from_config(config).eval()
+    assert type(backbone) is ILlamaBackbone and backbone.channels == [32] * 4
+    with torch.no_grad():
+        maps = backbone(torch.randn(1, 3, 40, 64)).feature_maps  # grid 5 x 8
+    assert [tuple(m.shape[-2:]) for m in maps] == [(20, 32), (10, 16), (5, 8), (2, 4)]
+
+
+def test_bad_backbone_configs_are_refused():
+    with pytest.raises(ValueError, match="stage_names"):
+        ILlamaConfig(**TINY, out_features=["stage5"])  # 4 blocks: stem, stage1..stage4
+    with pytest.raises(ValueError, match="add_fpn"):
+        ILlamaConfig(**TINY, out_indices=[2, 4], add_fpn=True)
+    with pytest.raises(ValueError, match="multiple of the patch"):
+        tiny_backbone()(torch.randn(1, 3, 36, 32))
+
+
+def test_backbone_loads_a_classifier_folder(tmp_path):
+    torch.manual_seed(0)
+    classifier = ILlamaForImageClassification(ILlamaConfig(**TINY, num_labels=3))
+    classifier.save_pretrained(tmp_path)
+    # (AutoBackbone.from_pretrained takes Hub ids only in Transformers 5: it asks the Hub whether a local path exists)
+    backbone = ILlamaBackbone.from_pretrained(tmp_path, out_indices=[2, 4])
+    assert type(backbone) is ILlamaBackbone and backbone.out_features == ["stage2", "stage4"]
+    expected = classifier.illama.state_dict()
+    for name, tensor in backbone.illama.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
+
+
+# ---------------------------------------------------------------------------------------------------------
+# UperNet on the backbone
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_upernet_loss_decreases_on_a_fixed_batch_of_real_frames():
+    backbone_config = ILlamaConfig(**{**TINY, "image_size": 64}, out_indices=[1, 2, 3, 4], add_fpn=True)
+    torch.manual_seed(0)
+    model = UperNetForSemanticSegmentation(
+        UperNetConfig(backbone_config=backbone_config, hidden_size=16, auxiliary_in_channels=32, num_labels=11)
+    )
+    rows = camvid_rows()[:2]
+    processor = build_segmentation_image_processor((64, 96))
+    batch = processor(
+        images=[image for image, _ in rows],
+        segmentation_maps=[Image.fromarray(mask.astype(np.uint8)) for _, mask in rows],
+        return_tensors="pt",
+    )
+    assert batch["pixel_values"].shape == (2, 3, 64, 96) and (batch["labels"] == 255).any()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(12):
+        loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        assert model.backbone.illama.embeddings.patch_embeddings.projection.weight.grad.abs().sum() > 0
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.85 * losses[0], losses
+
+
+# ---------------------------------------------------------------------------------------------------------
+# mean_iou metric module vs a hand computation
+# ---------------------------------------------------------------------------------------------------------
+
+
+def hand_metrics(predictions, references, num_labels, ignore_index=255):
+    """Pixel-by-pixel counting with Python loops: the definition, written independently of the module."""
+    inter, pred_area, ref_area, correct, counted = [0] * num_labels, [0] * num_labels, [0] * num_labels, 0, 0
+    for prediction, reference in zip(predictions, references):
+        for p, r in zip(np.ravel(prediction).tolist(), np.ravel(reference).tolist()):
+            if r == ignore_index:
+                continue
+            counted += 1
+            pred_area[p] += 1
+            ref_area[r] += 1
+            if p == r:
+                inter[p] += 1
+                correct += 1
+    ious = [
+        inter[c] / (pred_area[c] + ref_area[c] - inter[c]) if pred_area[c] + ref_area[c] else None
+        for c in range(num_labels)
+    ]
+    defined = [v for v in ious if v is not None]
+    return ious, sum(defined) / len(defined), correct / counted
+
+
+def test_mean_iou_matches_a_hand_computation():
+    rng = np.random.default_rng(0)
+    references = [rng.integers(0, 4, size=(5, 7)), rng.integers(0, 4, size=(3, 9))]
+    references[0][0, :3] = 255  # void pixels, whatever is predicted there
+    references[1][references[1] == 2] = 1  # class 2 only in the first image
+    predictions = [rng.integers(0, 4, size=(5, 7)), rng.integers(0, 4, size=(3, 9))]
+    predictions[0][0, :3] = 4  # a class absent everywhere else, predicted only on void pixels: IoU undefined
+    result = load_metric("mean_iou").compute(predictions=predictions, references=references, num_labels=6)
+    ious, mean_iou, pixel_accuracy = hand_metrics(predictions, references, 6)
+    assert ious[4] is None and ious[5] is None
+    assert np.isnan(result["per_category_iou"][4]) and np.isnan(result["per_category_iou"][5])
+    assert result["per_category_iou"][:4] == pytest.approx(ious[:4], abs=1e-12)
+    assert result["mean_iou"] == pytest.approx(mean_iou, abs=1e-12)
+    assert result["pixel_accuracy"] == pytest.approx(pixel_accuracy, abs=1e-12)
+
+
+def test_mean_iou_refuses_mismatched_shapes_and_unknown_ids():
+    metric = load_metric("mean_iou")
+    with pytest.raises(ValueError, match="shape"):
+        metric.compute(predictions=[np.zeros((2, 3), int)], references=[np.zeros((3, 2), int)], num_labels=2)
+    with pytest.raises(ValueError, match=r"reference holds class ids \[7\]"):
+        metric.compute(predictions=[np.zeros((2, 2), int)], references=[np.full((2, 2), 7)], num_labels=2)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Joint transforms and input checks on real frames
+# ---------------------------------------------------------------------------------------------------------
+
+
+def settings(**overrides):
+    return SegmentationSettings(**{"label_names": CAMVID_NAMES, "scale_base": [240, 320], **overrides})
+
+
+def test_flip_and_crop_move_image_and_mask_together():
+    image, mask = camvid_rows()[0]
+    transform = SegmentationTrainTransform(settings(crop_size=[240, 320], scale_range=[1.0, 1.0], hflip=1.0))
+    pixels, labels = transform(image, mask)
+    assert torch.equal(labels, torch.from_numpy(mask[:, ::-1].copy()))
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    expected = (
+        torch.from_numpy(np.asarray(image)[:, ::-1].copy()).permute(2, 0, 1) / 255 - mean[:, None, None]
+    ) / std[:, None, None]
+    assert torch.allclose(pixels, expected, atol=1e-5)
+
+
+def test_an_image_smaller_than_the_crop_is_padded_with_void():
+    image, mask = camvid_rows()[1]
+    transform = SegmentationTrainTransform(settings(crop_size=256, scale_range=[0.5, 0.5], hflip=0.0))
+    pixels, labels = transform(image, mask)  # 120 x 160 after rescaling, crop 256 x 256
+    assert pixels.shape == (3, 256, 256) and labels.shape == (256, 256)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    padded = torch.isclose(pixels, (-mean / std)[:, None, None]).all(0)  # image padding is 0 before normalising
+    assert padded.sum() >= 256 * 256 - 120 * 160  # the 120 x 160 frame cannot cover the crop
+    assert (labels[padded] == 255).all()  # padding is void: no loss, no metric
+    assert (labels[~padded] != 255).float().mean() > 0.5  # the real frame is still labelled
+
+
+def test_bad_masks_are_refused():
+    image, mask = camvid_rows()[0]
+    with pytest.raises(ValueError, match="masks must have their image's size"):
+        check_label_map(image, mask[:, :-1], settings())
+    bad = mask.copy()
+    bad[0, 0] = 11
+    with pytest.raises(ValueError, match=r"ids \[11\].*0\.\.10 or the void id 255"):
+        check_label_map(image, bad, settings())
+    rgb = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(rgb, format="PNG")
+    with pytest.raises(ValueError, match="single-channel"):
+        decode_label_map({"bytes": rgb.getvalue()})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# illama-train --recipe camvid-mini end to end (tiny sizes), backbone from a classifier folder, pipeline
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_cli_trains_saves_and_the_pipeline_segments(tmp_path):
+    torch.manual_seed(0)
+    classifier = ILlamaForImageClassification(ILlamaConfig(**TINY, num_labels=3))
+    classifier.save_pretrained(tmp_path / "classifier")
+    out = tmp_path / "seg"
+    command = [
+        sys.executable, "-m", "modeling_illama.cli.train", "--recipe", "camvid-mini", "--dataset", str(CAMVID_TINY),
+        "--backbone", str(tmp_path / "classifier"), "--output-dir", str(out), "--no-plot",
+        "max_steps=2", "learning_rate=0", "warmup_epochs=0", "batch_size=2", "per_device_batch_size=2",
+        "segmentation.crop_size=64", "segmentation.eval_size=[48,64]", "segmentation.decoder_hidden_size=16",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "all_results.json").read_text())
+    assert 0 <= metrics["eval_mean_iou"] <= 1 and "eval_iou_sky" in metrics
+
+    model = UperNetForSemanticSegmentation.from_pretrained(out)
+    assert type(model.backbone) is ILlamaBackbone and model.config.id2label[0] == "sky"
+    # lr 0: the backbone is the classifier's, position table resized from the 4x4 grid to the 8x8 crop
+    saved = model.backbone.illama.state_dict()
+    table = classifier.illama.embeddings.position_embeddings.detach()
+    assert torch.equal(saved["embeddings.position_embeddings"], interpolate_position_table(table, (4, 4), (8, 8)))
+    assert torch.equal(saved["layers.1.mlp.up_proj.weight"], classifier.illama.layers[1].mlp.up_proj.weight)
+
+    segmenter = pipeline("image-segmentation", model=str(out), subtask="semantic")
+    image, _ = camvid_rows("validation")[0]
+    segments = segmenter(image)
+    assert segments and all(s["label"] in CAMVID_NAMES for s in segments)
+    covered = sum(np.asarray(s["mask"]) > 0 for s in segments)
+    assert covered.shape == (240, 320) and (covered == 1).all()  # every pixel in exactly one segment
