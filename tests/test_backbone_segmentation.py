@@ -3,8 +3,10 @@ image/mask transforms on real CamVid frames, and the segmentation CLI end to end
 
 import io
 import json
+import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import datasets
@@ -14,7 +16,13 @@ import torch
 from PIL import Image
 from transformers import AutoBackbone, UperNetConfig, UperNetForSemanticSegmentation, pipeline
 
-from modeling_illama import ILlamaBackbone, ILlamaConfig, ILlamaForImageClassification, ILlamaModel
+from modeling_illama import (
+    ILlamaBackbone,
+    ILlamaConfig,
+    ILlamaForImageClassification,
+    ILlamaModel,
+    build_image_processor,
+)
 from modeling_illama.modeling_illama import interpolate_position_table
 from modeling_illama.training.metrics import load_metric
 from modeling_illama.training.segmentation import (
@@ -26,7 +34,7 @@ from modeling_illama.training.segmentation import (
 )
 
 CAMVID_TINY = Path(__file__).resolve().parent / "data" / "camvid-tiny"
-CAMVID_NAMES = ["sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car", "pedestrian", "bike"]
+CAMVID_NAMES = "sky building pole road pavement tree sign_symbol fence car pedestrian bicyclist".split()  # recipe's
 TINY = dict(
     image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64
 )
@@ -236,8 +244,9 @@ def test_cli_trains_saves_and_the_pipeline_segments(tmp_path):
     command = [
         sys.executable, "-m", "modeling_illama.cli.train", "--recipe", "camvid-mini", "--dataset", str(CAMVID_TINY),
         "--backbone", str(tmp_path / "classifier"), "--output-dir", str(out), "--no-plot",
-        "max_steps=2", "learning_rate=0", "warmup_epochs=0", "batch_size=2", "per_device_batch_size=2",
+        "max_steps=2", "learning_rate=1e-12", "warmup_epochs=0", "batch_size=2", "per_device_batch_size=2",
         "segmentation.crop_size=64", "segmentation.eval_size=[48,64]", "segmentation.decoder_hidden_size=16",
+        "segmentation.out_indices=[1,2,3,4]",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -246,11 +255,15 @@ def test_cli_trains_saves_and_the_pipeline_segments(tmp_path):
 
     model = UperNetForSemanticSegmentation.from_pretrained(out)
     assert type(model.backbone) is ILlamaBackbone and model.config.id2label[0] == "sky"
-    # lr 0: the backbone is the classifier's, position table resized from the 4x4 grid to the 8x8 crop
+    # lr 1e-12: the backbone is the classifier's, position table resized from the 4x4 grid to the 8x8 crop
     saved = model.backbone.illama.state_dict()
     table = classifier.illama.embeddings.position_embeddings.detach()
-    assert torch.equal(saved["embeddings.position_embeddings"], interpolate_position_table(table, (4, 4), (8, 8)))
-    assert torch.equal(saved["layers.1.mlp.up_proj.weight"], classifier.illama.layers[1].mlp.up_proj.weight)
+    resized = interpolate_position_table(table, (4, 4), (8, 8))
+    assert saved["embeddings.position_embeddings"].shape == (1, 65, 32)
+    assert torch.allclose(saved["embeddings.position_embeddings"], resized, atol=1e-8)
+    assert torch.allclose(
+        saved["layers.1.mlp.up_proj.weight"], classifier.illama.layers[1].mlp.up_proj.weight, atol=1e-8
+    )
 
     segmenter = pipeline("image-segmentation", model=str(out), subtask="semantic")
     image, _ = camvid_rows("validation")[0]
@@ -258,3 +271,75 @@ def test_cli_trains_saves_and_the_pipeline_segments(tmp_path):
     assert segments and all(s["label"] in CAMVID_NAMES for s in segments)
     covered = sum(np.asarray(s["mask"]) > 0 for s in segments)
     assert covered.shape == (240, 320) and (covered == 1).all()  # every pixel in exactly one segment
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Feature extraction from any saved folder on a machine without the package (remote code)
+# ---------------------------------------------------------------------------------------------------------
+
+FEATURES_SCRIPT = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    class BlockPackage(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "modeling_illama":
+                raise ImportError(f"blocked for this test: {name}")
+            return None
+
+    sys.meta_path.insert(0, BlockPackage())
+    import torch
+    from transformers import AutoModel, pipeline
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    folder, image, out = sys.argv[1:4]
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    extractor = pipeline("image-feature-extraction", model=folder, trust_remote_code=True)
+    backbone_class = get_class_from_dynamic_module("modeling_illama.ILlamaBackbone", folder)
+    backbone = backbone_class.from_pretrained(folder, out_indices=[1, 2]).eval()
+    pixels = extractor.image_processor(image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        maps = backbone(pixels).feature_maps
+    torch.save({"features": torch.tensor(extractor(image)), "pooled": model(pixels).pooler_output,
+                "maps": maps}, out + ".pt")
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] == "modeling_illama")
+    json.dump({"model": type(model).__module__ + "." + type(model).__name__, "leaked": leaked}, open(out + ".json", "w"))
+    """
+)
+
+
+def test_every_saved_folder_extracts_features_through_remote_code(tmp_path, imagenet_sample_files):
+    torch.manual_seed(0)
+    classifier = ILlamaForImageClassification(ILlamaConfig(**TINY, num_labels=3)).eval()
+    folder = tmp_path / "classifier"
+    classifier.save_pretrained(folder)
+    build_image_processor(32).save_pretrained(folder)
+    auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == "modeling_illama.ILlamaModel"
+    assert auto_map["AutoBackbone"] == "modeling_illama.ILlamaBackbone"
+
+    (tmp_path / "remote.py").write_text(FEATURES_SCRIPT)
+    image = str(imagenet_sample_files[0])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "remote.py"), str(folder), image, str(tmp_path / "out")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report["leaked"] == [] and report["model"].startswith("transformers_modules.")
+    assert report["model"].endswith(".ILlamaModel")
+    remote = torch.load(tmp_path / "out.pt")
+
+    pixels = build_image_processor(32)(Image.open(image), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        outputs = classifier.illama(pixels, output_hidden_states=True)
+    assert torch.allclose(remote["features"][0], outputs.last_hidden_state[0], atol=1e-5)
+    assert torch.allclose(remote["pooled"], outputs.pooler_output, atol=1e-5)
+    for feature_map, layer in zip(remote["maps"], (1, 2)):
+        expected = outputs.hidden_states[layer][:, :-1].transpose(1, 2).reshape(1, 32, 4, 4)
+        assert torch.allclose(feature_map, expected, atol=1e-5)
