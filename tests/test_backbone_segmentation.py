@@ -343,3 +343,21 @@ def test_every_saved_folder_extracts_features_through_remote_code(tmp_path, imag
     for feature_map, layer in zip(remote["maps"], (1, 2)):
         expected = outputs.hidden_states[layer][:, :-1].transpose(1, 2).reshape(1, 32, 4, 4)
         assert torch.allclose(feature_map, expected, atol=1e-5)
+
+
+def test_segmentation_recipes_parse_and_ade20k_reduces_labels():
+    from modeling_illama.training.recipes import load_recipe
+
+    camvid = SegmentationSettings.from_recipe(load_recipe("camvid-mini"))
+    assert camvid.label_names == CAMVID_NAMES and not camvid.reduce_labels
+    for size in ("tiny", "base"):
+        recipe = load_recipe(f"ade20k-upernet-{size}")
+        ade = SegmentationSettings.from_recipe(recipe)
+        assert recipe.task == "semantic-segmentation" and ade.num_labels == 150 and len(set(ade.label_names)) == 150
+        assert (ade.crop_size, recipe.max_steps, recipe.batch_size, recipe.learning_rate) == (512, 160000, 16, 6e-5)
+    # ADE20K's 0 ("other objects") becomes void, class k becomes k - 1, void stays void
+    image = Image.new("RGB", (4, 1))
+    reduced = check_label_map(image, np.array([[0, 1, 150, 255]]), ade)
+    assert reduced.tolist() == [[255, 0, 149, 255]]
+    with pytest.raises(ValueError, match=r"ids \[150\]"):
+        check_label_map(image, np.array([[151, 1, 2, 3]]), ade)  # 151 -> 150: not a class
