@@ -361,3 +361,23 @@ def test_segmentation_recipes_parse_and_ade20k_reduces_labels():
     assert reduced.tolist() == [[255, 0, 149, 255]]
     with pytest.raises(ValueError, match=r"ids \[150\]"):
         check_label_map(image, np.array([[151, 1, 2, 3]]), ade)  # 151 -> 150: not a class
+
+
+def test_deployed_causal_mask_hides_later_patches_and_r1_shows_them():
+    """r = 0 with the renormalised mask is strictly causal: the first patch cannot see the last. With the
+    authors' post-softmax mask the softmax is normalised over ALL keys before masking, so a later patch still
+    scales (through the denominator) what an earlier one sees; r = 1 is full attention in both styles."""
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    changed = x.clone()
+    changed[..., 24:, 24:] += 1.0  # only the last patch (row-major) changes
+    first = {}
+    for style in ("renormalized", "post_softmax"):
+        for rate in (0.0, 1.0):
+            backbone = tiny_backbone(out_indices=[4], soft_mask_rate=rate, mask_style=style)
+            with torch.no_grad():
+                before, after = backbone(x).feature_maps[0], backbone(changed).feature_maps[0]
+            first[style, rate] = (after[..., 0, 0] - before[..., 0, 0]).abs().max().item()
+            assert not torch.allclose(before[..., 3, 3], after[..., 3, 3])  # the changed patch itself
+    assert first["renormalized", 0.0] == 0.0
+    assert 0 < first["post_softmax", 0.0] < 0.1 * first["post_softmax", 1.0]
+    assert first["renormalized", 1.0] > 1e-3 and first["post_softmax", 1.0] > 1e-3
