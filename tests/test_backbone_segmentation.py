@@ -244,7 +244,7 @@ def test_cli_trains_saves_and_the_pipeline_segments(tmp_path):
     command = [
         sys.executable, "-m", "modeling_illama.cli.train", "--recipe", "camvid-mini", "--dataset", str(CAMVID_TINY),
         "--backbone", str(tmp_path / "classifier"), "--output-dir", str(out), "--no-plot",
-        "max_steps=2", "learning_rate=1e-12", "warmup_epochs=0", "batch_size=2", "per_device_batch_size=2",
+        "max_steps=2", "learning_rate=1e-12", "warmup_epochs=0", "global_batch_size=2", "per_device_train_batch_size=2",
         "segmentation.crop_size=64", "segmentation.eval_size=[48,64]", "segmentation.decoder_hidden_size=16",
         "segmentation.out_indices=[1,2,3,4]",
     ]  # fmt: skip
@@ -354,7 +354,14 @@ def test_segmentation_recipes_parse_and_ade20k_reduces_labels():
         recipe = load_recipe(f"ade20k-upernet-{size}")
         ade = SegmentationSettings.from_recipe(recipe)
         assert recipe.task == "semantic-segmentation" and ade.num_labels == 150 and len(set(ade.label_names)) == 150
-        assert (ade.crop_size, recipe.max_steps, recipe.batch_size, recipe.learning_rate) == (512, 160000, 16, 6e-5)
+        assert (ade.crop_size, recipe.max_steps, recipe.global_batch_size, recipe.learning_rate) == (
+            512,
+            160000,
+            16,
+            6e-5,
+        )
+        assert (recipe.image_column, recipe.label_column, recipe.dataset) == ("image", "annotation", "scene_parse_150")
+        assert recipe.lr_scheduler_kwargs == {"lr_end": 0.0, "power": 1.0}
     # ADE20K's 0 ("other objects") becomes void, class k becomes k - 1, void stays void
     image = Image.new("RGB", (4, 1))
     reduced = check_label_map(image, np.array([[0, 1, 150, 255]]), ade)

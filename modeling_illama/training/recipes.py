@@ -142,6 +142,11 @@ class ILlamaTrainingArguments(TrainingArguments):
             )
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             raise ValueError(f"recipe field 'layer_decay' must be in (0, 1], got {self.layer_decay}")
+        if (self.backbone or self.segmentation) and self.task != "semantic-segmentation":
+            raise ValueError(
+                f"recipe fields 'backbone' / 'segmentation' (--backbone) are for task semantic-segmentation; "
+                f"this recipe's task is {self.task!r}"
+            )
         if (self.model_ema_eval or self.model_ema_save) and not self.model_ema:
             raise ValueError("model_ema_eval / model_ema_save need model_ema=true")
         super().__post_init__()

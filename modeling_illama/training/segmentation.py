@@ -2,14 +2,18 @@
 with Trainer from a recipe whose `task` is "semantic-segmentation".
 
 Data: any `datasets` source (Hub id, parquet folder or file, streaming) with an image column and a label-map
-column (ADE20K's Hub names `image` / `annotation` by default). Label maps hold class ids 0 .. num_labels - 1
+column (the recipe's `image_column` / `label_column`, ADE20K's Hub names `image` / `annotation` by default). Label maps hold class ids 0 .. num_labels - 1
 and the void id 255, which the loss and the metrics ignore.
 
 Training images and masks are transformed together (torchvision's joint transforms, nearest neighbour for
 masks): random rescale (mmsegmentation's keep-ratio `Resize` with a ratio range), random crop, horizontal
 flip. An image smaller than the crop after rescaling is padded; padded pixels are void, so they count
 neither in the loss nor in the metrics. Evaluation (and the saved image processor) resizes to one fixed
-`eval_size`; the metrics are computed at that size.
+`eval_size`; the metrics are computed at that size. A label map whose size differs from its image, or that holds
+an id that is neither a class nor void, stops the run with a `LabelError` naming it (the evaluation split is
+checked before training starts, training examples as they are read).
+
+`build_segmentation_training` is `trainer.TASK_BUILDERS[("semantic-segmentation", "illama")]`.
 """
 
 from __future__ import annotations
@@ -24,32 +28,31 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from datasets.distributed import split_dataset_by_node
 from PIL import Image
 from transformers import Trainer, UperNetConfig, UperNetForSemanticSegmentation, set_seed
-from transformers.optimization import get_polynomial_decay_schedule_with_warmup
 
 from ..configuration_illama import _pair
 from ..image_processing_illama import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ..image_processing_segmentation import build_segmentation_image_processor
+from ..labels import LabelError
 from .data import _load_kwargs, decode_image
-from .optim import create_adamw, create_warmup_cosine_scheduler
+from .optim import optimizer_param_groups
 from .recipes import Recipe
+from .soft_mask import cutoff_in_steps
 
 logger = logging.getLogger(__name__)
 
 TASK = "semantic-segmentation"
-LR_SCHEDULES = ("cosine", "poly")
 
 
 @dataclass
 class SegmentationSettings:
-    """The `segmentation:` mapping of a recipe."""
+    """The `segmentation:` mapping of a recipe (the rest of a segmentation run is ordinary recipe fields)."""
 
     label_names: list[str] = field(default_factory=list)  # class names, index = class id
     ignore_index: int = 255  # void label: ignored by the loss and the metrics
     reduce_labels: bool = False  # ADE20K: label 0 ("other objects") -> void, the others shifted down by one
-    image_column: str = "image"
-    annotation_column: str = "annotation"
     crop_size: int | list[int] = 512  # training crop (height, width); also the backbone's image_size
     scale_base: list[int] = field(default_factory=lambda: [512, 2048])  # (h, w) the random rescale fits into
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])  # ratio range of that rescale
@@ -61,14 +64,10 @@ class SegmentationSettings:
     auxiliary_head: bool = True  # FCN head on the third feature map, loss weight below
     auxiliary_channels: int = 256
     auxiliary_loss_weight: float = 0.4
-    lr_schedule: str = "poly"  # "poly" (power 1, mmsegmentation) or "cosine" (the classification schedule)
-    backbone: str | None = None  # folder of a trained or converted iLLaMA (classifier or ILlamaModel)
 
     def __post_init__(self):
         if not self.label_names:
             raise ValueError("recipe field segmentation.label_names must list the class names (index = class id)")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"segmentation.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         low, high = (float(v) for v in self.scale_range)
         if not 0 < low <= high:
             raise ValueError(
@@ -111,7 +110,7 @@ def check_label_map(image: Image.Image, label_map: np.ndarray, settings: Segment
     """Errors for a mask whose size differs from its image and for ids that are neither classes nor void;
     applies `reduce_labels`."""
     if label_map.shape != (image.height, image.width):
-        raise ValueError(
+        raise LabelError(
             f"label map of size {label_map.shape[1]}x{label_map.shape[0]} (width x height) for an image of "
             f"{image.width}x{image.height}: masks must have their image's size"
         )
@@ -121,7 +120,7 @@ def check_label_map(image: Image.Image, label_map: np.ndarray, settings: Segment
     valid = (label_map < settings.num_labels) | (label_map == settings.ignore_index)
     if not valid.all():
         bad = np.unique(label_map[~valid])[:10].tolist()
-        raise ValueError(
+        raise LabelError(
             f"label map holds ids {bad}: expected class ids 0..{settings.num_labels - 1} or the void id "
             f"{settings.ignore_index} (num_labels = len(segmentation.label_names) = {settings.num_labels})"
         )
@@ -175,20 +174,21 @@ class SegmentationEvalTransform:
 class SegmentationExampleTransform:
     """datasets transform: decode, check and transform -> {"pixel_values", "labels"}."""
 
-    def __init__(self, transform, settings: SegmentationSettings):
+    def __init__(self, transform, columns: tuple[str, str], settings: SegmentationSettings):
         self.transform = transform
+        self.image_column, self.annotation_column = columns
         self.settings = settings
 
     def example(self, example: dict) -> dict:
-        image = decode_image(example[self.settings.image_column])
+        image = decode_image(example[self.image_column])
         if image is None:
             raise ValueError("undecodable image in a segmentation dataset")
-        label_map = check_label_map(image, decode_label_map(example[self.settings.annotation_column]), self.settings)
+        label_map = check_label_map(image, decode_label_map(example[self.annotation_column]), self.settings)
         pixel_values, labels = self.transform(image, label_map)
         return {"pixel_values": pixel_values, "labels": labels}
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        columns = (self.settings.image_column, self.settings.annotation_column)
+        columns = (self.image_column, self.annotation_column)
         examples = [self.example(dict(zip(columns, values))) for values in zip(*(batch[c] for c in columns))]
         return {key: [e[key] for e in examples] for key in ("pixel_values", "labels")}
 
@@ -196,37 +196,58 @@ class SegmentationExampleTransform:
 def load_segmentation_split(
     source: str,
     split: str,
-    settings: SegmentationSettings,
+    columns: tuple[str, str],
     streaming: bool = False,
     seed: int = 0,
-    shuffle_buffer=1000,
+    shuffle_buffer: int = 1000,
+    rank: int = 0,
+    world_size: int = 1,
 ):
-    """One split with just the image and annotation columns, images left encoded (decoded in the transform)."""
+    """One split with just the image and annotation `columns`, images left encoded (decoded in the transform).
+    Streamed data is shuffled through a buffer and split across processes by node."""
     kwargs = _load_kwargs(str(source), split)
     dataset = datasets.load_dataset(**kwargs, split=split, streaming=streaming)
-    columns = list(dataset.column_names or (dataset.features or {}).keys())
-    wanted = (settings.image_column, settings.annotation_column)
-    missing = [c for c in wanted if c not in columns]
+    present = list(dataset.column_names or (dataset.features or {}).keys())
+    missing = [c for c in columns if c not in present]
     if missing:
         raise ValueError(
-            f"{source} split {split!r} has columns {columns}, not {missing}; set segmentation.image_column / "
-            "segmentation.annotation_column"
+            f"{source} split {split!r} has columns {present}, not {missing}; pass --image-column / --label-column "
+            "(or set image_column / label_column in the recipe)"
         )
-    for column in wanted:
+    for column in columns:
         if isinstance((dataset.features or {}).get(column), datasets.Image):
             dataset = dataset.cast_column(column, datasets.Image(decode=False))
-    dataset = dataset.select_columns(list(wanted))
+    dataset = dataset.select_columns(list(columns))
     if streaming:
         dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
+        if world_size > 1:
+            dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
     return dataset
 
 
-def with_segmentation_transform(dataset, transform, settings: SegmentationSettings):
-    example_transform = SegmentationExampleTransform(transform, settings)
+def check_label_maps(dataset, columns: tuple[str, str], settings: SegmentationSettings, what: str) -> None:
+    """Every label map of a (non-streamed) split against its image's size and the classes, before training.
+    Only image headers are read (PIL opens lazily), the label maps are decoded."""
     if isinstance(dataset, datasets.IterableDataset):
-        return dataset.map(
-            example_transform.example, remove_columns=[settings.image_column, settings.annotation_column]
+        return
+    image_column, annotation_column = columns
+    for index, example in enumerate(dataset):
+        value = example[image_column]
+        image = (
+            value
+            if isinstance(value, Image.Image)
+            else Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
         )
+        try:
+            check_label_map(image, decode_label_map(example[annotation_column]), settings)
+        except LabelError as error:
+            raise LabelError(f"{what}, example {index}: {error}") from None
+
+
+def with_segmentation_transform(dataset, transform, columns: tuple[str, str], settings: SegmentationSettings):
+    example_transform = SegmentationExampleTransform(transform, columns, settings)
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.map(example_transform.example, remove_columns=list(columns))
     return dataset.with_transform(example_transform)
 
 
@@ -246,32 +267,40 @@ def default_out_indices(num_layers: int) -> list[int]:
 
 
 def build_segmentation_model(model: str, recipe: Recipe, settings: SegmentationSettings):
-    """UperNet on an iLLaMA backbone: from a preset (from scratch), from `settings.backbone` (an iLLaMA folder:
+    """UperNet on an iLLaMA backbone: from a preset (from scratch), from `recipe.backbone` (an iLLaMA folder:
     its weights, position table resized to the crop), or a saved UperNet folder (continued training)."""
     from transformers import AutoConfig
 
     from modeling_illama import ILlamaBackbone, load_preset
+    from modeling_illama.loading import check_loading_info
 
     from .trainer import is_model_dir
 
     id2label = dict(enumerate(settings.label_names))
     crop = _pair(settings.crop_size)
     if is_model_dir(model) and AutoConfig.from_pretrained(model).model_type == "upernet":
-        return UperNetForSemanticSegmentation.from_pretrained(model, dtype=torch.float32)
+        net, info = UperNetForSemanticSegmentation.from_pretrained(
+            model, dtype=torch.float32, output_loading_info=True
+        )
+        check_loading_info(model, info, remedy="continue from a complete segmentation folder")
+        return net
 
     backbone = None
-    if settings.backbone:
-        if not is_model_dir(settings.backbone):
-            raise ValueError(f"segmentation.backbone / --backbone {settings.backbone!r} is not a saved model folder")
-        saved = AutoConfig.from_pretrained(settings.backbone)
+    if recipe.backbone:
+        if not is_model_dir(recipe.backbone):
+            raise ValueError(f"--backbone / recipe field backbone {recipe.backbone!r} is not a saved model folder")
+        saved = AutoConfig.from_pretrained(recipe.backbone)
         out_indices = settings.out_indices or default_out_indices(saved.num_hidden_layers)
-        backbone = ILlamaBackbone.from_pretrained(
-            settings.backbone,
+        backbone, info = ILlamaBackbone.from_pretrained(
+            recipe.backbone,
             out_indices=out_indices,
             add_fpn=settings.add_fpn,
             drop_path_rate=recipe.drop_path_rate,
             dtype=torch.float32,
+            output_loading_info=True,
         )
+        # the pyramid neck is new; every transformer weight must come from the folder
+        check_loading_info(recipe.backbone, info, new_modules=("fpn.",), remedy="start from a complete iLLaMA folder")
         if backbone.config.grid_size != tuple(c // p for c, p in zip(crop, _pair(backbone.config.patch_size))):
             logger.info("resizing position embeddings %s -> %s", backbone.config.image_size, crop)
             backbone.resize_position_embeddings(crop)
@@ -337,37 +366,29 @@ def predicted_labels(logits, labels):
 
 
 class SegmentationTrainer(Trainer):
-    """Trainer with the package's AdamW groups (no decay on 1-D weights, position table, class token) and a
-    warmup + poly (mmsegmentation) or warmup + cosine schedule, per optimizer step."""
-
-    def __init__(self, *args, recipe: Recipe, settings: SegmentationSettings, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.recipe = recipe
-        self.settings = settings
-        self.warmup_steps = recipe.warmup_steps or 0
+    """Trainer with the package's parameter groups (`optim.optimizer_param_groups`: no weight decay on 1-D
+    weights, the backbone's position table and class token). Optimizer and schedule are Transformers' own
+    (`optim`, `lr_scheduler_type`; the recipes use "polynomial" with power 1, mmsegmentation's poly)."""
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
-            r = self.recipe
-            self.optimizer = create_adamw(
-                self.model if model is None else model, r.learning_rate, r.weight_decay, r.adam_betas, r.adam_eps
-            )
+            model = self.model if model is None else model
+            backbone = getattr(model, "backbone", None)
+            no_decay = [f"backbone.{name}" for name in getattr(backbone, "no_weight_decay", set)()]
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            groups = optimizer_param_groups(model, self.args.weight_decay, no_weight_decay=no_decay)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
-    def create_scheduler(self, num_training_steps: int, optimizer=None):
-        if self.lr_scheduler is None:
-            optimizer = optimizer or self.optimizer
-            r = self.recipe
-            if self.settings.lr_schedule == "poly":
-                self.lr_scheduler = get_polynomial_decay_schedule_with_warmup(
-                    optimizer, self.warmup_steps, num_training_steps, lr_end=r.min_lr, power=1.0
-                )
-            else:
-                self.lr_scheduler = create_warmup_cosine_scheduler(
-                    optimizer, r.learning_rate, r.min_lr, self.warmup_steps, num_training_steps
-                )
-            self._created_lr_scheduler = True
-        return self.lr_scheduler
+    def optimizer_steps_per_epoch(self) -> int | None:
+        """Optimizer steps in one pass over the training data, with Trainer's own rounding; None if unknown."""
+        if isinstance(self.train_dataset, datasets.IterableDataset):
+            if not self.args.train_examples:
+                return None
+            per_step = self.args.train_batch_size * self.args.world_size * self.args.gradient_accumulation_steps
+            return max(self.args.train_examples // per_step, 1)
+        batches = len(self.get_train_dataloader())
+        return max(math.ceil(batches / self.args.gradient_accumulation_steps), 1)
 
 
 @dataclass
@@ -376,93 +397,102 @@ class SegmentationData:
     label_names: list[str]
 
 
-@dataclass
-class SegmentationRun:
-    trainer: SegmentationTrainer
-    train_data: SegmentationData
-    eval_data: SegmentationData | None
-    steps_per_epoch: int | None
-    image_processor: Any
-
-
-def build_segmentation_training(
-    recipe: Recipe,
-    model: str | torch.nn.Module,
-    dataset: str,
-    output_dir: str,
-    streaming: bool = False,
-    eval_dataset: str | None = None,
-    backbone: str | None = None,
-) -> SegmentationRun:
-    """Everything `illama-train` needs for a segmentation recipe. `model`: a preset name, a saved folder, or a
-    ready segmentation model (benchmarks train other backbones through the same data and schedule)."""
-    from .trainer import distributed_state, training_arguments
-
+def check_segmentation_recipe(recipe: Recipe) -> None:
+    """Recipe fields that have no meaning for segmentation, refused by name."""
     if recipe.soft_mask != "none":
         raise ValueError(
             "segmentation recipes train at the backbone's fixed soft-mask rate (model_overrides.soft_mask_rate); "
             f"set soft_mask: none (got {recipe.soft_mask!r})"
         )
+    if recipe.layer_decay:
+        raise ValueError(f"layer_decay ({recipe.layer_decay}) is for classification recipes; remove it")
+    if recipe.model_ema:
+        raise ValueError("model_ema is for classification recipes; set model_ema: false")
+
+
+def build_segmentation_training(recipe: Recipe, model: torch.nn.Module | None = None):
+    """`TASK_BUILDERS[("semantic-segmentation", "illama")]`: data, UperNet on an iLLaMA backbone (`recipe.model`
+    preset from scratch, `recipe.backbone` folder, or a saved UperNet folder) and Trainer. `model`: a ready
+    segmentation model instead (benchmarks train another backbone with the same data and schedule).
+
+    Sets the run-time fields of `recipe` in place, as the classification builder does: gradient accumulation
+    (from `global_batch_size`), `max_steps` of streamed data and `warmup_steps` (from `warmup_epochs`).
+    """
+    from .trainer import StepLogCallback, TrainingRun, distributed_state, resolve_dataset
+
+    check_segmentation_recipe(recipe)
+    if model is None and not recipe.model:
+        raise ValueError("no model: pass --model PRESET|DIR or set `model:` in the recipe")
+    if not recipe.dataset:
+        raise ValueError("no data set: pass --dataset (Hub id, folder or parquet) or set `dataset:` in the recipe")
     settings = SegmentationSettings.from_recipe(recipe)
-    if backbone:
-        settings.backbone = backbone
+    columns = (recipe.image_column or "image", recipe.label_column or "annotation")
     state = distributed_state()
     set_seed(recipe.seed)
     train = load_segmentation_split(
-        dataset, recipe.train_split, settings, streaming, recipe.seed, recipe.shuffle_buffer
+        resolve_dataset(recipe.dataset),
+        recipe.train_split,
+        columns,
+        recipe.streaming,
+        recipe.seed,
+        recipe.shuffle_buffer,
+        state.process_index,
+        state.num_processes,
     )
     evaluation = None
     if recipe.eval_split:
-        evaluation = load_segmentation_split(eval_dataset or dataset, recipe.eval_split, settings)
+        eval_source = resolve_dataset(recipe.eval_dataset or recipe.dataset)
+        evaluation = load_segmentation_split(eval_source, recipe.eval_split, columns)
+        check_label_maps(evaluation, columns, settings, f"{recipe.eval_dataset or recipe.dataset} {recipe.eval_split}")
+    else:
+        recipe.eval_strategy = "no"
 
-    net = model if isinstance(model, torch.nn.Module) else build_segmentation_model(model, recipe, settings)
+    net = model if model is not None else build_segmentation_model(recipe.model, recipe, settings)
     processor = build_segmentation_image_processor(settings.eval_size, settings.reduce_labels)
-    train_set = with_segmentation_transform(train, SegmentationTrainTransform(settings), settings)
+    train_set = with_segmentation_transform(train, SegmentationTrainTransform(settings), columns, settings)
     eval_set = None
     if evaluation is not None:
-        eval_set = with_segmentation_transform(evaluation, SegmentationEvalTransform(settings, processor), settings)
+        eval_set = with_segmentation_transform(
+            evaluation, SegmentationEvalTransform(settings, processor), columns, settings
+        )
 
-    max_steps = recipe.max_steps
-    if streaming and max_steps <= 0:
+    recipe.gradient_accumulation_steps = recipe.gradient_accumulation_for(state.num_processes)
+    if recipe.streaming and recipe.max_steps <= 0:
         if not recipe.train_examples:
             raise ValueError("streaming data has no length: set max_steps=N or train_examples=N (images per epoch)")
-        max_steps = math.ceil(recipe.epochs * max(recipe.train_examples // recipe.batch_size, 1))
-    args = training_arguments(recipe, output_dir, state.num_processes, max_steps)
+        per_step = recipe.per_device_train_batch_size * state.num_processes * recipe.gradient_accumulation_steps
+        recipe.max_steps = math.ceil(recipe.num_train_epochs * max(recipe.train_examples // per_step, 1))
     trainer = SegmentationTrainer(
         model=net,
-        args=args,
+        args=recipe,
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=collate_segmentation,
         processing_class=processor,
         compute_metrics=segmentation_metrics(settings) if eval_set is not None else None,
         preprocess_logits_for_metrics=predicted_labels,
-        recipe=recipe,
-        settings=settings,
+        callbacks=[StepLogCallback()],
     )
-    steps_per_epoch = None
-    if not isinstance(train_set, datasets.IterableDataset):
-        batches = len(trainer.get_train_dataloader())
-        steps_per_epoch = max(math.ceil(batches / args.gradient_accumulation_steps), 1)
-    if recipe.warmup_steps is None:
+    steps_per_epoch = trainer.optimizer_steps_per_epoch()
+    if recipe.warmup_epochs is not None:
         if steps_per_epoch is None and recipe.warmup_epochs:
-            raise ValueError("warmup in epochs needs a known epoch length: set warmup_steps=N")
-        trainer.warmup_steps = round(recipe.warmup_epochs * (steps_per_epoch or 0))
-    from .trainer import FileLogCallback
-
-    trainer.add_callback(FileLogCallback())
+            raise ValueError("warmup in epochs needs a known epoch length: set warmup_steps=N (or train_examples=N)")
+        recipe.warmup_steps = cutoff_in_steps(recipe.warmup_epochs, steps_per_epoch or 0)
     logger.info(
-        "segmentation: %d classes, crop %s, steps per epoch %s, warmup %d steps, %s schedule, soft-mask rate %s",
+        "segmentation: %d classes, crop %s, steps per epoch %s, warmup %s steps (%s), gradient accumulation %d, "
+        "soft-mask rate %s",
         settings.num_labels,
         settings.crop_size,
         steps_per_epoch,
-        trainer.warmup_steps,
-        settings.lr_schedule,
+        recipe.warmup_steps,
+        getattr(recipe.lr_scheduler_type, "value", recipe.lr_scheduler_type),
+        recipe.gradient_accumulation_steps,
         getattr(net.config.backbone_config, "soft_mask_rate", None),
     )
     names = settings.label_names
-    return SegmentationRun(
+    return TrainingRun(
         trainer,
+        None,
         SegmentationData(train, names),
         SegmentationData(evaluation, names) if evaluation is not None else None,
         steps_per_epoch,

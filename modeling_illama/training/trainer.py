@@ -454,8 +454,16 @@ def build_image_classification(recipe: Recipe) -> TrainingRun:
     return TrainingRun(trainer, soft_mask, train, evaluation, steps_per_epoch, processor, ema)
 
 
+def build_semantic_segmentation(recipe: Recipe) -> TrainingRun:
+    """UperNet on an iLLaMA backbone (training/segmentation.py)."""
+    from .segmentation import build_segmentation_training
+
+    return build_segmentation_training(recipe)
+
+
 TASK_BUILDERS: dict[tuple[str, str], Callable[[Recipe], TrainingRun]] = {
     ("image-classification", "illama"): build_image_classification,
+    ("semantic-segmentation", "illama"): build_semantic_segmentation,
 }
 
 
