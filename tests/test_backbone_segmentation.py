@@ -73,6 +73,31 @@ def test_feature_maps_are_the_model_hidden_states_without_the_last_token(rate):
                 assert torch.equal(feature_map[:, :, row, col], tokens[:, row * 10 + col])
 
 
+def test_backbone_takes_the_models_attention_path_no_mask_on_post_softmax_sdpa(monkeypatch):
+    """The backbone runs ILlamaModel's own forward: on "sdpa" the post-softmax mask is rebuilt from r by the fused
+    paths, so no N x N mask is built (a NaN placeholder), and the features equal the eager path's, which reads M."""
+    import copy
+
+    import modeling_illama.modeling_illama as modeling
+
+    backbone = tiny_backbone(out_indices=[1, 4], mask_style="post_softmax", soft_mask_rate=0.0)
+    backbone.set_soft_mask_rate(0.37)
+    assert backbone.config._attn_implementation == "sdpa"
+    eager = copy.deepcopy(backbone)
+    eager.set_attn_implementation("eager")
+    built = []
+    original = modeling.soft_attention_mask
+    monkeypatch.setattr(modeling, "soft_attention_mask", lambda n, *a, **k: built.append(n) or original(n, *a, **k))
+    x = torch.randn(2, 3, 48, 64, generator=torch.Generator().manual_seed(0))  # 6 x 8 patches + class token
+    with torch.no_grad():
+        fused = backbone(x).feature_maps
+        assert built == []  # never built on the fused path
+        reference = eager(x).feature_maps
+        assert built == [49]  # the eager path materialises M
+    for a, b in zip(fused, reference):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_auto_backbone_and_pyramid_neck_shapes_on_non_square_input():
     config = ILlamaConfig(**TINY, out_indices=[1, 2, 3, 4], add_fpn=True)
     backbone = AutoBackbone.from_config(config).eval()
@@ -265,6 +290,9 @@ def test_cli_trains_saves_and_the_pipeline_segments(tmp_path):
         saved["layers.1.mlp.up_proj.weight"], classifier.illama.layers[1].mlp.up_proj.weight, atol=1e-8
     )
 
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)  # the CLI's output-folder guard
+    assert again.returncode == 2 and "illama-train: error:" in again.stderr and "--overwrite" in again.stderr
+
     segmenter = pipeline("image-segmentation", model=str(out), subtask="semantic")
     image, _ = camvid_rows("validation")[0]
     segments = segmenter(image)
@@ -343,6 +371,20 @@ def test_every_saved_folder_extracts_features_through_remote_code(tmp_path, imag
     for feature_map, layer in zip(remote["maps"], (1, 2)):
         expected = outputs.hidden_states[layer][:, :-1].transpose(1, 2).reshape(1, 32, 4, 4)
         assert torch.allclose(feature_map, expected, atol=1e-5)
+
+
+def test_segmentation_is_a_task_builder_and_its_fields_belong_to_it():
+    from modeling_illama.training.recipes import load_recipe
+    from modeling_illama.training.trainer import TASK_BUILDERS
+
+    assert ("semantic-segmentation", "illama") in TASK_BUILDERS
+    assert load_recipe("camvid-mini", {"backbone": "some/folder"}).backbone == "some/folder"
+    with pytest.raises(ValueError, match="'backbone' / 'segmentation'.*task semantic-segmentation"):
+        load_recipe("cifar10-mini", {"backbone": "some/folder"})
+    with pytest.raises(ValueError, match="soft_mask: none"):
+        from modeling_illama.training.segmentation import check_segmentation_recipe
+
+        check_segmentation_recipe(load_recipe("camvid-mini", {"soft_mask": "linear"}))
 
 
 def test_segmentation_recipes_parse_and_ade20k_reduces_labels():
