@@ -342,9 +342,15 @@ def test_every_saved_folder_extracts_features_through_remote_code(tmp_path, imag
     folder = tmp_path / "classifier"
     classifier.save_pretrained(folder)
     build_image_processor(32).save_pretrained(folder)
-    auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
-    assert auto_map["AutoModel"] == "modeling_illama.ILlamaModel"
-    assert auto_map["AutoBackbone"] == "modeling_illama.ILlamaBackbone"
+    from modeling_illama.conversion.convert import convert_checkpoint, export_official
+
+    export_official(classifier, tmp_path / "authors.pth")  # a converted folder maps them too
+    converted = convert_checkpoint(tmp_path / "authors.pth", tmp_path / "converted", num_heads=2)
+    for saved in (folder, converted):
+        auto_map = json.loads((saved / "config.json").read_text())["auto_map"]
+        assert auto_map["AutoModel"] == "modeling_illama.ILlamaModel"
+        assert auto_map["AutoBackbone"] == "modeling_illama.ILlamaBackbone"
+        assert auto_map["AutoModelForImageClassification"] == "modeling_illama.ILlamaForImageClassification"
 
     (tmp_path / "remote.py").write_text(FEATURES_SCRIPT)
     image = str(imagenet_sample_files[0])
