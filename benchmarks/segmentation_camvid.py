@@ -92,6 +92,7 @@ def run_beit(recipe_name: str, dataset: str, output_dir: str, overrides: list[st
     run.trainer.save_model(output_dir)
     metrics.update(run.trainer.evaluate())
     run.trainer.save_metrics("all", metrics)
+    run.trainer.save_state()  # trainer_state.json: the optimizer steps taken, as illama-train writes it
 
 
 class LoadSampler(threading.Thread):
