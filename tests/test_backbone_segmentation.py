@@ -436,3 +436,56 @@ def test_deployed_causal_mask_hides_later_patches_and_r1_shows_them():
     assert first["renormalized", 0.0] == 0.0
     assert 0 < first["post_softmax", 0.0] < 0.1 * first["post_softmax", 1.0]
     assert first["renormalized", 1.0] > 1e-3 and first["post_softmax", 1.0] > 1e-3
+
+
+def test_a_bad_validation_mask_stops_illama_train_before_training(tmp_path, capsys):
+    """A wrong class id in the evaluation split would silently lower (or raise) mIoU: refused up front, by name."""
+    from modeling_illama.cli.train import main as train_main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.parquet").write_bytes((CAMVID_TINY / "train.parquet").read_bytes())
+    rows = datasets.load_dataset(
+        "parquet", data_files={"validation": str(CAMVID_TINY / "validation.parquet")}, split="validation"
+    )
+    masks = [np.asarray(row["annotation"]).copy() for row in rows]
+    masks[1][5, 7] = 11  # camvid has classes 0..10 and void 255
+    bad = rows.map(lambda row, index: {"annotation": Image.fromarray(masks[index])}, with_indices=True)
+    bad.to_parquet(str(data / "validation.parquet"))
+    out = tmp_path / "run"
+    argv = ["--recipe", "camvid-mini", "--dataset", str(data), "--output-dir", str(out), "max_steps=1"]
+    assert train_main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("illama-train: error: ")]
+    assert len(errors) == 1 and "validation, example 1" in errors[0] and "ids [11]" in errors[0]
+    assert not (out / "model.safetensors").exists()
+
+
+def test_streamed_segmentation_data_is_transformed_and_needs_a_length(tmp_path):
+    from modeling_illama.training.recipes import load_recipe
+    from modeling_illama.training.segmentation import build_segmentation_training
+
+    tiny = {"num_hidden_layers": 4, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+    overrides = {
+        "dataset": str(CAMVID_TINY),
+        "streaming": True,
+        "model_overrides": tiny,
+        "segmentation": {
+            "crop_size": 64,
+            "eval_size": [48, 64],
+            "decoder_hidden_size": 16,
+            "out_indices": [1, 2, 3, 4],
+        },
+        "global_batch_size": 2,
+        "per_device_train_batch_size": 2,
+    }
+    with pytest.raises(ValueError, match="streaming data has no length: set max_steps=N or train_examples=N"):
+        build_segmentation_training(load_recipe("camvid-mini", overrides, output_dir=str(tmp_path)))
+    run = build_segmentation_training(
+        load_recipe("camvid-mini", {**overrides, "train_examples": 6}, output_dir=str(tmp_path))
+    )
+    assert isinstance(run.trainer.train_dataset, datasets.IterableDataset)
+    assert run.trainer.args.max_steps == 8 * 3  # 8 epochs of 6 examples at batch 2
+    batch = next(iter(run.trainer.get_train_dataloader()))
+    assert batch["pixel_values"].shape == (2, 3, 64, 64) and batch["labels"].shape == (2, 64, 64)
+    labels = batch["labels"]
+    assert ((labels < 11) | (labels == 255)).all() and (labels < 11).any()
