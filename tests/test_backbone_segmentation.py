@@ -391,6 +391,8 @@ def test_segmentation_is_a_task_builder_and_its_fields_belong_to_it():
         from modeling_illama.training.segmentation import check_segmentation_recipe
 
         check_segmentation_recipe(load_recipe("camvid-mini", {"soft_mask": "linear"}))
+    with pytest.raises(ValueError, match="qat .* is for classification recipes"):
+        check_segmentation_recipe(load_recipe("camvid-mini", {"qat": "int8-weight-only"}))
 
 
 def test_segmentation_recipes_parse_and_ade20k_reduces_labels():

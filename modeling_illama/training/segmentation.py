@@ -408,6 +408,8 @@ def check_segmentation_recipe(recipe: Recipe) -> None:
         raise ValueError(f"layer_decay ({recipe.layer_decay}) is for classification recipes; remove it")
     if recipe.model_ema:
         raise ValueError("model_ema is for classification recipes; set model_ema: false")
+    if getattr(recipe, "qat", None):
+        raise ValueError(f"qat ({recipe.qat}) is for classification recipes; remove it")
 
 
 def build_segmentation_training(recipe: Recipe, model: torch.nn.Module | None = None):
