@@ -5,12 +5,12 @@ Importing this package registers the model with the Auto classes and marks the c
 folder on a machine without this package).
 """
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
+from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
 from .configuration_illama import ILlamaConfig
 from .image_processing import build_image_processor
 from .image_processing_illama import ILlamaImageProcessor
-from .modeling_illama import ILlamaForImageClassification, ILlamaModel, ILlamaPreTrainedModel
+from .modeling_illama import ILlamaBackbone, ILlamaForImageClassification, ILlamaModel, ILlamaPreTrainedModel
 from .modeling_vit_frozen_llm import (
     ViTWithFrozenLLMConfig,
     ViTWithFrozenLLMForImageClassification,
@@ -33,6 +33,8 @@ def _register(config_class, model_class, classifier_class):
 
 _register(ILlamaConfig, ILlamaModel, ILlamaForImageClassification)
 _register(ViTWithFrozenLLMConfig, ViTWithFrozenLLMModel, ViTWithFrozenLLMForImageClassification)
+AutoBackbone.register(ILlamaConfig, ILlamaBackbone, exist_ok=True)
+ILlamaBackbone.register_for_auto_class("AutoBackbone")
 # Auto picks the "torchvision" backend whenever torchvision is installed and warns when a model has only a PIL
 # processor; ours is the reference transform for both requests (a torchvision variant would differ numerically).
 AutoImageProcessor.register(
@@ -43,6 +45,7 @@ AutoImageProcessor.register(
 ILlamaImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
+    "ILlamaBackbone",
     "ILlamaConfig",
     "ILlamaForImageClassification",
     "ILlamaImageProcessor",

@@ -3,6 +3,7 @@
 import math
 
 from huggingface_hub.dataclasses import strict
+from transformers.backbone_utils import BackboneConfigMixin
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
 from .configuration_frozen_llm import ILlamaFrozenLLMConfig, frozen_llm_config_from_dict
@@ -25,7 +26,7 @@ def _pair(value) -> tuple[int, int]:
 
 
 @strict
-class ILlamaConfig(PreTrainedConfig):
+class ILlamaConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""
     Configuration of an iLLaMA vision decoder (Wang et al., "Adapting LLaMA Decoder to Vision Transformer").
 
@@ -59,6 +60,11 @@ class ILlamaConfig(PreTrainedConfig):
             backward: the weights are recomputed there). See `fused_attention_illama.py`.
         frozen_llm (`ILlamaFrozenLLMConfig` or `dict`, *optional*): frozen LLaMA decoder layers inserted after
             the last block (see `configuration_frozen_llm.py`, `modeling_frozen_llm.py`).
+        out_features (`list[str]`, *optional*), out_indices (`list[int]`, *optional*): the stages
+            `ILlamaBackbone` returns, among `stage_names` = `["stem", "stage1", ..., "stageL"]` (stem = the
+            embeddings, stageN = the output of block N); default the last stage.
+        add_fpn (`bool`): `ILlamaBackbone` turns its 4 feature maps (all at 1/patch) into a pyramid at 4x, 2x,
+            1x and 0.5x their resolution (BEiT's `add_fpn` neck); needs exactly 4 `out_indices`.
     """
 
     model_type = "illama"
@@ -82,8 +88,21 @@ class ILlamaConfig(PreTrainedConfig):
     post_softmax_path: str = "auto"
     frozen_llm: dict | ILlamaFrozenLLMConfig | None = None
 
+    _out_features: list[str] | None = None
+    _out_indices: list[int] | None = None
+    add_fpn: bool = False
+
     def __post_init__(self, **kwargs):
         self.frozen_llm = frozen_llm_config_from_dict(self.frozen_llm)
+        self.stage_names = ["stem"] + [f"stage{idx}" for idx in range(1, self.num_hidden_layers + 1)]
+        self.set_output_features_output_indices(
+            out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
+        )
+        if self.add_fpn and len(self._out_indices) != 4:
+            raise ValueError(
+                "ILlamaConfig.add_fpn=True builds a 4-level pyramid from 4 feature maps: set out_indices to 4 "
+                f"stages (e.g. [3, 6, 9, 12] for 12 blocks), got out_indices {self._out_indices}."
+            )
         if self.intermediate_size is None:
             self.intermediate_size = swiglu_hidden_size(self.hidden_size)
         if self.rope_parameters is None:

@@ -12,9 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
+from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.models.beit.modeling_beit import BeitFPNNeck
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -505,6 +507,18 @@ class ILlamaPreTrainedModel(FrozenLLMHostMixin, PreTrainedModel):
         `config.soft_mask_rate`, the deployed value, which training never changes."""
         return self.base_model._soft_mask_rate
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`save_pretrained`, with `auto_map` entries for AutoModel and AutoBackbone besides the saved class's, so
+        that every folder (trained, converted, hand-saved) also loads as a feature extractor through remote code
+        (`AutoModel.from_pretrained(dir, trust_remote_code=True)`, `pipeline("image-feature-extraction")`)."""
+        if self._auto_class is not None:  # registered: the modeling file is copied next to the weights
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": "modeling_illama.ILlamaModel",
+                "AutoBackbone": "modeling_illama.ILlamaBackbone",
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def set_soft_mask_rate(self, rate: float):
         """Set the soft-mask rate r (1 = bidirectional, 0 = causal) used by every layer from the next forward.
         The config keeps the deployed value: a model saved mid-training still loads at `config.soft_mask_rate`."""
@@ -707,7 +721,56 @@ class ILlamaForImageClassification(ILlamaPreTrainedModel):
         )
 
 
+class ILlamaBackbone(BackboneMixin, ILlamaPreTrainedModel):
+    """iLLaMA as a Transformers backbone (`AutoBackbone`, e.g. inside `UperNetForSemanticSegmentation`).
+
+    Stages are `stem` (the embeddings) and `stage1 .. stageL` (the output of each block, before the final
+    norm). A feature map is a stage's PATCH tokens, the class token (the LAST token) dropped, laid out as
+    `(batch, hidden_size, height / patch, width / patch)`. Any input whose sides are multiples of the patch
+    works: the position table is interpolated and the rotary table recomputed for it.
+
+    Attention uses the config's soft-mask rate, the deployed r = 0 of a trained model: causal, so the patch
+    in row-major position i sees only patches 0..i (the top-left patch sees itself only). Set r = 1 with
+    `backbone.set_soft_mask_rate(1.0)` (or `soft_mask_rate=1.0` in the config) for bidirectional attention,
+    where every patch sees the whole image; a classifier trained to r = 0 then computes different features,
+    so choose r = 1 when the backbone is trained (or fine-tuned) with it.
+
+    With `config.add_fpn` the four selected maps go through BEiT's neck and come out at 4x, 2x, 1x and 0.5x
+    their resolution (strides patch/4, patch/2, patch, 2 patch), the pyramid UperNet expects.
+    """
+
+    def __init__(self, config: ILlamaConfig):
+        super().__init__(config)
+        self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
+        self.illama = ILlamaModel(config)
+        self.fpn = BeitFPNNeck(config) if config.add_fpn else nn.Identity()
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        if isinstance(module, (nn.ConvTranspose2d, nn.BatchNorm2d)):  # the neck: Transformers' default init
+            PreTrainedModel._init_weights(self, module)
+        else:
+            super()._init_weights(module)
+
+    @can_return_tuple
+    @filter_output_hidden_states
+    def forward(self, pixel_values: torch.Tensor, **kwargs) -> BackboneOutput:
+        outputs = self.illama(pixel_values, interpolate_pos_encoding=True, **kwargs)
+        patch_h, patch_w = self.illama.embeddings.patch_embeddings.patch_size
+        grid = (pixel_values.shape[-2] // patch_h, pixel_values.shape[-1] // patch_w)
+        feature_maps = tuple(
+            hidden_state[:, :-1].transpose(1, 2).reshape(hidden_state.shape[0], -1, *grid)
+            for stage, hidden_state in zip(self.stage_names, outputs.hidden_states)
+            if stage in self.out_features
+        )
+        return BackboneOutput(
+            feature_maps=self.fpn(feature_maps), hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
 __all__ = [
+    "ILlamaBackbone",
     "ILlamaForImageClassification",
     "ILlamaModel",
     "ILlamaPreTrainedModel",

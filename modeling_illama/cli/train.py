@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="preset name (train from scratch) or saved model folder (fine-tune); default: the recipe's `model`",
     )
     parser.add_argument(
+        "--backbone",
+        help="semantic-segmentation: start the backbone from this iLLaMA folder (trained or converted classifier); "
+        "default: the recipe's `backbone`",
+    )
+    parser.add_argument(
         "--dataset", help="Hub id, local image folder, parquet folder or file; default: the recipe's `dataset`"
     )
     parser.add_argument("--eval-dataset", help="evaluation data when it lives elsewhere (default: --dataset)")
@@ -66,6 +71,7 @@ def command_line_fields(args: argparse.Namespace) -> dict:
     """The flags that are recipe fields, as overrides (they come from the command line)."""
     fields = {
         "model": args.model,
+        "backbone": args.backbone,
         "dataset": args.dataset,
         "eval_dataset": args.eval_dataset,
         "image_column": args.image_column,

@@ -23,13 +23,21 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 def optimizer_param_groups(
-    model: nn.Module, weight_decay: float, layer_decay: float | None = None, lr: float | None = None
+    model: nn.Module,
+    weight_decay: float,
+    layer_decay: float | None = None,
+    lr: float | None = None,
+    no_weight_decay: list[str] | None = None,
 ) -> list[dict]:
     """Parameter groups for any torch optimizer. With `layer_decay`, each group's `lr` is `lr * lr_scale`
     (scale 1 for the last layer, norm and head; `layer_decay ** depth_from_top` below), so the schedulers
     that multiply every group's initial lr keep the ratios. Groups are ordered highest scale first, so
-    Trainer's logged learning rate is the head's."""
-    no_decay = sorted(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else []
+    Trainer's logged learning rate is the head's. `no_weight_decay` names the parameters kept out of decay
+    when `model` has no `no_weight_decay()` of its own (e.g. a Transformers model wrapping an iLLaMA backbone)."""
+    if no_weight_decay is not None:
+        no_decay = sorted(no_weight_decay)
+    else:
+        no_decay = sorted(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else []
     if not layer_decay:
         return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_decay)
     if lr is None:

@@ -53,6 +53,14 @@ class ILlamaTrainingArguments(TrainingArguments):
     model: str | None = field(default=None, metadata={"help": "Preset name (from scratch) or saved folder."})
     model_overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "Config fields set on a preset."})
     init_from_llama: str | None = field(default=None, metadata={"help": "LLaMA checkpoint for weight selection."})
+    backbone: str | None = field(
+        default=None,
+        metadata={"help": "semantic-segmentation: iLLaMA folder (trained or converted) the backbone starts from."},
+    )
+    segmentation: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "semantic-segmentation: the training.segmentation.SegmentationSettings fields."},
+    )
     drop_path_rate: float = 0.0
     image_size: int | None = field(default=None, metadata={"help": "Training resolution; None keeps the model's."})
 
@@ -165,6 +173,11 @@ class ILlamaTrainingArguments(TrainingArguments):
             )
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             raise ValueError(f"recipe field 'layer_decay' must be in (0, 1], got {self.layer_decay}")
+        if (self.backbone or self.segmentation) and self.task != "semantic-segmentation":
+            raise ValueError(
+                f"recipe fields 'backbone' / 'segmentation' (--backbone) are for task semantic-segmentation; "
+                f"this recipe's task is {self.task!r}"
+            )
         if (self.model_ema_eval or self.model_ema_save) and not self.model_ema:
             raise ValueError("model_ema_eval / model_ema_save need model_ema=true")
         super().__post_init__()

@@ -516,9 +516,17 @@ def build_vit_frozen_llm_classification(recipe: Recipe) -> TrainingRun:
     return build_image_classification(recipe, build_vit_frozen_llm_model)
 
 
+def build_semantic_segmentation(recipe: Recipe) -> TrainingRun:
+    """UperNet on an iLLaMA backbone (training/segmentation.py)."""
+    from .segmentation import build_segmentation_training
+
+    return build_segmentation_training(recipe)
+
+
 TASK_BUILDERS: dict[tuple[str, str], Callable[[Recipe], TrainingRun]] = {
     ("image-classification", "illama"): build_image_classification,
     ("image-classification", "vit_frozen_llm"): build_vit_frozen_llm_classification,
+    ("semantic-segmentation", "illama"): build_semantic_segmentation,
 }
 
 

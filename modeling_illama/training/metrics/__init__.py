@@ -6,7 +6,7 @@ Load one with `evaluate.load(metric_path("top_k_accuracy"))`; it works offline.
 from pathlib import Path
 
 METRICS_DIR = Path(__file__).resolve().parent
-METRIC_NAMES = ("top_k_accuracy", "expected_calibration_error")
+METRIC_NAMES = ("top_k_accuracy", "expected_calibration_error", "mean_iou")
 
 
 def metric_path(name: str) -> str:
