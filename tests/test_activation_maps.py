@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import ViTConfig, ViTForImageClassification
+from tiny_models import tiny_vit_classifier
 
 from modeling_illama import ILlamaConfig, ILlamaForImageClassification
 from modeling_illama.analysis.activation_maps import activation_maps, frequency_map, magnitude_map
@@ -57,18 +57,7 @@ def test_illama_layers_and_class_token_last():
 
 
 def test_vit_class_token_first():
-    torch.manual_seed(0)
-    vit = ViTForImageClassification(
-        ViTConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=128,
-            num_labels=3,
-        )
-    ).eval()
+    vit = tiny_vit_classifier(num_labels=3)
     pixels = torch.randn(1, 3, 32, 32)
     maps = activation_maps(vit, pixels, [1])
     with torch.no_grad():

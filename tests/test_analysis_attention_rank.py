@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_vit_classifier
 from transformers import ViTConfig, ViTForImageClassification
 
 from modeling_illama import ILlamaForImageClassification, load_preset
@@ -73,18 +74,7 @@ def test_sdpa_model_is_switched_to_eager_and_vit_is_measured(tmp_path):
     ensure_attention_weights(model)
     assert model.config._attn_implementation == "eager"
 
-    torch.manual_seed(0)
-    vit = ViTForImageClassification(
-        ViTConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=128,
-            num_labels=10,
-        )  # fmt: skip
-    ).eval()
+    vit = tiny_vit_classifier(num_labels=10)
     vit.set_attn_implementation("sdpa")
     pixel_values = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     result = attention_rank(vit, pixel_values)

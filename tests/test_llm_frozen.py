@@ -12,11 +12,10 @@ import torch.nn.functional as F
 from llama_checkpoint import read_all_tensors, save_tiny_llama
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from tiny_models import tiny_vit_classifier
 from transformers import (
     AutoModelForImageClassification,
     LlamaConfig,
-    ViTConfig,
-    ViTForImageClassification,
 )
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
@@ -207,18 +206,7 @@ def test_refuses_missing_or_misshaped_layer_keys(llama_dir, tmp_path):
 
 
 def test_vit_wrapper_auto_class_and_reload(llama_dir, tmp_path):
-    torch.manual_seed(0)
-    vit = ViTForImageClassification(
-        ViTConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=128,
-            num_labels=3,
-        )
-    ).eval()
+    vit = tiny_vit_classifier(num_labels=3)
     model = vit_with_frozen_llm(vit, llama_dir, layer_indices=[2]).eval()
     assert isinstance(model, ViTWithFrozenLLMForImageClassification)
     pixels = torch.randn(2, 3, 32, 32)
@@ -276,18 +264,7 @@ def test_remote_code_files_are_standalone_and_load(llama_dir, tmp_path):
 def test_attach_cli_on_a_vit_folder(llama_dir, tmp_path):
     from modeling_illama.cli.attach_frozen_llm import main as attach_main
 
-    torch.manual_seed(0)
-    ViTForImageClassification(
-        ViTConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=128,
-            num_labels=3,
-        )
-    ).save_pretrained(tmp_path / "vit")
+    tiny_vit_classifier(num_labels=3).save_pretrained(tmp_path / "vit")
     code = attach_main(
         [
             "--llama",

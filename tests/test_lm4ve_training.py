@@ -2,19 +2,15 @@
 and the per-epoch DeiT schedule, the schedule against timm's own scheduler, the drop-path of the ViT variant,
 and training from a saved ViT/DeiT folder."""
 
-import io
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from datasets import ClassLabel, Dataset, Features
-from datasets import Image as ImageFeature
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from llama_checkpoint import read_all_tensors, save_tiny_llama
-from PIL import Image
+from tiny_data import write_tiny_image_splits
 from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
 from transformers.models.vit.modeling_vit import ViTLayer
 
@@ -41,20 +37,6 @@ def llama_dir(tmp_path_factory):
         vocab_size=32,
         rms_norm_eps=1e-5,
     )
-
-
-def write_data(root, n_train=24, n_test=6):
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("test", n_test)):
-        rows = {"image": [], "label": []}
-        for i in range(n):
-            buffer = io.BytesIO()
-            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buffer, format="PNG")
-            rows["image"].append({"bytes": buffer.getvalue(), "path": None})
-            rows["label"].append(i % 3)
-        features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b", "c"])})
-        Dataset.from_dict(rows, features=features).to_parquet(str(root / f"{split}.parquet"))
-    return root
 
 
 def vit_fields(**changes):
@@ -132,7 +114,7 @@ def test_epoch_schedule_matches_timm_scheduler_stepped_as_deit_does():
 
 @pytest.fixture(scope="module")
 def vit_run(tmp_path_factory, llama_dir):
-    data = write_data(tmp_path_factory.mktemp("data"))
+    data = write_tiny_image_splits(tmp_path_factory.mktemp("data"), n_test=6)
     out = tmp_path_factory.mktemp("run")
     recipe = vit_recipe(
         frozen_llm=llama_dir, frozen_llm_layers=[1], dataset=str(data), output_dir=str(out), model_ema=True
@@ -290,7 +272,7 @@ def test_ddp_repeated_augmentation_two_cpu_processes(tmp_path, llama_dir):
 
     from test_training_launch import REPO, environment, free_port
 
-    data = write_data(tmp_path)
+    data = write_tiny_image_splits(tmp_path, n_test=6)
     recipe = vit_fields(frozen_llm=llama_dir, num_train_epochs=2, eval_strategy="no")
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
@@ -314,7 +296,7 @@ def test_illama_train_cli_guards_and_resumes_the_vit_family(tmp_path, llama_dir,
 
     from modeling_illama.cli.train import main as train_main
 
-    data = write_data(tmp_path / "data")
+    data = write_tiny_image_splits(tmp_path / "data", n_test=6)
     fields = vit_fields(frozen_llm=llama_dir, num_train_epochs=3, eval_strategy="no", save_strategy="epoch")
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(fields))
     out = tmp_path / "out"

@@ -1,7 +1,6 @@
 """Real training processes: DDP over gloo with `accelerate launch --cpu --num_processes 2`, and a run killed
 after a checkpoint then continued with `--resume` (same step, same soft-mask rate, same schedule)."""
 
-import io
 import json
 import math
 import os
@@ -12,62 +11,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
-from datasets import ClassLabel, Dataset, Features
-from datasets import Image as ImageFeature
-from PIL import Image
+from tiny_data import tiny_recipe_fields, write_tiny_image_splits
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = {"hidden_size": 32, "num_attention_heads": 1, "num_hidden_layers": 1, "image_size": 16, "patch_size": 8}
 
 
-def write_data(root: Path, n_train: int = 24, n_test: int = 8) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("test", n_test)):
-        rows = {"image": [], "label": []}
-        for i in range(n):
-            buffer = io.BytesIO()
-            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buffer, format="PNG")
-            rows["image"].append({"bytes": buffer.getvalue(), "path": None})
-            rows["label"].append(i % 3)
-        features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b", "c"])})
-        Dataset.from_dict(rows, features=features).to_parquet(str(root / f"{split}.parquet"))
-    return root
-
-
 def write_recipe(path: Path, **changes) -> Path:
-    fields = dict(
-        model="illama-tiny-224",
-        model_overrides=TINY_MODEL,
-        train_split="train",
-        eval_split="test",
-        dataloader_num_workers=0,
-        crop_scale=[0.5, 1.0],
-        rand_augment=None,
-        random_erasing=0.0,
-        eval_crop_pct=1.0,
-        mixup=0.0,
-        cutmix=0.0,
-        label_smoothing=0.1,
-        num_train_epochs=2,
-        global_batch_size=8,
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr": 1e-5},
-        warmup_epochs=1,
-        weight_decay=0.05,
-        soft_mask="linear",
-        soft_mask_cutoff_epochs=1,
-        logging_steps=1,
-        eval_strategy="no",
-        save_strategy="epoch",
-        save_total_limit=1,
-    )
-    fields.update(changes)
+    fields = tiny_recipe_fields(TINY_MODEL, **{"eval_strategy": "no", **changes})
     path.write_text(yaml.safe_dump(fields))
     return path
 
@@ -87,7 +40,7 @@ def environment():
 
 
 def test_ddp_two_cpu_processes(tmp_path):
-    data = write_data(tmp_path / "data")
+    data = write_tiny_image_splits(tmp_path / "data")
     recipe = write_recipe(tmp_path / "recipe.yaml", eval_strategy="epoch")
     out = tmp_path / "out"
     # accelerate 1.x spawns ONE process for `--cpu --num_processes 2` (it needs mpirun for several CPU processes);
@@ -131,7 +84,7 @@ def test_ddp_two_cpu_processes(tmp_path):
 
 
 def test_killed_run_resumes_with_the_same_step_rate_and_schedule(tmp_path):
-    data = write_data(tmp_path / "data", n_train=24)
+    data = write_tiny_image_splits(tmp_path / "data", n_train=24)
     # 6 steps per epoch x 8 epochs = 48 steps; soft mask linear over 4 epochs = 24 steps; warmup 6 steps
     recipe = write_recipe(
         tmp_path / "recipe.yaml",

@@ -180,7 +180,8 @@ def test_exponent_numbers_in_nested_fields_are_numbers(tmp_path):
     """YAML 1.1 reads `1e-5` (no dot) as a string, also inside mappings such as lr_scheduler_kwargs."""
     path = tmp_path / "exp.yaml"
     path.write_text(
-        "model: illama-tiny-224\nlr_scheduler_kwargs: {min_lr: 1e-5}\nmodel_overrides: {rms_norm_eps: 1e-6}\n"
+        "model: illama-tiny-224\nlr_scheduler_type: cosine_with_min_lr\nlr_scheduler_kwargs: {min_lr: 1e-5}\n"
+        "model_overrides: {rms_norm_eps: 1e-6}\n"
     )
     r = load_recipe(str(path), ["model_overrides.hidden_act=silu"])
     assert r.lr_scheduler_kwargs == {"min_lr": 1e-5} and isinstance(r.lr_scheduler_kwargs["min_lr"], float)

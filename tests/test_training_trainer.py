@@ -1,16 +1,14 @@
 """A real Trainer run on a tiny model: the soft-mask callback under gradient accumulation, the mixup loss,
 the learning-rate schedule, evaluation at r = 0, checkpoints and the saved Hub-ready folder."""
 
-import io
 import json
 import math
 
 import numpy as np
 import pytest
 import torch
-from datasets import ClassLabel, Dataset, Features
-from datasets import Image as ImageFeature
 from PIL import Image
+from tiny_data import tiny_recipe_fields, write_tiny_image_splits
 
 from modeling_illama.training.recipes import recipe_from_dict
 from modeling_illama.training.trainer import build_training, save_final_model
@@ -18,58 +16,14 @@ from modeling_illama.training.trainer import build_training, save_final_model
 TINY_MODEL = {"hidden_size": 32, "num_attention_heads": 1, "num_hidden_layers": 2, "image_size": 16, "patch_size": 8}
 
 
-def write_data(root, n_train=24, n_test=8, broken=(5,)):
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("test", n_test)):
-        rows = {"image": [], "label": []}
-        for i in range(n):
-            buffer = io.BytesIO()
-            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buffer, format="PNG")
-            data = b"broken" if (split == "train" and i in broken) else buffer.getvalue()
-            rows["image"].append({"bytes": data, "path": None})
-            rows["label"].append(i % 3)
-        features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b", "c"])})
-        Dataset.from_dict(rows, features=features).to_parquet(str(root / f"{split}.parquet"))
-    return root
-
-
 def tiny_recipe(**changes):
-    fields = dict(
-        model="illama-tiny-224",
-        model_overrides=TINY_MODEL,
-        train_split="train",
-        eval_split="test",
-        dataloader_num_workers=0,
-        crop_scale=[0.5, 1.0],
-        rand_augment=None,
-        random_erasing=0.0,
-        eval_crop_pct=1.0,
-        mixup=0.8,
-        cutmix=1.0,
-        label_smoothing=0.1,
-        num_train_epochs=2,
-        global_batch_size=8,
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr": 1e-5},
-        warmup_epochs=1,
-        weight_decay=0.05,
-        soft_mask="linear",
-        soft_mask_cutoff_epochs=1,
-        logging_steps=1,
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        save_total_limit=1,
-        seed=0,
-    )
-    fields.update(changes)
-    return recipe_from_dict(fields)
+    fields = {"mixup": 0.8, "cutmix": 1.0, "seed": 0, **changes}
+    return recipe_from_dict(tiny_recipe_fields(TINY_MODEL, **fields))
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    data = write_data(tmp_path_factory.mktemp("data"))
+    data = write_tiny_image_splits(tmp_path_factory.mktemp("data"), broken=(5,))
     out = tmp_path_factory.mktemp("run")
     run = build_training(tiny_recipe(dataset=str(data), output_dir=str(out)))
     model = run.trainer.model
@@ -166,7 +120,7 @@ def test_mixup_loss_is_soft_target_cross_entropy(finished_run):
 
 def test_streaming_training_uses_steps_for_the_schedules(tmp_path):
     (tmp_path / "data").mkdir()
-    data = write_data(tmp_path / "data", broken=())
+    data = write_tiny_image_splits(tmp_path / "data")
     recipe = tiny_recipe(
         eval_split=None,
         max_steps=4,
@@ -227,7 +181,7 @@ def test_fine_tuning_a_folder_replaces_the_head_and_resizes_positions(tmp_path):
 def test_bf16_recipe_flag_trains_under_autocast_on_cpu(tmp_path):
     """`bf16=true` reaches Trainer/accelerate: the forward runs under bf16 autocast, weights stay fp32, loss finite."""
     (tmp_path / "data").mkdir()
-    data = write_data(tmp_path / "data")
+    data = write_tiny_image_splits(tmp_path / "data", broken=(5,))
     run = build_training(
         tiny_recipe(
             bf16=True,
@@ -257,7 +211,7 @@ def test_illama_eval_writes_metrics_equal_to_a_plain_computation(finished_run, t
     from modeling_illama.cli.eval import main as eval_main
 
     _, _, out = finished_run
-    data = write_data(tmp_path)  # same seed: the same test images as the training run's
+    data = write_tiny_image_splits(tmp_path, broken=(5,))  # same seed: the same test images as the training run's
     report = tmp_path / "eval.json"
     assert eval_main(["--model", str(out), "--dataset", str(data), "--split", "test", "--output", str(report)]) == 0
     result = json.loads(report.read_text())

@@ -181,7 +181,8 @@ class ILlamaTrainingArguments(TrainingArguments):
         if (self.model_ema_eval or self.model_ema_save) and not self.model_ema:
             raise ValueError("model_ema_eval / model_ema_save need model_ema=true")
         super().__post_init__()
-        check_scheduler_kwargs(self.lr_scheduler_type, self.lr_scheduler_kwargs)
+        if self.lr_schedule_unit == "step":  # the epoch schedule reads min_lr itself
+            check_scheduler_kwargs(self.lr_scheduler_type, self.lr_scheduler_kwargs)
 
     def gradient_accumulation_for(self, num_processes: int) -> int:
         """Micro-batches per optimizer step so that one step sees `global_batch_size` images."""
