@@ -1,8 +1,13 @@
 """Shared, generic fixtures. Keep this file small: test-specific helpers belong in the test files."""
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Once any test has imported the standard library's distutils, setuptools' shim (loaded by Inductor's C++ build)
+# asserts that it finds its own copy and fails torch.compile; tell it to keep the standard library's.
+os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
 
 TESTS_DIR = Path(__file__).resolve().parent
 IMAGENET_SAMPLE_DIR = TESTS_DIR / "data" / "imagenet-sample"
