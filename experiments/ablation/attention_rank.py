@@ -7,12 +7,13 @@ about 129 (iLLaMA-T, causal) vs about 81 (ViT-T) for layer 1, head 1 at 224 px (
 
 import torch
 
+from modeling_illama.analysis.attention_rank import cumulative_singular_values, rank_at
+
 
 def effective_rank(attention: torch.Tensor, threshold: float = 0.8) -> torch.Tensor:
-    """(..., N, N) attention matrices -> (...) counts k: sum of the k largest singular values / total >= threshold."""
-    singular = torch.linalg.svdvals(attention.double())
-    cumulative = singular.cumsum(-1) / singular.sum(-1, keepdim=True)
-    return (cumulative < threshold).sum(-1) + 1
+    """(..., N, N) attention matrices -> (...) counts k: sum of the k largest singular values / total >= threshold
+    (the package's analysis tool, `modeling_illama.analysis.attention_rank`)."""
+    return rank_at(cumulative_singular_values(attention), threshold)
 
 
 @torch.no_grad()
