@@ -18,7 +18,8 @@ import yaml
 from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
-from test_training_trainer import TINY_MODEL, write_data
+from test_training_trainer import TINY_MODEL
+from tiny_data import write_tiny_image_splits
 
 REPO = Path(__file__).resolve().parents[1]
 EMA_DECAY = 0.5  # far from 1 so that the EMA visibly differs from the last weights
@@ -66,7 +67,7 @@ def cli_run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("cli")
     (tmp / "data").mkdir()
-    data = write_data(tmp / "data", broken=())
+    data = write_tiny_image_splits(tmp / "data")
     recipe = {
         "model": "illama-tiny-224",
         "model_overrides": TINY_MODEL,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_training_trainer import TINY_MODEL, tiny_recipe, write_data
+from test_training_trainer import TINY_MODEL, tiny_recipe
+from tiny_data import write_tiny_image_splits
 
 from modeling_illama.training.recipes import load_recipe
 from modeling_illama.training.trainer import build_training
@@ -20,7 +21,7 @@ PLAIN = dict(mixup=0.0, cutmix=0.0, eval_strategy="no", save_strategy="no", data
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return write_data(tmp_path_factory.mktemp("data"), broken=())  # 24 train / 8 test images, 3 classes
+    return write_tiny_image_splits(tmp_path_factory.mktemp("data"))  # 24 train / 8 test images, 3 classes
 
 
 def read_scalars(folder: Path) -> dict[str, dict[int, float]]:
@@ -166,7 +167,7 @@ def test_cli_data_flags_eval_dataset_columns_and_no_plot(tmp_path):
     (tmp_path / "main").mkdir()
     (tmp_path / "other").mkdir()
     for folder, n_test in (("main", 8), ("other", 5)):
-        write_data(tmp_path / folder, n_test=n_test, broken=())
+        write_tiny_image_splits(tmp_path / folder, n_test=n_test)
         for split in (
             "train",
             "test",
