@@ -20,6 +20,7 @@ from datasets import ClassLabel, Dataset, Features, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from tiny_data import tiny_recipe_fields
 
 from modeling_illama import ILlamaForImageClassification, build_image_processor, load_preset
 from modeling_illama.cli.activation_maps import main as activation_maps_main
@@ -79,30 +80,22 @@ def write_data(root, train_labels=(0, 1, 2) * 4, test_labels=(0, 1, 2) * 2, trai
 
 
 def tiny_recipe(**changes):
-    fields = dict(
-        model_overrides=TINY_MODEL,
-        train_split="train",
-        eval_split="test",
-        dataloader_num_workers=0,
-        crop_scale=[0.5, 1.0],
-        rand_augment=None,
-        random_erasing=0.0,
-        eval_crop_pct=1.0,
-        mixup=0.0,
-        cutmix=0.0,
+    """One epoch of plain training (no soft mask, no warm-up, linear schedule, no checkpoints); `model` given by
+    the caller."""
+    plain = dict(
+        model=None,
         num_train_epochs=1,
         global_batch_size=4,
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
+        lr_scheduler_type="linear",
+        lr_scheduler_kwargs={},
         warmup_epochs=0,
+        weight_decay=0.0,
         soft_mask="none",
-        logging_steps=1,
-        eval_strategy="epoch",
         save_strategy="no",
+        save_total_limit=None,
         seed=0,
     )
-    fields.update(changes)
-    return recipe_from_dict(fields)
+    return recipe_from_dict(tiny_recipe_fields(TINY_MODEL, **{**plain, **changes}))
 
 
 def build_run(model, data, output_dir, **changes):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import math
 import os
 import re
 import typing
@@ -183,6 +184,18 @@ class ILlamaTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.lr_schedule_unit == "step":  # the epoch schedule reads min_lr itself
             check_scheduler_kwargs(self.lr_scheduler_type, self.lr_scheduler_kwargs)
+
+    def set_step_counts(self, num_processes: int) -> None:
+        """Set `gradient_accumulation_steps` for `num_processes`, and `max_steps` of streamed data (no length)
+        from `train_examples` per epoch."""
+        self.gradient_accumulation_steps = self.gradient_accumulation_for(num_processes)
+        if self.streaming and self.max_steps <= 0:
+            if not self.train_examples:
+                raise ValueError(
+                    "streaming data has no length: set max_steps=N or train_examples=N (images per epoch)"
+                )
+            per_step = self.per_device_train_batch_size * num_processes * self.gradient_accumulation_steps
+            self.max_steps = math.ceil(self.num_train_epochs * max(self.train_examples // per_step, 1))
 
     def gradient_accumulation_for(self, num_processes: int) -> int:
         """Micro-batches per optimizer step so that one step sees `global_batch_size` images."""

@@ -458,12 +458,7 @@ def build_segmentation_training(recipe: Recipe, model: torch.nn.Module | None = 
             evaluation, SegmentationEvalTransform(settings, processor), columns, settings
         )
 
-    recipe.gradient_accumulation_steps = recipe.gradient_accumulation_for(state.num_processes)
-    if recipe.streaming and recipe.max_steps <= 0:
-        if not recipe.train_examples:
-            raise ValueError("streaming data has no length: set max_steps=N or train_examples=N (images per epoch)")
-        per_step = recipe.per_device_train_batch_size * state.num_processes * recipe.gradient_accumulation_steps
-        recipe.max_steps = math.ceil(recipe.num_train_epochs * max(recipe.train_examples // per_step, 1))
+    recipe.set_step_counts(state.num_processes)
     trainer = SegmentationTrainer(
         model=net,
         args=recipe,

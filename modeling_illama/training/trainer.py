@@ -451,12 +451,7 @@ def build_image_classification(recipe: Recipe, model_builder: ModelBuilder | Non
     train_set = with_transform(train, train_transform(recipe, image_size), label_check=train_check)
     eval_set = with_transform(evaluation, processor_transform(processor), eval_map) if evaluation else None
 
-    recipe.gradient_accumulation_steps = recipe.gradient_accumulation_for(state.num_processes)
-    if recipe.streaming and recipe.max_steps <= 0:
-        if not recipe.train_examples:
-            raise ValueError("streaming data has no length: set max_steps=N or train_examples=N (images per epoch)")
-        per_step = recipe.per_device_train_batch_size * state.num_processes * recipe.gradient_accumulation_steps
-        recipe.max_steps = math.ceil(recipe.num_train_epochs * max(recipe.train_examples // per_step, 1))
+    recipe.set_step_counts(state.num_processes)
     if recipe.model_ema and recipe.fsdp:
         raise ValueError("model_ema is not supported with FSDP (the EMA would hold a full copy per process)")
     soft_mask = SoftMaskCallback(recipe.soft_mask, 0)
