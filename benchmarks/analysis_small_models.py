@@ -133,6 +133,7 @@ def main() -> None:
     )
     parser.add_argument("--rank-images", type=int, default=32)
     parser.add_argument("--quantize-images", type=int, default=200, help="test images evaluated fp32 vs int8")
+    parser.add_argument("--results", default=str(RESULTS), help="the JSON file written")
     args = parser.parse_args()
     work = (REPO / args.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -230,10 +231,11 @@ def main() -> None:
         stimuli=f"{Path(args.stimuli).name} ({next(iter(shape['models'].values())).get('images')} conflicting images)",
         machine_after=machine(),
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2, default=str))
+    results = Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(report, indent=2, default=str))
     print(json.dumps(summary, indent=2))
-    print(f"wrote {RESULTS}")
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":
