@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -26,19 +25,15 @@ import sys
 import time
 from pathlib import Path
 
+from modeling_illama.machine import cpu_model
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "analysis_small_models.json"
 IMAGES = REPO / "docs" / "images"
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
-        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "load_average": [round(v, 2) for v in os.getloadavg()]}
+    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
 def run(command: list[str], output: Path | None = None) -> float:

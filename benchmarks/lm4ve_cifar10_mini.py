@@ -21,11 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
+
+from modeling_illama.machine import cpu_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LLAMA = {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 2, "num_attention_heads": 4}
@@ -67,8 +68,7 @@ def machine() -> dict:
         except OSError:
             return ""
 
-    model = [line.split(":", 1)[1].strip() for line in run(["lscpu"]).splitlines() if line.startswith("Model name")]
-    return {"cpu": model[0] if model else platform.processor(), "cores": os.cpu_count(), "uptime": run(["uptime"])}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "uptime": run(["uptime"])}
 
 
 def train(name: str, seed: int, out: str, dataset: str, overrides: list[str]) -> dict:

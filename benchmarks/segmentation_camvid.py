@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,25 +26,17 @@ import threading
 import time
 from pathlib import Path
 
+from modeling_illama.machine import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_model() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def beit_segmentation_model(recipe):
     """UperNet on a BEiT backbone sized like the recipe's iLLaMA (width, depth, heads, patch, out_indices)."""
-    from transformers import BeitConfig, UperNetConfig, UperNetForSemanticSegmentation
+    from transformers import BeitConfig, UperNetForSemanticSegmentation
 
     from modeling_illama import load_preset
-    from modeling_illama.training.segmentation import SegmentationSettings
+    from modeling_illama.training.segmentation import SegmentationSettings, upernet_config
 
     settings = SegmentationSettings.from_recipe(recipe)
     illama = load_preset(recipe.model, **recipe.model_overrides)
@@ -61,20 +52,7 @@ def beit_segmentation_model(recipe):
         out_indices=settings.out_indices,
         add_fpn=settings.add_fpn,
     )
-    id2label = dict(enumerate(settings.label_names))
-    config = UperNetConfig(
-        backbone_config=backbone,
-        hidden_size=settings.decoder_hidden_size,
-        use_auxiliary_head=settings.auxiliary_head,
-        auxiliary_in_channels=backbone.hidden_size,
-        auxiliary_channels=settings.auxiliary_channels,
-        auxiliary_loss_weight=settings.auxiliary_loss_weight,
-        loss_ignore_index=settings.ignore_index,
-        num_labels=settings.num_labels,
-        id2label=id2label,
-        label2id={v: k for k, v in id2label.items()},
-    )
-    return UperNetForSemanticSegmentation(config)
+    return UperNetForSemanticSegmentation(upernet_config(backbone, settings))
 
 
 def run_beit(recipe_name: str, dataset: str, output_dir: str, overrides: list[str]) -> None:

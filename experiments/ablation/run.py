@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from modeling_illama.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[2]
 DISCUSSION_MARKER = "<!-- discussion: kept when the tables are regenerated -->"
@@ -179,14 +180,6 @@ def dataset_fingerprint(dataset: str) -> dict:
     folder = Path(dataset)
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else [folder]
     return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.is_file()}
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def _alive_run(run_dir: Path) -> int | None:

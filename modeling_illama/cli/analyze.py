@@ -15,8 +15,6 @@ import argparse
 import json
 import logging
 import os
-import platform
-import subprocess
 import sys
 
 from ._common import HelpFormatter, make_parser, user_error
@@ -214,13 +212,9 @@ def run_attention_rank(args) -> tuple[list[str], str]:
 
 
 def _machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
-        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "load_average": list(os.getloadavg())}
+    from modeling_illama.machine import cpu_model
+
+    return {"cpu": cpu_model(), "load_average": list(os.getloadavg())}
 
 
 def run_quantize(args) -> tuple[list[str], str]:

@@ -266,6 +266,23 @@ def default_out_indices(num_layers: int) -> list[int]:
     return sorted({max(1, round(num_layers * k / 4)) for k in (1, 2, 3, 4)})
 
 
+def upernet_config(backbone_config, settings: SegmentationSettings) -> UperNetConfig:
+    """Transformers' UperNet on `backbone_config` with the recipe's decoder, loss and class names."""
+    id2label = dict(enumerate(settings.label_names))
+    return UperNetConfig(
+        backbone_config=backbone_config,
+        hidden_size=settings.decoder_hidden_size,
+        use_auxiliary_head=settings.auxiliary_head,
+        auxiliary_in_channels=backbone_config.hidden_size,
+        auxiliary_channels=settings.auxiliary_channels,
+        auxiliary_loss_weight=settings.auxiliary_loss_weight,
+        loss_ignore_index=settings.ignore_index,
+        num_labels=settings.num_labels,
+        id2label=id2label,
+        label2id={name: index for index, name in id2label.items()},
+    )
+
+
 def build_segmentation_model(model: str, recipe: Recipe, settings: SegmentationSettings):
     """UperNet on an iLLaMA backbone: from a preset (from scratch), from `recipe.backbone` (an iLLaMA folder:
     its weights, position table resized to the crop), or a saved UperNet folder (continued training)."""
@@ -276,7 +293,6 @@ def build_segmentation_model(model: str, recipe: Recipe, settings: SegmentationS
 
     from .trainer import is_model_dir
 
-    id2label = dict(enumerate(settings.label_names))
     crop = _pair(settings.crop_size)
     if is_model_dir(model) and AutoConfig.from_pretrained(model).model_type == "upernet":
         net, info = UperNetForSemanticSegmentation.from_pretrained(
@@ -315,19 +331,7 @@ def build_segmentation_model(model: str, recipe: Recipe, settings: SegmentationS
             out_indices=out_indices,
             add_fpn=settings.add_fpn,
         )
-    config = UperNetConfig(
-        backbone_config=backbone_config,
-        hidden_size=settings.decoder_hidden_size,
-        use_auxiliary_head=settings.auxiliary_head,
-        auxiliary_in_channels=backbone_config.hidden_size,
-        auxiliary_channels=settings.auxiliary_channels,
-        auxiliary_loss_weight=settings.auxiliary_loss_weight,
-        loss_ignore_index=settings.ignore_index,
-        num_labels=settings.num_labels,
-        id2label=id2label,
-        label2id={name: index for index, name in id2label.items()},
-    )
-    net = UperNetForSemanticSegmentation(config)
+    net = UperNetForSemanticSegmentation(upernet_config(backbone_config, settings))
     if backbone is not None:
         net.backbone.load_state_dict(backbone.state_dict())
     return net
