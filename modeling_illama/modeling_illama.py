@@ -370,7 +370,8 @@ class ILlamaMLP(nn.Module):
 
 
 class ILlamaDropPath(nn.Module):
-    """Stochastic depth: drops the residual branch per sample during training."""
+    """Stochastic depth (timm's `DropPath`): zero a residual branch for a whole sample with probability
+    `drop_prob` during training, scaling the kept samples by 1 / (1 - drop_prob). Also used by the ViT variant."""
 
     def __init__(self, drop_prob: float = 0.0):
         super().__init__()

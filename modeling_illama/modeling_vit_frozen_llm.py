@@ -18,7 +18,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_frozen_llm import ILlamaFrozenLLMConfig, frozen_llm_config_from_dict
 from .modeling_frozen_llm import ILlamaFrozenLLM
-from .modeling_illama import FrozenLLMHostMixin
+from .modeling_illama import FrozenLLMHostMixin, ILlamaDropPath
 
 
 @strict
@@ -45,32 +45,12 @@ class ViTWithFrozenLLMConfig(ViTConfig):
             raise ValueError(f"ViTWithFrozenLLMConfig.drop_path_rate must lie in [0, 1), got {self.drop_path_rate}.")
 
 
-class ViTWithFrozenLLMDropPath(nn.Module):
-    """Stochastic depth (timm's `DropPath`): zero a residual branch for a whole sample with probability
-    `drop_prob` during training, scaling the kept samples by 1 / (1 - drop_prob)."""
-
-    def __init__(self, drop_prob: float = 0.0):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return hidden_states
-        keep_prob = 1.0 - self.drop_prob
-        shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
-        keep = hidden_states.new_empty(shape).bernoulli_(keep_prob)
-        return hidden_states * keep / keep_prob
-
-    def extra_repr(self) -> str:
-        return f"p={self.drop_prob}"
-
-
 class ViTWithFrozenLLMLayer(ViTLayer):
     """`ViTLayer` (same parameters and names) with stochastic depth on its attention and MLP branches."""
 
     def __init__(self, config: ViTWithFrozenLLMConfig, drop_path: float = 0.0):
         super().__init__(config)
-        self.drop_path = ViTWithFrozenLLMDropPath(drop_path)
+        self.drop_path = ILlamaDropPath(drop_path)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         attention_output, _ = self.attention(self.layernorm_before(hidden_states), attention_mask, **kwargs)
@@ -183,7 +163,6 @@ class ViTWithFrozenLLMForImageClassification(ViTWithFrozenLLMPreTrainedModel):
 
 __all__ = [
     "ViTWithFrozenLLMConfig",
-    "ViTWithFrozenLLMDropPath",
     "ViTWithFrozenLLMForImageClassification",
     "ViTWithFrozenLLMModel",
     "ViTWithFrozenLLMPreTrainedModel",
