@@ -2,9 +2,6 @@
 pipeline on real JPEGs."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -17,6 +14,7 @@ from transformers import (
     AutoModelForImageClassification,
     pipeline,
 )
+from without_package import run_without_package
 
 import modeling_illama
 from modeling_illama import ILlamaConfig, ILlamaForImageClassification, ILlamaModel, build_image_processor
@@ -97,15 +95,8 @@ def test_auto_from_pretrained_in_process_uses_the_package_class(saved_folder):
 
 REMOTE_SCRIPT = textwrap.dedent(
     """
-    import importlib.abc, json, sys
+    import json, sys
 
-    class BlockPackage(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "modeling_illama":
-                raise ImportError(f"blocked for this test: {name}")
-            return None
-
-    sys.meta_path.insert(0, BlockPackage())  # before the editable-install finder
     try:
         import modeling_illama  # noqa: F401
         raise SystemExit("the package could still be imported")
@@ -136,23 +127,7 @@ def test_saved_folder_loads_without_the_package_via_remote_code(saved_folder, tm
     image = imagenet_sample_dir / "n04254680_soccer_ball.JPEG"  # grayscale
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     torch.save(x, tmp_path / "inputs.pt")
-    (tmp_path / "remote.py").write_text(REMOTE_SCRIPT)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(tmp_path / "remote.py"),
-            str(folder),
-            str(tmp_path / "inputs.pt"),
-            str(image),
-            str(tmp_path / "out"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_without_package(REMOTE_SCRIPT, [folder, tmp_path / "inputs.pt", image, tmp_path / "out"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "out.json").read_text())
     assert report["leaked"] == []

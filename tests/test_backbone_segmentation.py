@@ -3,7 +3,6 @@ image/mask transforms on real CamVid frames, and the segmentation CLI end to end
 
 import io
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 from transformers import AutoBackbone, UperNetConfig, UperNetForSemanticSegmentation, pipeline
+from without_package import run_without_package
 
 from modeling_illama import (
     ILlamaBackbone,
@@ -307,15 +307,8 @@ def test_cli_trains_saves_and_the_pipeline_segments(tmp_path):
 
 FEATURES_SCRIPT = textwrap.dedent(
     """
-    import importlib.abc, json, sys
+    import json, sys
 
-    class BlockPackage(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "modeling_illama":
-                raise ImportError(f"blocked for this test: {name}")
-            return None
-
-    sys.meta_path.insert(0, BlockPackage())
     import torch
     from transformers import AutoModel, pipeline
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
@@ -352,17 +345,8 @@ def test_every_saved_folder_extracts_features_through_remote_code(tmp_path, imag
         assert auto_map["AutoBackbone"] == "modeling_illama.ILlamaBackbone"
         assert auto_map["AutoModelForImageClassification"] == "modeling_illama.ILlamaForImageClassification"
 
-    (tmp_path / "remote.py").write_text(FEATURES_SCRIPT)
     image = str(imagenet_sample_files[0])
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    result = subprocess.run(
-        [sys.executable, str(tmp_path / "remote.py"), str(folder), image, str(tmp_path / "out")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_without_package(FEATURES_SCRIPT, [folder, image, tmp_path / "out"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "out.json").read_text())
     assert report["leaked"] == [] and report["model"].startswith("transformers_modules.")
