@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modeling_illama.machine import cpu_model
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"  # committed: written only with --update-results
 SCRATCH_RESULTS = HERE.parent / "outputs" / "benchmarks"
@@ -99,34 +101,25 @@ class _Logits(nn.Module):
         return self.model(pixel_values=pixel_values).logits
 
 
+def _shape(size: dict, names: tuple[str, ...], smoke: bool) -> dict:
+    """The smoke size's width, depth, heads and image size under the model library's own argument `names`."""
+    return dict(zip(names, (size["width"], size["depth"], size["heads"], size["image"]))) if smoke else {}
+
+
 def build_model(kind: str, size: dict, smoke: bool = False) -> nn.Module:
     """A randomly initialised model of `kind` at `size` (pretrained=False everywhere)."""
     if kind.startswith("illama"):
         from modeling_illama import ILlamaForImageClassification, load_preset
 
-        overrides = {}
-        if smoke:
-            overrides = {
-                "hidden_size": size["width"],
-                "num_hidden_layers": size["depth"],
-                "num_attention_heads": size["heads"],
-                "image_size": size["image"],
-            }
-        config = load_preset(size["preset"], **overrides)
+        names = ("hidden_size", "num_hidden_layers", "num_attention_heads", "image_size")
+        config = load_preset(size["preset"], **_shape(size, names, smoke))
         config._attn_implementation = kind.split("-")[1]
         return _Logits(ILlamaForImageClassification(config))
     if kind == "deit-timm":
         import timm
 
-        overrides = {}
-        if smoke:
-            overrides = {
-                "embed_dim": size["width"],
-                "depth": size["depth"],
-                "num_heads": size["heads"],
-                "img_size": size["image"],
-            }
-        return timm.create_model(size["deit"], pretrained=False, **overrides)
+        names = ("embed_dim", "depth", "num_heads", "img_size")
+        return timm.create_model(size["deit"], pretrained=False, **_shape(size, names, smoke))
     if kind == "vit-hf":
         from transformers import ViTConfig, ViTForImageClassification
 
@@ -151,19 +144,11 @@ def _sync(device):
 
 
 def machine_description(device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import timm
     import transformers
 
     info = {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..configuration_illama import _pair
+from ..figures import pyplot, save_figure
 
 
 def min_max(values: torch.Tensor) -> torch.Tensor:
@@ -112,10 +113,7 @@ def denormalize(pixel_values: torch.Tensor, image_mean, image_std) -> torch.Tens
 def draw_activation_maps(image: torch.Tensor, maps: dict, path: str | os.PathLike, alpha: float = 0.6) -> str:
     """One row per layer: the image, then the magnitude and frequency maps over it (nearest upsampling, so
     each patch is one cell). `image` is (H, W, 3) in [0, 1]; `maps` is one image's {layer: {kind: (h, w)}}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     height, width = image.shape[:2]
     figure, axes = plt.subplots(len(maps), 3, figsize=(9, 3 * len(maps)), squeeze=False)
@@ -132,7 +130,4 @@ def draw_activation_maps(image: torch.Tensor, maps: dict, path: str | os.PathLik
             axis.set_xticks([])
             axis.set_yticks([])
     figure.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.6)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return str(path)
+    return save_figure(figure, path, dpi=100)

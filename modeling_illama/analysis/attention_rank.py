@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..figures import pyplot, save_figure
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.8
@@ -96,10 +98,7 @@ def attention_rank(
 def draw_attention_rank(results: dict[str, dict], path: str | os.PathLike, title: str | None = None) -> str:
     """Left: rank per layer (head 0, and the mean over heads dashed); right: the first layer's first-head
     cumulative singular-value curve, with the threshold line. One colour per model/setting."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     threshold = None
@@ -129,10 +128,7 @@ def draw_attention_rank(results: dict[str, dict], path: str | os.PathLike, title
     right.legend(fontsize=8, loc="lower right")
     if title:
         figure.suptitle(title)
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return str(path)
+    return save_figure(figure, path, dpi=110)
 
 
 __all__ = [

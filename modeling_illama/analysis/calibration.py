@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..figures import pyplot, save_figure
+
 DEFAULT_NUM_BINS = 15
 
 
@@ -105,25 +107,9 @@ def calibration_report(
     }
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(figure, path: str | os.PathLike) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    _pyplot().close(figure)
-    return str(path)
-
-
 def draw_reliability_diagram(report: dict, path: str | os.PathLike, title: str | None = None) -> str:
     """Accuracy per confidence bin against the diagonal, the gap shaded, and the bin sizes underneath."""
-    plt = _pyplot()
+    plt = pyplot()
     bins = report["reliability"]
     edges = np.asarray(bins["edges"])
     width = np.diff(edges)
@@ -163,12 +149,12 @@ def draw_reliability_diagram(report: dict, path: str | os.PathLike, title: str |
     bottom.set_xlabel("top-1 confidence")
     bottom.set_ylabel("images")
     bottom.set_xlim(0, 1)
-    return _save(figure, path)
+    return save_figure(figure, path, dpi=110, bbox_inches="tight")
 
 
 def draw_confusion_matrix(report: dict, path: str | os.PathLike, title: str | None = None) -> str:
     """Row-normalised confusion matrix (each true class sums to 1); class names and counts shown up to 20 classes."""
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(report["confusion_matrix"], dtype=np.float64)
     rows = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
@@ -189,7 +175,7 @@ def draw_confusion_matrix(report: dict, path: str | os.PathLike, title: str | No
     axis.set_xlabel("predicted class")
     axis.set_ylabel("true class")
     axis.set_title(title or f"confusion matrix (top-1 {100 * report['top1']:.2f}%, n = {report['num_examples']})")
-    return _save(figure, path)
+    return save_figure(figure, path, dpi=110, bbox_inches="tight")
 
 
 __all__ = [

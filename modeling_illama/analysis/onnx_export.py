@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..figures import pyplot, save_figure
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
@@ -91,10 +93,7 @@ def compare_with_pytorch(model: nn.Module, path: str | os.PathLike, batch_sizes=
 @torch.no_grad()
 def draw_onnx_agreement(model: nn.Module, path: str | os.PathLike, png: str | os.PathLike, seed: int = 1) -> str:
     """ONNX Runtime logits against PyTorch logits (4 random images), and the histogram of their differences."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     height, width = _image_size(model.config)
     pixel_values = torch.randn(
@@ -112,10 +111,7 @@ def draw_onnx_agreement(model: nn.Module, path: str | os.PathLike, png: str | os
     right.hist(got - expected, bins=40, color="tab:gray")
     right.set_xlabel("ONNX - PyTorch")
     right.set_title(f"max |difference| {np.abs(got - expected).max():.2e}")
-    os.makedirs(os.path.dirname(os.path.abspath(png)) or ".", exist_ok=True)
-    figure.savefig(png, dpi=110)
-    plt.close(figure)
-    return str(png)
+    return save_figure(figure, png, dpi=110)
 
 
 __all__ = [

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..figures import pyplot, save_figure
+
 logger = logging.getLogger(__name__)
 
 QUANTIZATION_SCHEMES = ("int8-weight-only", "int8-dynamic")
@@ -121,10 +123,7 @@ def finish_qat(model: nn.Module) -> nn.Module:
 
 def draw_quantization(report: dict, path: str | os.PathLike) -> str:
     """Three bar pairs, float32 vs int8: top-1 accuracy, weight-file size, CPU latency (from `report`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [
         ("top-1 accuracy (%)", {k: 100 * v for k, v in report["top1"].items()}, "{:.2f}"),
@@ -145,10 +144,7 @@ def draw_quantization(report: dict, path: str | os.PathLike) -> str:
         f"{report['scheme']} (torchao) vs float32: {os.path.basename(os.path.normpath(report['model']))}, "
         f"{report['num_images']} images"
     )
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return str(path)
+    return save_figure(figure, path, dpi=110)
 
 
 __all__ = [

@@ -23,6 +23,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..figures import pyplot, save_figure
+
 logger = logging.getLogger(__name__)
 
 CATEGORIES_FILE = Path(__file__).with_name("cue_conflict_categories.tsv")
@@ -157,10 +159,7 @@ def describe_shape_bias(value: float | None) -> str:
 def draw_shape_bias(reports: dict[str, dict], path: str | os.PathLike, title: str | None = None) -> str:
     """The usual cue-conflict plot: one row per category, the fraction of shape decisions (bottom axis, 1 at the
     left) and of texture decisions (top axis), one marker per model, a vertical line at each model's mean."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     categories = sorted({c for report in reports.values() for c in report["per_category"]})
     figure, axis = plt.subplots(figsize=(6, 0.38 * len(categories) + 2), constrained_layout=True)
@@ -189,10 +188,7 @@ def draw_shape_bias(reports: dict[str, dict], path: str | os.PathLike, title: st
     axis.legend(loc="lower center", bbox_to_anchor=(0.5, -0.35 - 0.05 * len(reports)), frameon=False)
     if title:
         axis.set_title(title)
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return str(path)
+    return save_figure(figure, path, dpi=110, bbox_inches="tight")
 
 
 __all__ = [

@@ -27,6 +27,15 @@ def make_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
+def add_allow_missing_weights(parser: argparse.ArgumentParser, verb: str) -> None:
+    """`--allow-missing-weights`: `verb` (draw, measure, evaluate) a checkpoint that lacks some of the model's weights."""
+    parser.add_argument(
+        "--allow-missing-weights",
+        action="store_true",
+        help=f"{verb} even if weights are missing from the checkpoint (they are then random)",
+    )
+
+
 def progress_on_stdout(level: int = logging.INFO):
     """While the block runs, the package's info records (progress, results) are plain lines on stdout and its
     warnings and errors go to stderr."""

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from ._common import make_parser, user_error
+from ._common import add_allow_missing_weights, make_parser, user_error
 
 PROG = "illama-activation-maps"
 
@@ -31,11 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", required=True, help="PNG file to write")
     parser.add_argument("--json", help="also write the maps (lists of lists) to this JSON file")
-    parser.add_argument(
-        "--allow-missing-weights",
-        action="store_true",
-        help="draw even if weights are missing from the checkpoint (they are then random)",
-    )
+    add_allow_missing_weights(parser, "draw")
     return parser
 
 

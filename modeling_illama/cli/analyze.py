@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 
-from ._common import HelpFormatter, make_parser, user_error
+from ._common import HelpFormatter, add_allow_missing_weights, make_parser, user_error
 
 PROG = "illama-analyze"
 
@@ -26,11 +26,7 @@ def _output_args(parser: argparse.ArgumentParser, output: str) -> None:
     parser.add_argument("--output-dir", default=output, help="folder for the JSON and PNG files")
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    parser.add_argument(
-        "--allow-missing-weights",
-        action="store_true",
-        help="measure even if weights are missing from the checkpoint (they are then random)",
-    )
+    add_allow_missing_weights(parser, "measure")
 
 
 def _dataset_args(parser: argparse.ArgumentParser, split: str = "validation") -> None:
@@ -106,6 +102,12 @@ def _write_json(data: dict, folder: str, name: str) -> str:
     return path
 
 
+def _evaluation_options(args) -> dict:
+    """The flags shared with `evaluate_saved_model` (same names) of the subcommands that evaluate a split."""
+    names = ("image_column", "label_column", "batch_size", "limit", "device", "allow_missing_weights")
+    return {name: getattr(args, name) for name in names}
+
+
 def _label(path: str) -> str:
     return os.path.basename(os.path.normpath(path))
 
@@ -119,16 +121,7 @@ def run_calibration(args) -> tuple[list[str], str]:
     from modeling_illama.training.evaluation import evaluate_saved_model
 
     results = evaluate_saved_model(
-        args.model,
-        args.dataset,
-        args.split,
-        image_column=args.image_column,
-        label_column=args.label_column,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        device=args.device,
-        allow_missing_weights=args.allow_missing_weights,
-        keep_predictions=True,
+        args.model, args.dataset, args.split, **_evaluation_options(args), keep_predictions=True
     )
     logits, labels = results.pop("logits"), results.pop("labels")
     report = calibration_report(logits, labels, args.num_bins, results.get("class_names"))
@@ -236,16 +229,8 @@ def run_quantize(args) -> tuple[list[str], str]:
     float_model, processor = load_saved_classifier(args.model, allow_missing_weights=args.allow_missing_weights)
     processor.save_pretrained(model_dir)  # the same preprocessing as the float model
     reloaded, _ = load_saved_classifier(model_dir)  # the folder's config carries the quantization
-    common = dict(
-        image_column=args.image_column,
-        label_column=args.label_column,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        device=args.device,
-        allow_missing_weights=args.allow_missing_weights,
-    )
-    float_results = evaluate_saved_model(args.model, args.dataset, args.split, **common)
-    int8_results = evaluate_saved_model(model_dir, args.dataset, args.split, **common)
+    float_results = evaluate_saved_model(args.model, args.dataset, args.split, **_evaluation_options(args))
+    int8_results = evaluate_saved_model(model_dir, args.dataset, args.split, **_evaluation_options(args))
     size = float_model.config.image_size
     size = (size, size) if isinstance(size, int) else tuple(size)
     pixel_values = torch.randn(args.latency_batch_size, 3, *size, generator=torch.Generator().manual_seed(0))

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from ._common import make_parser, missing_model_folder, missing_train_extra, user_error
+from ._common import add_allow_missing_weights, make_parser, missing_model_folder, missing_train_extra, user_error
 
 PROG = "illama-eval"
 
@@ -35,11 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON file for the results (default: <model>/eval_<split>.json for a folder, "
         "./eval_<org>--<name>_<split>.json for a Hub id)",
     )
-    parser.add_argument(
-        "--allow-missing-weights",
-        action="store_true",
-        help="evaluate even if weights are missing from the checkpoint (they are then random)",
-    )
+    add_allow_missing_weights(parser, "evaluate")
     parser.add_argument(
         "--plots", metavar="DIR", help="also draw reliability_diagram.png and confusion_matrix.png into DIR"
     )

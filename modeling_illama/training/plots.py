@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..figures import pyplot, save_figure
+
 
 def curves(log_history: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
     """Series (steps, values) for train loss, learning rate, soft-mask rate, eval loss/top-1/top-5."""
@@ -26,10 +28,7 @@ def curves(log_history: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
 
 def plot_training_curves(log_history: list[dict], path: str | Path) -> Path:
     """Write a three-panel PNG: losses, accuracy, soft-mask rate and learning rate."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     data = curves(log_history)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -54,8 +53,4 @@ def plot_training_curves(log_history: list[dict], path: str | Path) -> Path:
         twin.set_ylabel("learning rate")
     ax.legend(loc="upper right")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return Path(save_figure(fig, path, dpi=100))
