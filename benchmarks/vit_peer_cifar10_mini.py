@@ -21,16 +21,14 @@ from modeling_illama.training.optim import optimizer_param_groups
 from modeling_illama.training.recipes import load_recipe
 from modeling_illama.training.trainer import build_image_processor
 from modeling_illama.training.transforms import train_transform
+from modeling_illama.training.vit_frozen_llm import VIT_SIZES
 
 
 def build_vit(label_names: list[str]) -> ViTForImageClassification:
+    # ViT-Tiny's width 192, 3 heads and MLP 768 at the main job's depth 6, patch 4 and 32 px
+    shape = {**VIT_SIZES["vit-tiny"], "num_hidden_layers": 6, "patch_size": 4, "image_size": 32}
     config = ViTConfig(
-        hidden_size=192,
-        num_hidden_layers=6,
-        num_attention_heads=3,
-        intermediate_size=768,
-        image_size=32,
-        patch_size=4,
+        **shape,
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},

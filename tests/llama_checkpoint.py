@@ -6,11 +6,22 @@ import torch
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
+TINY_LLAMA = {
+    "hidden_size": 96,
+    "intermediate_size": 200,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 64,
+    "rms_norm_eps": 1e-5,
+}
+
 
 def save_tiny_llama(path, **config_fields) -> str:
-    """Save a random LLaMA (seed 0) in several 150 KB shards; its norms are made informative (not all ones)."""
+    """Save a random LLaMA of TINY_LLAMA's fields with `config_fields` applied (seed 0) in several 150 KB shards;
+    its norms are made informative (not all ones)."""
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**config_fields))
+    model = LlamaForCausalLM(LlamaConfig(**{**TINY_LLAMA, **config_fields}))
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "norm" in name:

@@ -5,22 +5,13 @@ import math
 
 import pytest
 import torch
+from design_sizes import DESIGN_SIZES
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig
 
 from modeling_illama import ILlamaConfig, ILlamaForImageClassification, list_presets, load_preset
 
 CONFIG_ERRORS = (ValueError, StrictDataclassError)  # @strict wraps the validator's ValueError
-
-# docs/DESIGN.md "Sizes": (D, depth, heads, SwiGLU width, exact parameter count with 1000 classes)
-SPEC_PRESETS = {
-    "illama-tiny-224": (192, 12, 3, 512, 5_701_096),
-    "illama-small-224": (384, 12, 6, 1024, 22_018_024),
-    "illama-base-224": (768, 12, 12, 2048, 86_502_376),
-    "illama-large-224": (1024, 24, 16, 2816, 310_445_032),
-    "illama-base-384": (768, 12, 12, 2048, 86_794_216),
-    "illama-large-384": (1024, 24, 16, 2816, 310_834_152),
-}
 
 
 @pytest.mark.parametrize(
@@ -113,12 +104,12 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_list_presets_names_the_six_variants():
-    assert set(list_presets()) == set(SPEC_PRESETS)
+    assert set(list_presets()) == set(DESIGN_SIZES)
 
 
-@pytest.mark.parametrize("name", list(SPEC_PRESETS))
+@pytest.mark.parametrize("name", list(DESIGN_SIZES))
 def test_preset_has_the_spec_sizes_and_exact_parameter_count(name):
-    width, depth, heads, mlp, params = SPEC_PRESETS[name]
+    width, depth, heads, mlp, _, params = DESIGN_SIZES[name]
     config = load_preset(name)
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (width, depth, heads)
     assert config.intermediate_size == mlp and config.patch_size == 16 and config.num_labels == 1000

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from design_sizes import DESIGN_SIZES
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageClassification, pipeline
@@ -271,20 +272,10 @@ def test_export_round_trip_is_bit_exact(tmp_path, dtype):
             assert exported[key].dtype == tensor.dtype and torch.equal(exported[key], tensor), key
 
 
-SPEC_SIZES = {  # name: (D, depth, MLP, image, exact params) from docs/DESIGN.md (sizes)
-    "illama-tiny-224": (192, 12, 512, 224, 5_701_096),
-    "illama-small-224": (384, 12, 1024, 224, 22_018_024),
-    "illama-base-224": (768, 12, 2048, 224, 86_502_376),
-    "illama-large-224": (1024, 24, 2816, 224, 310_445_032),
-    "illama-base-384": (768, 12, 2048, 384, 86_794_216),
-    "illama-large-384": (1024, 24, 2816, 384, 310_834_152),
-}
-
-
-@pytest.mark.parametrize("preset", sorted(SPEC_SIZES))
+@pytest.mark.parametrize("preset", sorted(DESIGN_SIZES))
 def test_full_size_shapes_map_to_presets(preset):
     """Shapes only (meta tensors, no memory): every released size is recognised with its exact parameter count."""
-    dim, depth, mlp, image, params = SPEC_SIZES[preset]
+    dim, depth, _, mlp, image, params = DESIGN_SIZES[preset]
     sd = authors_state_dict(
         dim=dim,
         depth=depth,

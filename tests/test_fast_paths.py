@@ -61,19 +61,25 @@ def small_n_path(request):
     return request.param
 
 
-@pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("rate", RATES)
-def test_default_fast_classifier_equals_full_eager(rate, style, small_n_path):
-    """sdpa backend + pooled-only last block (the default inference path) vs eager over every token."""
+def eager_then_sdpa(rate, style, post_softmax_path, **sdpa_kwargs):
+    """make_classifier(rate, style) on pixels(): its eager output with every hidden state, then (the model left on
+    "sdpa") its sdpa output with `sdpa_kwargs`, both without grad. Returns (model, images, eager, sdpa)."""
     model = make_classifier(rate, style)
-    model.set_post_softmax_path(small_n_path)
+    model.set_post_softmax_path(post_softmax_path)
     images = pixels()
     with torch.no_grad():
         model.config._attn_implementation = "eager"
         reference = model(images, output_hidden_states=True)
         model.config._attn_implementation = "sdpa"
-        fast = model(images)
-        fast_inference_mode = None
+        fast = model(images, **sdpa_kwargs)
+    return model, images, reference, fast
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("rate", RATES)
+def test_default_fast_classifier_equals_full_eager(rate, style, small_n_path):
+    """sdpa backend + pooled-only last block (the default inference path) vs eager over every token."""
+    model, images, reference, fast = eager_then_sdpa(rate, style, small_n_path)
     with torch.inference_mode():
         fast_inference_mode = model(images)
     assert reference.hidden_states[-1].shape[1] == 17  # the reference really ran every token
@@ -84,15 +90,8 @@ def test_default_fast_classifier_equals_full_eager(rate, style, small_n_path):
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("rate", RATES)
 def test_sdpa_backbone_equals_eager_on_every_token(rate, style, small_n_path):
-    model = make_classifier(rate, style)
-    model.set_post_softmax_path(small_n_path)
-    images = pixels()
-    with torch.no_grad():
-        model.config._attn_implementation = "eager"
-        reference = model(images, output_hidden_states=True).hidden_states
-        model.config._attn_implementation = "sdpa"
-        fast = model(images, output_hidden_states=True).hidden_states
-    for expected, got in zip(reference, fast):
+    _, _, reference, fast = eager_then_sdpa(rate, style, small_n_path, output_hidden_states=True)
+    for expected, got in zip(reference.hidden_states, fast.hidden_states):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 

@@ -12,38 +12,27 @@ import torch.nn.functional as F
 from llama_checkpoint import read_all_tensors, save_tiny_llama
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tiny_models import tiny_vit_classifier
+from tiny_models import tiny_illama_config, tiny_vit_classifier
 from transformers import (
     AutoModelForImageClassification,
     LlamaConfig,
 )
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-from modeling_illama import ILlamaConfig, ILlamaForImageClassification, ViTWithFrozenLLMForImageClassification
+from modeling_illama import ILlamaForImageClassification, ViTWithFrozenLLMForImageClassification
 from modeling_illama.llm import attach_frozen_llm, vit_with_frozen_llm
 
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory):
-    return save_tiny_llama(
-        tmp_path_factory.mktemp("llama"),
-        hidden_size=96,
-        intermediate_size=200,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=64,
-        rms_norm_eps=1e-5,
-    )
+    return save_tiny_llama(tmp_path_factory.mktemp("llama"))  # width 96, 4 layers, 4 heads, 2 key/value heads
 
 
 def tiny_illama(**overrides):
-    fields = dict(
-        image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_labels=3
-    )
-    fields.update(overrides)
+    """The tiny iLLaMA with 3 classes and the derived SwiGLU width (256), seed 0."""
+    config = tiny_illama_config(**{"intermediate_size": None, "num_labels": 3, **overrides})
     torch.manual_seed(0)
-    return ILlamaForImageClassification(ILlamaConfig(**fields))
+    return ILlamaForImageClassification(config)
 
 
 def plain_rms(x, weight, eps):

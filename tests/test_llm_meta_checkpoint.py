@@ -9,7 +9,7 @@ import pickle
 import pytest
 import torch
 from llama_checkpoint import read_all_tensors, save_tiny_llama
-from transformers import ViTConfig, ViTForImageClassification
+from tiny_models import tiny_vit_classifier
 
 from modeling_illama.llm import MetaLlamaCheckpoint, is_meta_checkpoint, vit_with_frozen_llm
 
@@ -85,11 +85,7 @@ def checkpoints(tmp_path_factory):
 
 
 def tiny_vit():
-    torch.manual_seed(0)
-    config = ViTConfig(
-        image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128
-    )
-    return ViTForImageClassification(config).eval()
+    return tiny_vit_classifier(num_labels=2)  # ViTConfig's default two labels
 
 
 def test_meta_layer_gives_the_hugging_face_output(checkpoints):

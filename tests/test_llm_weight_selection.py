@@ -12,6 +12,7 @@ import pytest
 import torch
 from llama_checkpoint import read_all_tensors, save_tiny_llama
 from safetensors.torch import save_file
+from tiny_models import tiny_illama_config
 
 from modeling_illama import ILlamaConfig, ILlamaForImageClassification
 from modeling_illama.cli.select_weights import main as select_weights_main
@@ -33,30 +34,13 @@ LLAMA_LAYER_NAMES = [
 
 def tiny_student_config(**overrides) -> ILlamaConfig:
     # D 88 -> 64 and qkv rows 264 -> 192: linspace branch; MLP 200 -> 100: the T % S == 0 branch
-    fields = dict(
-        image_size=32,
-        patch_size=8,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=100,
-        num_labels=5,
-    )
-    fields.update(overrides)
-    return ILlamaConfig(**fields)
+    return tiny_illama_config(**{"intermediate_size": 100, **overrides})
 
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory):
-    return save_tiny_llama(
-        tmp_path_factory.mktemp("llama"),
-        hidden_size=88,
-        intermediate_size=200,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        vocab_size=64,
-    )
+    # the tiny LLaMA at width 88 with 4 key/value heads and LlamaConfig's own norm eps
+    return save_tiny_llama(tmp_path_factory.mktemp("llama"), hidden_size=88, num_key_value_heads=4, rms_norm_eps=1e-6)
 
 
 def reference_indices(teacher: int, student: int) -> list[int]:

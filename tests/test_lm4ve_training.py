@@ -10,7 +10,7 @@ import torch
 import yaml
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from llama_checkpoint import read_all_tensors, save_tiny_llama
-from tiny_data import write_tiny_image_splits
+from tiny_data import TINY_RUN_FIELDS, write_tiny_image_splits
 from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
 from transformers.models.vit.modeling_vit import ViTLayer
 
@@ -28,14 +28,7 @@ TINY_VIT = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2,
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory):
     return save_tiny_llama(
-        tmp_path_factory.mktemp("llama"),
-        hidden_size=48,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=32,
-        rms_norm_eps=1e-5,
+        tmp_path_factory.mktemp("llama"), hidden_size=48, intermediate_size=96, num_hidden_layers=2, vocab_size=32
     )
 
 
@@ -44,22 +37,13 @@ def vit_fields(**changes):
     fields = yaml.safe_load(configuration_files("recipes")["lm4ve-vit-tiny"].read_text())
     fields.pop("description")
     fields.update(
+        TINY_RUN_FIELDS,
         model_overrides={**TINY_VIT, "patch_size": 8},
         image_size=16,
-        eval_split="test",
         train_examples=None,
-        dataloader_num_workers=0,
-        rand_augment=None,
-        random_erasing=0.0,
-        eval_crop_pct=1.0,
         num_train_epochs=3,
-        warmup_epochs=1,
-        global_batch_size=8,
-        per_device_train_batch_size=4,
         fp16=False,
         model_ema=False,
-        logging_steps=1,
-        eval_strategy="epoch",
         save_strategy="no",
     )
     fields.update(changes)

@@ -14,18 +14,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import TINY_ILLAMA, tiny_illama_config
 
 from modeling_illama import ILlamaConfig, ILlamaForImageClassification, ILlamaModel
 
-TINY = dict(
-    image_size=32,
-    patch_size=8,
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=96,
-    num_labels=5,
-)
 TOL = 1e-5  # fp32, as the issue asks: relative to the compared tensor's largest magnitude when that exceeds 1
 RATES = (0.0, 0.37, 1.0)
 STYLES = ("post_softmax", "renormalized")
@@ -161,7 +153,7 @@ def scramble_(model, seed=0):
 
 
 def make_model(cls=ILlamaForImageClassification, seed=0, **overrides):
-    config = ILlamaConfig(**{**TINY, **overrides})
+    config = tiny_illama_config(**overrides)
     torch.manual_seed(seed)
     return scramble_(cls(config), seed).eval()
 
@@ -203,7 +195,7 @@ def test_model_matches_plain_reference_logits_and_hidden_states_on_both_backends
         per_backend[backend] = out
         assert_close(out.logits, ref["logits"], what=f"{backend} logits")
         assert_close(fast.logits, ref["logits"], what=f"{backend} pooled-only logits")
-        assert len(out.hidden_states) == TINY["num_hidden_layers"] + 1
+        assert len(out.hidden_states) == TINY_ILLAMA["num_hidden_layers"] + 1
         for i, (got, want) in enumerate(zip(out.hidden_states, ref["hidden_states"])):
             assert_close(got, want, what=f"{backend} hidden_states[{i}]")
         assert_close(base.last_hidden_state, ref["last_hidden_state"], what=f"{backend} last_hidden_state")
@@ -222,9 +214,9 @@ def test_eager_attention_maps_match_plain_reference(style, rate):
     ref = reference_logits(model, x, rate, style)
     with torch.no_grad():
         out = model(x, output_attentions=True)
-    assert len(out.attentions) == TINY["num_hidden_layers"]
+    assert len(out.attentions) == TINY_ILLAMA["num_hidden_layers"]
     for i, (got, want) in enumerate(zip(out.attentions, ref["attentions"])):
-        assert got.shape == (2, TINY["num_attention_heads"], 17, 17)
+        assert got.shape == (2, TINY_ILLAMA["num_attention_heads"], 17, 17)
         assert_close(got, want, what=f"attentions[{i}]")
 
 

@@ -20,7 +20,7 @@ from datasets import ClassLabel, Dataset, Features, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from tiny_data import tiny_recipe_fields
+from tiny_data import TINY_MODEL_OVERRIDES, tiny_recipe_fields
 
 from modeling_illama import ILlamaForImageClassification, build_image_processor, load_preset
 from modeling_illama.cli.activation_maps import main as activation_maps_main
@@ -43,7 +43,6 @@ from modeling_illama.training.recipes import recipe_from_dict
 from modeling_illama.training.resume import RecipeChangedError, check_resume_record, last_checkpoint
 from modeling_illama.training.trainer import build_training
 
-TINY_MODEL = {"hidden_size": 32, "num_attention_heads": 1, "num_hidden_layers": 1, "image_size": 16, "patch_size": 8}
 CLASSES = ["a", "b", "c"]
 
 
@@ -95,7 +94,7 @@ def tiny_recipe(**changes):
         save_total_limit=None,
         seed=0,
     )
-    return recipe_from_dict(tiny_recipe_fields(TINY_MODEL, **{**plain, **changes}))
+    return recipe_from_dict(tiny_recipe_fields(TINY_MODEL_OVERRIDES, **{**plain, **changes}))
 
 
 def build_run(model, data, output_dir, **changes):
@@ -272,7 +271,7 @@ def test_a_bad_streamed_label_is_reported_with_its_row_as_it_arrives(tmp_path):
 
 def save_tiny_classifier(folder, crop_pct=0.5):
     torch.manual_seed(0)
-    config = load_preset("illama-tiny-224", **TINY_MODEL, **label_fields(CLASSES))
+    config = load_preset("illama-tiny-224", **TINY_MODEL_OVERRIDES, **label_fields(CLASSES))
     ILlamaForImageClassification(config).save_pretrained(folder)
     processor = build_image_processor(16)
     processor.crop_pct = crop_pct  # not the default: tells whether the saved processor was used
@@ -585,7 +584,7 @@ def test_post_softmax_sdpa_builds_no_mask_at_any_size_or_grad_mode_and_eager_kee
     import modeling_illama.modeling_illama as modeling
 
     torch.manual_seed(0)
-    config = load_preset("illama-tiny-224", **{**TINY_MODEL, "num_hidden_layers": 2}, num_labels=3)
+    config = load_preset("illama-tiny-224", **{**TINY_MODEL_OVERRIDES, "num_hidden_layers": 2}, num_labels=3)
     model = ILlamaForImageClassification(config).eval()
     assert model.config._attn_implementation == "sdpa" and model.config.mask_style == "post_softmax"
     model.set_soft_mask_rate(0.37)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import tiny_vit_classifier
 from torch import nn
-from transformers import ViTConfig, ViTForImageClassification
 
 from modeling_illama.analysis import robustness
 from modeling_illama.analysis.robustness import (
@@ -39,18 +39,15 @@ def wnids():
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    config = ViTConfig(
+    # one 32-wide block; large weights (initializer_range 0.5): predictions depend on the image
+    return tiny_vit_classifier(
+        num_labels=1000,
         image_size=SIZE,
-        patch_size=8,
         hidden_size=32,
         num_hidden_layers=1,
-        num_attention_heads=2,
         intermediate_size=64,
-        num_labels=1000,
-        initializer_range=0.5,  # large weights: predictions depend on the image
+        initializer_range=0.5,
     )
-    return ViTForImageClassification(config).eval()
 
 
 @pytest.fixture(scope="module")

@@ -4,24 +4,14 @@ import os
 
 import pytest
 import torch
+from tiny_models import tiny_illama_config
 
-from modeling_illama import ILlamaConfig, ILlamaForImageClassification
-
-TINY = dict(
-    image_size=32,
-    patch_size=8,
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=96,
-    num_labels=5,
-    soft_mask_rate=0.37,
-)
+from modeling_illama import ILlamaForImageClassification
 
 
 def make_model(seed=0, **overrides):
     torch.manual_seed(seed)
-    return ILlamaForImageClassification(ILlamaConfig(**{**TINY, **overrides}))
+    return ILlamaForImageClassification(tiny_illama_config(**{"soft_mask_rate": 0.37, **overrides}))
 
 
 def batch(size=4, seed=1):

@@ -13,16 +13,28 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny_data import tiny_recipe_fields, write_tiny_image_splits
+from tiny_data import TINY_MODEL_OVERRIDES, tiny_recipe_fields, write_tiny_image_splits
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_MODEL = {"hidden_size": 32, "num_attention_heads": 1, "num_hidden_layers": 1, "image_size": 16, "patch_size": 8}
 
 
 def write_recipe(path: Path, **changes) -> Path:
-    fields = tiny_recipe_fields(TINY_MODEL, **{"eval_strategy": "no", **changes})
+    fields = tiny_recipe_fields(TINY_MODEL_OVERRIDES, **{"eval_strategy": "no", **changes})
     path.write_text(yaml.safe_dump(fields))
     return path
+
+
+def train_script(recipe: Path, data: Path, out: Path) -> list[str]:
+    """scripts/train.py with a recipe file, a data folder and an output folder, as command-line words."""
+    return [
+        str(REPO / "scripts" / "train.py"),
+        "--recipe",
+        str(recipe),
+        "--dataset",
+        str(data),
+        "--output-dir",
+        str(out),
+    ]
 
 
 def free_port() -> int:
@@ -58,13 +70,7 @@ def test_ddp_two_cpu_processes(tmp_path):
         "no",
         "--main_process_port",
         str(free_port()),
-        str(REPO / "scripts" / "train.py"),
-        "--recipe",
-        str(recipe),
-        "--dataset",
-        str(data),
-        "--output-dir",
-        str(out),
+        *train_script(recipe, data, out),
     ]
     result = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -96,17 +102,7 @@ def test_killed_run_resumes_with_the_same_step_rate_and_schedule(tmp_path):
         save_total_limit=2,
     )
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        str(REPO / "scripts" / "train.py"),
-        "--recipe",
-        str(recipe),
-        "--dataset",
-        str(data),
-        "--output-dir",
-        str(out),
-        "--no-plot",
-    ]
+    command = [sys.executable, *train_script(recipe, data, out), "--no-plot"]
     first = subprocess.Popen(
         command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from tiny_data import TINY_MODEL_OVERRIDES
 from transformers import get_scheduler
 
 from modeling_illama import ILlamaForImageClassification, load_preset
@@ -52,9 +53,7 @@ def test_callback_state_round_trips_through_trainer_export():
 
 
 def test_callback_sets_the_model_rate_per_step_resumes_from_the_step_and_restores_the_deployed_rate(tmp_path):
-    config = load_preset(
-        "illama-tiny-224", hidden_size=32, num_attention_heads=1, num_hidden_layers=1, image_size=16, patch_size=8
-    )
+    config = load_preset("illama-tiny-224", **TINY_MODEL_OVERRIDES)
     model = ILlamaForImageClassification(config)
     callback = SoftMaskCallback("linear", 5)
     state = SimpleNamespace(global_step=0)
@@ -116,15 +115,7 @@ def test_stock_schedule_differs_from_the_authors_only_during_warmup_by_at_most_l
 
 
 def tiny_model(layers=2):
-    config = load_preset(
-        "illama-tiny-224",
-        hidden_size=32,
-        num_attention_heads=1,
-        num_hidden_layers=layers,
-        image_size=16,
-        patch_size=8,
-        num_labels=3,
-    )
+    config = load_preset("illama-tiny-224", **{**TINY_MODEL_OVERRIDES, "num_hidden_layers": layers}, num_labels=3)
     return ILlamaForImageClassification(config)
 
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_data import tiny_recipe_fields, write_tiny_image_splits
+from tiny_data import TINY_MODEL_OVERRIDES, tiny_recipe_fields, write_tiny_image_splits
 
 from modeling_illama.training.recipes import recipe_from_dict
 from modeling_illama.training.trainer import build_training, save_final_model
 
-TINY_MODEL = {"hidden_size": 32, "num_attention_heads": 1, "num_hidden_layers": 2, "image_size": 16, "patch_size": 8}
+TINY_MODEL = {**TINY_MODEL_OVERRIDES, "num_hidden_layers": 2}
 
 
 def tiny_recipe(**changes):
