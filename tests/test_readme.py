@@ -584,3 +584,24 @@ def test_check_rejects_what_the_tools_reject():
         check_command("pip install --no-such-option x")
     with pytest.raises(AssertionError, match="no checker"):
         check_command("rm -rf /")
+
+
+def test_the_layout_table_matches_the_tree():
+    """The README's "Where things are" table names every module and subpackage of modeling_illama/ and every
+    top-level folder it describes exists, so a newcomer finds each file by the table."""
+    table = README.read_text().split("Where things are", 1)[1].split("\n\n", 2)[1]
+    named = set(re.findall(r"^\| `([^`]+)` \|", table, flags=re.MULTILINE))
+    assert named, "no layout table found after 'Where things are'"
+    for path in named:
+        assert (REPO / path.rstrip("/")).exists(), f"the README's layout table names {path}, which does not exist"
+    package = REPO / "modeling_illama"
+    for entry in sorted(package.iterdir()):
+        if (
+            entry.name.startswith(("_", "."))
+            or entry.suffix not in (".py", "")
+            or entry.is_file()
+            and not entry.suffix
+        ):
+            continue
+        listed = f"modeling_illama/{entry.name}" + ("/" if entry.is_dir() and not entry.is_symlink() else "")
+        assert listed in named or listed.rstrip("/") in named, f"{listed} is missing from the README's layout table"
