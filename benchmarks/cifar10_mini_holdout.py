@@ -25,6 +25,7 @@ import numpy as np
 from modeling_illama.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
+CPU_DDP = REPO / "configuration" / "accelerate" / "cpu-2proc.yaml"
 
 
 def write_holdout(source: Path, target: Path, per_class: int = 100, seed: int = 0) -> Path:
@@ -50,21 +51,31 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=str(REPO / "data" / "cifar10-mini"))
     parser.add_argument("--work", default=str(REPO / "outputs" / "holdout"))
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "cifar10_mini_holdout.jsonl"))
+    parser.add_argument(
+        "--processes", type=int, default=1, help="DDP processes on the CPU (one thread each), as `make demo` runs"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     data = write_holdout(Path(args.data), Path(args.work) / "data")
     out = Path(args.work) / args.name
-    command = [sys.executable, "-m", "modeling_illama.cli.train", "--recipe", "cifar10-mini", "--dataset", str(data)]
-    command += ["--output-dir", str(out), "--no-plot", "eval_split=validation", "save_strategy=no", *args.overrides]
+    command = [sys.executable, "-m", "modeling_illama.cli.train"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if args.processes > 1:
+        accelerate = ["-m", "accelerate.commands.launch", "--config_file", str(CPU_DDP), "--num_processes"]
+        command = [sys.executable, *accelerate, str(args.processes), str(REPO / "scripts" / "train.py")]
+        env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    command += ["--recipe", "cifar10-mini", "--dataset", str(data), "--output-dir", str(out), "--no-plot"]
+    command += ["eval_split=validation", "save_strategy=no", *args.overrides]
     load_before = os.getloadavg()
     start = time.time()
-    subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(command, check=True, env=env)
     wall = time.time() - start
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     record = {
         "name": args.name,
         "overrides": args.overrides,
+        "processes": args.processes,
         "validation_top1_per_epoch": [round(100 * e["eval_top1"], 2) for e in history if "eval_top1" in e],
         "wall_seconds": round(wall),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime),

@@ -24,6 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 HEADER = re.compile(r"== iLLaMA main job: .*\((\d+) cores: (.*); load ([\d.]+) ([\d.]+) ([\d.]+)\)")
+PROCESSES = re.compile(r"== training with (\d+) CPU processes")
 DONE = re.compile(
     r"== done in (\d+) min (\d+) s \(training (\d+) min (\d+) s, CPU time ([\d.]+) min, "
     r"load average ([\d.]+) ([\d.]+) ([\d.]+)\)"
@@ -36,7 +37,7 @@ def run_seeds(seeds: list[int], work: Path, parallel: bool, overrides: list[str]
     for seed in seeds:
         env = {**os.environ, "OUT": str(work / f"seed{seed}"), "SEED": str(seed)}
         if parallel:
-            env["OMP_NUM_THREADS"] = "1"
+            env.update(OMP_NUM_THREADS="1", PROCESSES="1")
         log = open(work / f"seed{seed}.log", "w")
         job = subprocess.Popen(["bash", str(REPO / "scripts" / "run_demo.sh"), *overrides], stdout=log, env=env)
         jobs.append((seed, job, log))
@@ -67,6 +68,7 @@ def read_run(work: Path, seed: int) -> dict:
         "load_average_start": [float(x) for x in header.groups()[2:5]],
         "load_average_end": [float(x) for x in done.groups()[5:8]],
         "cores": int(header[1]),
+        "training_processes": int(processes[1]) if (processes := PROCESSES.search(text)) else 1,
         "cpu": header[2].strip(),
     }
 
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", default=str(REPO / "outputs" / "main-job-seeds"), help="one folder + log per seed")
-    parser.add_argument("--parallel", action="store_true", help="all seeds at once, one thread each")
+    parser.add_argument("--parallel", action="store_true", help="all seeds at once, one process of one thread each")
     parser.add_argument("--collect", action="store_true", help="only read the runs already in --work")
     parser.add_argument("--note", default="", help="conditions worth recording (other jobs on the machine, ...)")
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "main_job_seeds.json"))

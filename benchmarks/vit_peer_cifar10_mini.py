@@ -1,5 +1,5 @@
-"""Train a Transformers ViT of the main job's shape (width 192, depth 6, 3 heads, patch 4, 32 px) on cifar10-mini with
-the cifar10-mini recipe's data, augmentation, optimizer groups, schedule and label smoothing, as the trained peer of
+"""Train a Transformers ViT of the main job's shape (the recipe's width, depth, heads, patch and image size; MLP 4x the
+width, as in ViT) on cifar10-mini with the cifar10-mini recipe's data, augmentation, optimizer groups, schedule and label smoothing, as the trained peer of
 the analysis comparisons (`illama-analyze attention-rank --compare`, calibration). The iLLaMA trainer builds iLLaMA
 models only; this is the same recipe in a plain loop (the recipe has no mixup; there is no soft mask in a ViT).
 
@@ -16,19 +16,24 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import ViTConfig, ViTForImageClassification, get_cosine_with_min_lr_schedule_with_warmup
 
+from modeling_illama import load_preset
 from modeling_illama.training.data import collate_images, load_image_dataset, with_transform
 from modeling_illama.training.optim import optimizer_param_groups
 from modeling_illama.training.recipes import load_recipe
 from modeling_illama.training.trainer import build_image_processor
 from modeling_illama.training.transforms import train_transform
-from modeling_illama.training.vit_frozen_llm import VIT_SIZES
 
 
-def build_vit(label_names: list[str]) -> ViTForImageClassification:
-    # ViT-Tiny's width 192, 3 heads and MLP 768 at the main job's depth 6, patch 4 and 32 px
-    shape = {**VIT_SIZES["vit-tiny"], "num_hidden_layers": 6, "patch_size": 4, "image_size": 32}
+def build_vit(label_names: list[str], recipe) -> ViTForImageClassification:
+    """A ViT of the recipe's iLLaMA shape (width, depth, heads, patch, image size) with ViT's usual 4x-wide MLP."""
+    illama = load_preset(recipe.model, **recipe.model_overrides)
     config = ViTConfig(
-        **shape,
+        hidden_size=illama.hidden_size,
+        num_hidden_layers=illama.num_hidden_layers,
+        num_attention_heads=illama.num_attention_heads,
+        intermediate_size=4 * illama.hidden_size,
+        patch_size=illama.patch_size,
+        image_size=illama.image_size,
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
@@ -49,9 +54,9 @@ def main() -> None:
     recipe = load_recipe("cifar10-mini", args.overrides, output_dir=args.output_dir)
     torch.manual_seed(recipe.seed)
     data = load_image_dataset(args.dataset, recipe.train_split, shuffle=False)
-    model = build_vit(data.label_names)
+    model = build_vit(data.label_names, recipe)
     loader = DataLoader(
-        with_transform(data, train_transform(recipe, 32)),
+        with_transform(data, train_transform(recipe, model.config.image_size)),
         batch_size=recipe.per_device_train_batch_size,
         shuffle=True,
         collate_fn=collate_images,
@@ -88,7 +93,9 @@ def main() -> None:
                 if step >= total:
                     break
     model.save_pretrained(args.output_dir)
-    processor = build_image_processor(recipe, 32)  # the processor illama-train saves with the iLLaMA run
+    processor = build_image_processor(
+        recipe, model.config.image_size
+    )  # the processor illama-train saves with the iLLaMA run
     processor.save_pretrained(args.output_dir)
     with open(f"{args.output_dir}/recipe.json", "w") as handle:
         json.dump(recipe.recipe_dict(), handle, indent=2, default=str)

@@ -6,6 +6,9 @@
 #   OUT=outputs/cifar10-mini   where everything goes (replaced on each run unless RESUME=1)
 #   SEED=0                     the recipe's seed (the README reports seeds 0, 1, 2)
 #   RESUME=1                   continue an interrupted run from its last checkpoint
+#   PROCESSES=2                training processes on the CPU (default: 2 when the machine has 2 or more cores and
+#                              no GPU, else 1). Two DDP processes of one thread each train this small model about
+#                              1.7x faster than one process with two threads (benchmarks/main_job_processes.py)
 #   extra arguments            recipe overrides, e.g.  bash scripts/run_demo.sh num_train_epochs=5
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +23,7 @@ OUT="${OUT:-outputs/cifar10-mini}"
 SEED="${SEED:-0}"
 DATA="data/cifar10-mini"  # the recipe's default data set; used here for illama-eval and the pipeline demo
 # What the README promises for this job (section "Training and evaluation"): every seed at least this top-1 ...
-PROMISED_TOP1="${PROMISED_TOP1:-50}"
+PROMISED_TOP1="${PROMISED_TOP1:-54}"
 # ... within this many seconds on a 2-core machine (the whole job, training + evaluation + pipeline)
 PROMISED_SECONDS="${PROMISED_SECONDS:-720}"
 # With more runnable threads than cores (a shared machine), OpenMP's default busy-waiting makes every
@@ -38,7 +41,24 @@ if [[ "${RESUME:-0}" == 1 && -d "$OUT" ]]; then
 else
     rm -rf "$OUT"
 fi
-illama-train --recipe cifar10-mini --output-dir "$OUT" "${resume[@]}" seed="$SEED" "$@"
+cores=$(nproc 2>/dev/null || echo 1)
+if [[ -z "${PROCESSES:-}" ]]; then
+    PROCESSES=1
+    if ((cores >= 2)) && ! python -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
+        PROCESSES=2
+    fi
+fi
+if ((PROCESSES > 1)); then
+    # DDP over gloo on the CPU, one process per core share; the recipe's global batch (64) is split between them
+    threads="${OMP_NUM_THREADS:-$((cores / PROCESSES > 0 ? cores / PROCESSES : 1))}"
+    echo "== training with $PROCESSES CPU processes (DDP), $threads thread(s) each"
+    CUDA_VISIBLE_DEVICES="" OMP_NUM_THREADS="$threads" \
+        accelerate launch --config_file configuration/accelerate/cpu-2proc.yaml --num_processes "$PROCESSES" \
+        --main_process_port "${MAIN_PROCESS_PORT:-$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}" \
+        scripts/train.py --recipe cifar10-mini --output-dir "$OUT" "${resume[@]}" seed="$SEED" "$@"
+else
+    illama-train --recipe cifar10-mini --output-dir "$OUT" "${resume[@]}" seed="$SEED" "$@"
+fi
 train_end=$(date +%s)
 
 echo "== evaluating the saved model on the test split"
