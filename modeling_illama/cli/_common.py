@@ -26,7 +26,6 @@ def make_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
 
 
-@contextlib.contextmanager
 def add_allow_missing_weights(parser: argparse.ArgumentParser, verb: str) -> None:
     """`--allow-missing-weights`: `verb` (draw, measure, evaluate) a checkpoint that lacks some of the model's weights."""
     parser.add_argument(
@@ -36,6 +35,7 @@ def add_allow_missing_weights(parser: argparse.ArgumentParser, verb: str) -> Non
     )
 
 
+@contextlib.contextmanager
 def progress_on_stdout(level: int = logging.INFO):
     """While the block runs, the package's info records (progress, results) are plain lines on stdout and its
     warnings and errors go to stderr."""
