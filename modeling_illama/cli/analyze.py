@@ -113,11 +113,7 @@ def _label(path: str) -> str:
 
 
 def run_calibration(args) -> tuple[list[str], str]:
-    from modeling_illama.analysis.calibration import (
-        calibration_report,
-        draw_confusion_matrix,
-        draw_reliability_diagram,
-    )
+    from modeling_illama.analysis.calibration import calibration_report, draw_calibration_figures
     from modeling_illama.training.evaluation import evaluate_saved_model
 
     results = evaluate_saved_model(
@@ -129,14 +125,7 @@ def run_calibration(args) -> tuple[list[str], str]:
     name = f"{_label(args.model)} on {_label(args.dataset)} ({args.split})"
     return [
         _write_json(report, args.output_dir, "calibration.json"),
-        draw_reliability_diagram(
-            report,
-            os.path.join(args.output_dir, "reliability_diagram.png"),
-            f"{name}: ECE {report['ece']:.4f} ({args.num_bins} bins)",
-        ),
-        draw_confusion_matrix(
-            report, os.path.join(args.output_dir, "confusion_matrix.png"), f"{name}: top-1 {100 * report['top1']:.2f}%"
-        ),
+        *draw_calibration_figures(report, args.output_dir, name),
     ], f"ECE {report['ece']:.4f}  top-1 {100 * report['top1']:.2f}%  ({report['num_examples']} images)"
 
 

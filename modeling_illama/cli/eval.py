@@ -67,20 +67,13 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as error:  # missing model/weights, bad dataset/split/columns/labels
         return user_error(PROG, error)
     if args.plots:
-        from modeling_illama.analysis.calibration import (
-            calibration_report,
-            draw_confusion_matrix,
-            draw_reliability_diagram,
-        )
+        from modeling_illama.analysis.calibration import calibration_report, draw_calibration_figures
 
         report = calibration_report(
             results.pop("logits"), results.pop("labels"), class_names=results.pop("class_names")
         )
-        for draw, name in (
-            (draw_reliability_diagram, "reliability_diagram.png"),
-            (draw_confusion_matrix, "confusion_matrix.png"),
-        ):
-            print(f"wrote {draw(report, os.path.join(args.plots, name))}")
+        for path in draw_calibration_figures(report, args.plots):
+            print(f"wrote {path}")
     with open(output, "w") as f:
         json.dump(results, f, indent=2)
     print(json.dumps(results, indent=2))
