@@ -90,6 +90,7 @@ def random_imagenet_models(work: Path) -> tuple[Path, Path]:
     from transformers import ViTConfig, ViTForImageClassification
 
     from modeling_illama import ILlamaForImageClassification, build_image_processor, load_preset
+    from modeling_illama.labels import label_fields
 
     illama, vit = work / "random-illama-tiny-in1k", work / "random-vit-tiny-in1k"
     labels = {i: f"class_{i}" for i in range(1000)}
@@ -99,7 +100,7 @@ def random_imagenet_models(work: Path) -> tuple[Path, Path]:
         build_image_processor(224).save_pretrained(illama)
     if not (vit / "config.json").is_file():
         config = ViTConfig(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768,
-                           id2label=labels, label2id={v: k for k, v in labels.items()})  # fmt: skip
+                           **label_fields(list(labels.values())))  # fmt: skip
         ViTForImageClassification(config).save_pretrained(vit)
         build_image_processor(224).save_pretrained(vit)
     return illama, vit

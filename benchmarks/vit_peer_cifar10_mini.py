@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import ViTConfig, ViTForImageClassification, get_cosine_with_min_lr_schedule_with_warmup
 
 from modeling_illama import load_preset
+from modeling_illama.labels import label_fields
 from modeling_illama.training.data import collate_images, load_image_dataset, with_transform
 from modeling_illama.training.optim import optimizer_param_groups
 from modeling_illama.training.recipes import load_recipe
@@ -34,9 +35,7 @@ def build_vit(label_names: list[str], recipe) -> ViTForImageClassification:
         intermediate_size=4 * illama.hidden_size,
         patch_size=illama.patch_size,
         image_size=illama.image_size,
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
+        **label_fields(label_names),
     )
     model = ViTForImageClassification(config)
     # the same weight-decay exemptions as iLLaMA's no_weight_decay() (timm convention)

@@ -35,7 +35,7 @@ from transformers import Trainer, UperNetConfig, UperNetForSemanticSegmentation,
 from ..configuration_illama import _pair
 from ..image_processing_illama import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ..image_processing_segmentation import build_segmentation_image_processor
-from ..labels import LabelError
+from ..labels import LabelError, label_fields
 from .data import _load_kwargs, decode_image
 from .optim import optimizer_param_groups
 from .recipes import Recipe
@@ -268,7 +268,6 @@ def default_out_indices(num_layers: int) -> list[int]:
 
 def upernet_config(backbone_config, settings: SegmentationSettings) -> UperNetConfig:
     """Transformers' UperNet on `backbone_config` with the recipe's decoder, loss and class names."""
-    id2label = dict(enumerate(settings.label_names))
     return UperNetConfig(
         backbone_config=backbone_config,
         hidden_size=settings.decoder_hidden_size,
@@ -277,9 +276,7 @@ def upernet_config(backbone_config, settings: SegmentationSettings) -> UperNetCo
         auxiliary_channels=settings.auxiliary_channels,
         auxiliary_loss_weight=settings.auxiliary_loss_weight,
         loss_ignore_index=settings.ignore_index,
-        num_labels=settings.num_labels,
-        id2label=id2label,
-        label2id={name: index for index, name in id2label.items()},
+        **label_fields(settings.label_names),
     )
 
 
