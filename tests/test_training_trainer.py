@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 from tiny_data import TINY_MODEL_OVERRIDES, tiny_recipe_fields, write_tiny_image_splits
 
+from modeling_illama.training.assembly import save_final_model
 from modeling_illama.training.recipes import recipe_from_dict
-from modeling_illama.training.trainer import build_training, save_final_model
+from modeling_illama.training.tasks import build_training
 
 TINY_MODEL = {**TINY_MODEL_OVERRIDES, "num_hidden_layers": 2}
 
@@ -151,7 +152,7 @@ def test_streaming_training_uses_steps_for_the_schedules(tmp_path):
 
 def test_fine_tuning_a_folder_replaces_the_head_and_resizes_positions(tmp_path):
     from modeling_illama import ILlamaForImageClassification, load_preset
-    from modeling_illama.training.trainer import build_model
+    from modeling_illama.training.models import build_model
 
     config = load_preset(
         "illama-tiny-224",
