@@ -231,3 +231,18 @@ def test_illama_eval_writes_metrics_equal_to_a_plain_computation(finished_run, t
     assert result["top5"] == pytest.approx((ranked[:, :5] == labels[:, None]).any(-1).float().mean().item())
     assert result["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-4)
     assert 0.0 <= result["ece"] <= 1.0 and result["images_per_second"] > 0
+
+
+def test_building_a_run_leaves_the_recipe_as_given(tmp_path):
+    """The builder trains with a copy of the recipe: gradient accumulation (global batch 8 = 4 per device x 2),
+    the warm-up in steps (1 epoch = 3 optimizer steps) and `eval_strategy: no` (no evaluation split) are set on
+    `run.trainer.args`, never on the recipe the caller holds."""
+    data = write_tiny_image_splits(tmp_path / "data")
+    recipe = tiny_recipe(dataset=str(data), output_dir=str(tmp_path / "out"), eval_split=None, save_strategy="no")
+    given = recipe.to_dict()
+    run = build_training(recipe)
+    assert recipe.to_dict() == given
+    assert (recipe.gradient_accumulation_steps, recipe.warmup_steps, recipe.eval_strategy) == (1, 0, "epoch")
+    args = run.trainer.args
+    assert args is not recipe and run.steps_per_epoch == 3
+    assert (args.gradient_accumulation_steps, args.warmup_steps, args.eval_strategy) == (2, 3, "no")
