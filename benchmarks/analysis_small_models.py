@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from modeling_illama.machine import cpu_model
+from modeling_illama.utils.machine import cpu_model
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "analysis_small_models.json"

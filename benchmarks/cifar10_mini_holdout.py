@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modeling_illama.machine import cpu_model
+from modeling_illama.utils.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_DDP = REPO / "configuration" / "accelerate" / "cpu-2proc.yaml"

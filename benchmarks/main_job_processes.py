@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from modeling_illama.machine import cpu_model
+from modeling_illama.utils.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_DDP = REPO / "configuration" / "accelerate" / "cpu-2proc.yaml"

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modeling_illama.machine import cpu_model
+from modeling_illama.utils.machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"  # committed: written only with --update-results

@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from modeling_illama.machine import cpu_model
+from modeling_illama.utils.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 

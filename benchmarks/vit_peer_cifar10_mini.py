@@ -19,9 +19,9 @@ from transformers import ViTConfig, ViTForImageClassification, get_cosine_with_m
 from modeling_illama import load_preset
 from modeling_illama.labels import label_fields
 from modeling_illama.training.data import collate_images, load_image_dataset, with_transform
+from modeling_illama.training.models import build_image_processor
 from modeling_illama.training.optim import optimizer_param_groups
 from modeling_illama.training.recipes import load_recipe
-from modeling_illama.training.trainer import build_image_processor
 from modeling_illama.training.transforms import train_transform
 
 

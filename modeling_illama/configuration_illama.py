@@ -17,12 +17,16 @@ def swiglu_hidden_size(hidden_size: int) -> int:
     return 256 * math.ceil(int(2 * 4 * hidden_size / 3) / 256)
 
 
-def _pair(value) -> tuple[int, int]:
+def to_pair(value) -> tuple[int, int]:
+    """An int or a (height, width) pair as a pair of ints (image and patch sizes)."""
     if isinstance(value, int):
         return (value, value)
     if len(value) != 2:
         raise ValueError(f"expected an int or a (height, width) pair, got {value!r}")
     return (int(value[0]), int(value[1]))
+
+
+_pair = to_pair  # the spelling inside the remote-code model files
 
 
 @strict

@@ -4,6 +4,7 @@ import json
 
 from .configuration import configuration_files
 from .configuration_illama import ILlamaConfig
+from .labels import imagenet_id2label, label_fields
 
 
 def list_presets() -> list[str]:
@@ -21,9 +22,6 @@ def load_preset(name: str, **overrides) -> ILlamaConfig:
         fields.pop("num_labels", None)  # the user's label set decides the number of classes
     fields.update(overrides)
     if fields.get("num_labels") == 1000 and "id2label" not in fields:
-        from .conversion.labels import imagenet_id2label  # the ImageNet-1K names shipped for conversion
-        from .labels import label_fields
-
         fields.update(label_fields([name for _, name in sorted(imagenet_id2label().items())]))
     return ILlamaConfig(**fields)
 

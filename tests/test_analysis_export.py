@@ -110,8 +110,9 @@ def test_recipe_qat_field_trains_fake_quantized_and_saves_plain_weights(tmp_path
     from datasets import Image as ImageFeature
     from PIL import Image
 
+    from modeling_illama.training.assembly import save_final_model
     from modeling_illama.training.recipes import recipe_from_dict
-    from modeling_illama.training.trainer import build_training, save_final_model
+    from modeling_illama.training.tasks import build_training
 
     rng = np.random.default_rng(0)
     rows = {"image": [], "label": []}

@@ -365,7 +365,7 @@ def test_every_saved_folder_extracts_features_through_remote_code(tmp_path, imag
 
 def test_segmentation_is_a_task_builder_and_its_fields_belong_to_it():
     from modeling_illama.training.recipes import load_recipe
-    from modeling_illama.training.trainer import TASK_BUILDERS
+    from modeling_illama.training.tasks import TASK_BUILDERS
 
     assert ("semantic-segmentation", "illama") in TASK_BUILDERS
     assert load_recipe("camvid-mini", {"backbone": "some/folder"}).backbone == "some/folder"

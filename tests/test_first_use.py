@@ -65,7 +65,7 @@ def test_missing_local_model_folder_is_reported_as_such(cli, argv, tmp_path, mon
 
 
 def test_presets_with_1000_labels_get_the_imagenet_class_names():
-    from modeling_illama.conversion.labels import imagenet_classes
+    from modeling_illama.labels import imagenet_classes
 
     config = load_preset("illama-tiny-224")
     names = [name.replace("_", " ") for _, name in imagenet_classes()]  # the shipped table, read here directly

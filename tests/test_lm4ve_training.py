@@ -17,9 +17,10 @@ from transformers.models.vit.modeling_vit import ViTLayer
 from modeling_illama import ViTWithFrozenLLMConfig, ViTWithFrozenLLMForImageClassification
 from modeling_illama.configuration import configuration_files
 from modeling_illama.loading import MissingWeightsError
+from modeling_illama.training.assembly import save_final_model
 from modeling_illama.training.optim import deit_epoch_lr
 from modeling_illama.training.recipes import load_recipe, recipe_from_dict
-from modeling_illama.training.trainer import build_training, save_final_model
+from modeling_illama.training.tasks import build_training
 from modeling_illama.training.vit_frozen_llm import build_vit_frozen_llm_model
 
 TINY_VIT = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 64}

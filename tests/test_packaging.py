@@ -65,7 +65,7 @@ def test_wheel_contains_every_module_and_data_file(wheel):
     sources = {path.relative_to(ROOT).as_posix() for path in (ROOT / "modeling_illama").rglob("*.py")}
     missing = sorted(source for source in sources if source not in names)
     assert not missing, f"modules missing from the wheel: {missing}"
-    assert "modeling_illama/conversion/imagenet_classes.tsv" in names
+    assert "modeling_illama/imagenet_classes.tsv" in names
     assert "modeling_illama/configuration/__init__.py" in names
 
     for folder, pattern in SHIPPED:

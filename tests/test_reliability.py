@@ -41,7 +41,7 @@ from modeling_illama.training.output_dir import (
 )
 from modeling_illama.training.recipes import recipe_from_dict
 from modeling_illama.training.resume import RecipeChangedError, check_resume_record, last_checkpoint
-from modeling_illama.training.trainer import build_training
+from modeling_illama.training.tasks import build_training
 
 CLASSES = ["a", "b", "c"]
 

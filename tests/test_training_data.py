@@ -10,8 +10,8 @@ from datasets import Image as ImageFeature
 from PIL import Image
 
 from modeling_illama.training.data import collate_images, load_image_dataset, with_transform
+from modeling_illama.training.models import build_image_processor
 from modeling_illama.training.recipes import load_recipe
-from modeling_illama.training.trainer import build_image_processor
 from modeling_illama.training.transforms import processor_transform, train_transform
 
 NAMES = ["cat", "dog", "fish"]

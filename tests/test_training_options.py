@@ -63,7 +63,7 @@ def cli_run(tmp_path_factory):
     from transformers import TrainerCallback
 
     from modeling_illama.cli import train as cli
-    from modeling_illama.training import trainer as training
+    from modeling_illama.training import tasks as training
 
     tmp = tmp_path_factory.mktemp("cli")
     (tmp / "data").mkdir()
@@ -240,8 +240,8 @@ def test_training_evaluation_uses_exactly_the_saved_processor(tmp_path, size, cr
     """Evaluation during training, the saved folder (Auto / illama-eval) and pipelines preprocess identically."""
     from transformers import AutoImageProcessor
 
+    from modeling_illama.training.models import build_image_processor
     from modeling_illama.training.recipes import recipe_from_dict
-    from modeling_illama.training.trainer import build_image_processor
     from modeling_illama.training.transforms import processor_transform
 
     recipe = recipe_from_dict({"eval_crop_pct": crop_pct})
@@ -257,8 +257,8 @@ def test_training_evaluation_uses_exactly_the_saved_processor(tmp_path, size, cr
 
 def test_head_log_says_kept_or_new(tmp_path, caplog):
     from modeling_illama import ILlamaForImageClassification, load_preset
+    from modeling_illama.training.models import build_model
     from modeling_illama.training.recipes import recipe_from_dict
-    from modeling_illama.training.trainer import build_model
 
     config = load_preset("illama-tiny-224", **TINY_MODEL, num_labels=3, id2label={0: "a", 1: "b", 2: "c"})
     saved = ILlamaForImageClassification(config)

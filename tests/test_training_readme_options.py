@@ -14,7 +14,7 @@ from test_training_trainer import TINY_MODEL, tiny_recipe
 from tiny_data import write_tiny_image_splits
 
 from modeling_illama.training.recipes import load_recipe
-from modeling_illama.training.trainer import build_training
+from modeling_illama.training.tasks import build_training
 
 PLAIN = dict(mixup=0.0, cutmix=0.0, eval_strategy="no", save_strategy="no", dataloader_num_workers=0)
 
@@ -162,7 +162,7 @@ def test_cli_data_flags_eval_dataset_columns_and_no_plot(tmp_path):
     import datasets
 
     from modeling_illama.cli import train as cli
-    from modeling_illama.training import trainer as training
+    from modeling_illama.training import tasks as training
 
     (tmp_path / "main").mkdir()
     (tmp_path / "other").mkdir()
@@ -204,7 +204,7 @@ def test_cli_data_flags_eval_dataset_columns_and_no_plot(tmp_path):
 
 def test_task_and_model_family_choose_the_builder():
     """README: `task` / `model_family` pick `TASK_BUILDERS[(task, model_family)]`; an unknown pair is named."""
-    from modeling_illama.training import trainer as training
+    from modeling_illama.training import tasks as training
 
     recipe = tiny_recipe(task="image-classification", model_family="illama")
     assert training.TASK_BUILDERS[(recipe.task, recipe.model_family)] is training.build_image_classification

@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 from tiny_data import TINY_MODEL_OVERRIDES, tiny_recipe_fields, write_tiny_image_splits
 
+from modeling_illama.training.assembly import save_final_model
 from modeling_illama.training.recipes import recipe_from_dict
-from modeling_illama.training.trainer import build_training, save_final_model
+from modeling_illama.training.tasks import build_training
 
 TINY_MODEL = {**TINY_MODEL_OVERRIDES, "num_hidden_layers": 2}
 
@@ -151,7 +152,7 @@ def test_streaming_training_uses_steps_for_the_schedules(tmp_path):
 
 def test_fine_tuning_a_folder_replaces_the_head_and_resizes_positions(tmp_path):
     from modeling_illama import ILlamaForImageClassification, load_preset
-    from modeling_illama.training.trainer import build_model
+    from modeling_illama.training.models import build_model
 
     config = load_preset(
         "illama-tiny-224",
@@ -230,3 +231,18 @@ def test_illama_eval_writes_metrics_equal_to_a_plain_computation(finished_run, t
     assert result["top5"] == pytest.approx((ranked[:, :5] == labels[:, None]).any(-1).float().mean().item())
     assert result["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-4)
     assert 0.0 <= result["ece"] <= 1.0 and result["images_per_second"] > 0
+
+
+def test_building_a_run_leaves_the_recipe_as_given(tmp_path):
+    """The builder trains with a copy of the recipe: gradient accumulation (global batch 8 = 4 per device x 2),
+    the warm-up in steps (1 epoch = 3 optimizer steps) and `eval_strategy: no` (no evaluation split) are set on
+    `run.trainer.args`, never on the recipe the caller holds."""
+    data = write_tiny_image_splits(tmp_path / "data")
+    recipe = tiny_recipe(dataset=str(data), output_dir=str(tmp_path / "out"), eval_split=None, save_strategy="no")
+    given = recipe.to_dict()
+    run = build_training(recipe)
+    assert recipe.to_dict() == given
+    assert (recipe.gradient_accumulation_steps, recipe.warmup_steps, recipe.eval_strategy) == (1, 0, "epoch")
+    args = run.trainer.args
+    assert args is not recipe and run.steps_per_epoch == 3
+    assert (args.gradient_accumulation_steps, args.warmup_steps, args.eval_strategy) == (2, 3, "no")

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from modeling_illama.machine import cpu_model
+from modeling_illama.utils.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[2]
 DISCUSSION_MARKER = "<!-- discussion: kept when the tables are regenerated -->"

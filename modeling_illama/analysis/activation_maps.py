@@ -17,8 +17,8 @@ import os
 import torch
 from torch import nn
 
-from ..configuration_illama import _pair
-from ..figures import pyplot, save_figure
+from ..configuration_illama import to_pair
+from ..utils.figures import pyplot, save_figure
 
 
 def min_max(values: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,7 @@ def frequency_map(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def patch_grid(config) -> tuple[int, int]:
-    (height, width), (patch_h, patch_w) = _pair(config.image_size), _pair(config.patch_size)
+    (height, width), (patch_h, patch_w) = to_pair(config.image_size), to_pair(config.patch_size)
     return height // patch_h, width // patch_w
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..figures import pyplot, save_figure
+from ..utils.figures import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
 

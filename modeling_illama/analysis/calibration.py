@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..figures import pyplot, save_figure
+from ..utils.figures import pyplot, save_figure
 
 DEFAULT_NUM_BINS = 15
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..figures import pyplot, save_figure
+from ..utils.figures import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
 

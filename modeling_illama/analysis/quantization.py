@@ -1,13 +1,12 @@
-"""8-bit quantization of a saved classifier through torchao (post-training) and its quantization-aware training hook.
+"""8-bit quantization of a saved classifier through torchao (post-training).
 
 Schemes (every `nn.Linear`: attention, SwiGLU and the head; the patch-embedding convolution stays float):
 - "int8-weight-only": int8 weights, symmetric per output channel; activations stay float.
 - "int8-dynamic": int8 weights (symmetric, per output channel) and int8 activations quantized on the fly
   (asymmetric, per token), with integer matrix products where the backend has them.
 Post-training quantization goes through transformers' `TorchAoConfig`, so the quantized folder saves (safetensors)
-and reloads with `from_pretrained` like any other. Quantization-aware training (paper, Table 7: 8-bit iLLaMA-T/S)
-inserts torchao's fake quantizers with the same numerics into a float model (`prepare_qat`), trains it, and
-removes them again (`finish_qat`); the saved float model is then quantized with the same scheme.
+and reloads with `from_pretrained` like any other. Quantization-aware training with the same numerics
+(`prepare_qat` / `finish_qat`, re-exported here) lives with the training code in `training/qat.py`.
 """
 
 from __future__ import annotations
@@ -21,37 +20,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..figures import pyplot, save_figure
+from ..training.qat import QUANTIZATION_SCHEMES, check_scheme, fake_quantize_configs, finish_qat, prepare_qat
+from ..utils.figures import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
-
-QUANTIZATION_SCHEMES = ("int8-weight-only", "int8-dynamic")
-
-
-def _check_scheme(scheme: str) -> None:
-    if scheme not in QUANTIZATION_SCHEMES:
-        raise ValueError(f"unknown quantization scheme {scheme!r}; choose one of {QUANTIZATION_SCHEMES}")
 
 
 def torchao_config(scheme: str):
     """The torchao post-training config of a scheme."""
-    _check_scheme(scheme)
+    check_scheme(scheme)
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, MappingType
 
     if scheme == "int8-weight-only":
         return Int8WeightOnlyConfig()
     return Int8DynamicActivationInt8WeightConfig(act_mapping_type=MappingType.ASYMMETRIC)
-
-
-def fake_quantize_configs(scheme: str) -> dict:
-    """torchao fake-quantization configs with the numerics of `torchao_config(scheme)` (for QAT)."""
-    _check_scheme(scheme)
-    from torchao.quantization.qat import IntxFakeQuantizeConfig
-
-    configs = {"weight_config": IntxFakeQuantizeConfig(torch.int8, "per_channel", is_symmetric=True)}
-    if scheme == "int8-dynamic":
-        configs["activation_config"] = IntxFakeQuantizeConfig(torch.int8, "per_token", is_symmetric=False)
-    return configs
 
 
 def load_quantized(folder: str | os.PathLike, scheme: str, **kwargs):
@@ -93,32 +75,6 @@ def interleaved_latency(models: dict[str, nn.Module], pixel_values: torch.Tensor
             model(pixel_values=pixel_values)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
-
-
-def prepare_qat(model: nn.Module, scheme: str = "int8-dynamic") -> nn.Module:
-    """Quantization-aware training: swap every `nn.Linear` for torchao's fake-quantized linear (in place).
-
-    Forward passes then see the weights (and, for "int8-dynamic", the activations) rounded to int8 as the deployed
-    model will; gradients pass straight through the rounding. Call `finish_qat` before saving."""
-    from torchao.quantization import quantize_
-    from torchao.quantization.qat import QATConfig
-
-    quantize_(model, QATConfig(step="prepare", **fake_quantize_configs(scheme)))
-    logger.info(
-        "quantization-aware training (%s): %d linear layers fake-quantized",
-        scheme,
-        sum(type(m).__name__ == "FakeQuantizedLinear" for m in model.modules()),
-    )
-    return model
-
-
-def finish_qat(model: nn.Module) -> nn.Module:
-    """Swap the fake-quantized linears back to plain `nn.Linear` (same trained weights), in place."""
-    from torchao.quantization import quantize_
-    from torchao.quantization.qat import QATConfig
-
-    quantize_(model, QATConfig(step="convert"))
-    return model
 
 
 def draw_quantization(report: dict, path: str | os.PathLike) -> str:

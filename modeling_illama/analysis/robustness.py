@@ -96,7 +96,7 @@ ATTACKS = {"fgsm": FGSM, "pgd": PGD}
 @lru_cache(maxsize=1)
 def imagenet_wnids() -> tuple[str, ...]:
     """The 1000 ImageNet-1K WordNet ids, index = class id (sorted order)."""
-    from ..conversion.labels import imagenet_classes
+    from ..labels import imagenet_classes
 
     return tuple(synset for synset, _ in imagenet_classes())
 

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..figures import pyplot, save_figure
+from ..utils.figures import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
 

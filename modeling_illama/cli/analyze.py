@@ -194,7 +194,7 @@ def run_attention_rank(args) -> tuple[list[str], str]:
 
 
 def _machine() -> dict:
-    from modeling_illama.machine import cpu_model
+    from modeling_illama.utils.machine import cpu_model
 
     return {"cpu": cpu_model(), "load_average": list(os.getloadavg())}
 

@@ -114,8 +114,8 @@ def main(argv=None) -> int:
         return user_error(PROG, missing)
     if args.model and (missing := missing_model_folder(args.model)):
         return user_error(PROG, missing)
+    from modeling_illama.training.assembly import distributed_state
     from modeling_illama.training.output_dir import claim_output_dir
-    from modeling_illama.training.trainer import distributed_state
 
     state = distributed_state()
     try:  # one run per folder, and never over an existing model unless --overwrite
@@ -142,7 +142,9 @@ def train(args: argparse.Namespace, state) -> int:
         return user_error(PROG, error)
     record = recipe.recipe_dict()  # what the run computes: recipe, model, data (compared on --resume)
 
-    from modeling_illama.training.trainer import build_training, last_checkpoint, save_final_model
+    from modeling_illama.training.assembly import save_final_model
+    from modeling_illama.training.resume import last_checkpoint
+    from modeling_illama.training.tasks import build_training
 
     resume = None
     if args.resume:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..configuration_illama import _pair
+from ..configuration_illama import to_pair
 from ..llm.safetensors_index import SafetensorsCheckpoint
 from .cards import RELEASED_VARIANTS, ReleasedVariant, released_variant, render_card
 from .detect import count_parameters, detect_config
@@ -70,7 +70,7 @@ def verify_against_reference(
     """Max |logit difference| between the saved folder (eager and sdpa, fp32) and the reference forward pass."""
     from transformers import AutoModelForImageClassification
 
-    height, width = _pair(config.image_size)
+    height, width = to_pair(config.image_size)
     generator = torch.Generator().manual_seed(seed)
     pixels = torch.randn(num_inputs, config.num_channels, height, width, generator=generator)
     fp32_state = {key: tensor.float() for key, tensor in official_state_dict.items()}
@@ -165,7 +165,7 @@ def convert_checkpoint(
             variant,
             hidden_size=config.hidden_size,
             num_hidden_layers=config.num_hidden_layers,
-            resolution=_pair(config.image_size)[0],
+            resolution=to_pair(config.image_size)[0],
             num_parameters=count_parameters(official),
             num_labels=config.num_labels,
             source=f"`{checkpoint.name}`" if variant is None else None,

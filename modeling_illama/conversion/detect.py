@@ -8,10 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..configuration_illama import _pair
-from ..labels import class_names, label_fields
+from ..configuration_illama import to_pair
+from ..labels import class_names, default_id2label, label_fields
 from .keys import check_official_state_dict
-from .labels import default_id2label
 from .safe_load import CheckpointError
 
 HEAD_DIM = 64  # every released size uses 64-dimensional heads
@@ -81,7 +80,7 @@ def infer_image_size(arch: Architecture, image_size=None) -> int | tuple[int, in
                 "square grid of square patches: pass the image size explicitly (--image-size HEIGHT WIDTH)."
             )
         return side * patch_h
-    height, width = _pair(image_size)
+    height, width = to_pair(image_size)
     if height % patch_h or width % patch_w or (height // patch_h) * (width // patch_w) != arch.num_patches:
         raise CheckpointError(
             f"image size {height}x{width} with {patch_h}x{patch_w} patches gives "

@@ -10,7 +10,7 @@ import re
 
 import torch
 
-from ..configuration_illama import _pair
+from ..configuration_illama import to_pair
 from .safe_load import CheckpointError
 
 # (authors' key, our key); "{i}" stands for the block index.
@@ -86,7 +86,7 @@ def hf_to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 def official_shapes(config) -> dict[str, tuple[int, ...]]:
     """Every key and shape the authors' model of this config holds (7 + 9 * depth keys, 8 + 9 * depth with bias)."""
     dim, hidden, patch = config.hidden_size, config.intermediate_size, config.patch_size
-    patch_h, patch_w = _pair(patch)
+    patch_h, patch_w = to_pair(patch)
     shapes = {
         "cls_token": (1, 1, dim),
         "pos_embed": (1, config.num_patches + 1, dim),

@@ -71,7 +71,7 @@ def available_splits(source: str) -> list[str] | None:
     return sorted(names) or ["train"]
 
 
-def _load_kwargs(source: str, split: str) -> dict[str, Any]:
+def load_dataset_kwargs(source: str, split: str) -> dict[str, Any]:
     """Arguments of datasets.load_dataset for a Hub id, a parquet file/glob, or a local folder."""
     if source.endswith(".parquet") or (("*" in source) and "parquet" in source):
         files = sorted(glob.glob(source))
@@ -162,7 +162,7 @@ def load_image_dataset(
     shuffle: bool = True,
 ) -> ImageDataset:
     """Load one split. Streaming data is shuffled through a buffer and split across processes by node."""
-    kwargs = _load_kwargs(str(source), split)
+    kwargs = load_dataset_kwargs(str(source), split)
     try:
         dataset = datasets.load_dataset(**kwargs, split=split, streaming=streaming)
     except ValueError as error:

@@ -96,23 +96,30 @@ def render_training_card(
     from_scratch: bool = True,
 ) -> str:
     """README.md text: YAML front matter (library, pipeline, license, data sets, base model, model-index) + body."""
-    base_model = None if from_scratch else _base_model(model)
     data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-classification",
         license=LICENSE,
         tags=["image-classification", "vision", *_family_tags(recipe)],
         datasets=[dataset] if is_hub_id(dataset) else None,
-        base_model=base_model,
+        base_model=None if from_scratch else _base_model(model),
         metrics=["accuracy"],
         model_name=model_name,
         eval_results=_eval_results(metrics, dataset, eval_split) or None,
     )
     origin = f"trained from scratch from the preset `{model}`" if from_scratch else f"fine-tuned from `{model}`"
-    lines = [
+    shown = {k: v for k, v in metrics.items() if k.startswith("eval_") or k.startswith("train_")}
+    lines = _usage(model_name, f"{_family_description(recipe)} {origin} on `{dataset}` with `illama-train`.")
+    lines += _results(shown, log_history, eval_split, curves)
+    lines += _recipe_and_metrics(recipe, shown)
+    return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"
+
+
+def _usage(model_name: str, description: str) -> list[str]:
+    return [
         f"# {model_name}",
         "",
-        f"{_family_description(recipe)} {origin} on `{dataset}` with `illama-train`.",
+        description,
         "",
         "```python",
         "from transformers import pipeline",
@@ -121,10 +128,11 @@ def render_training_card(
         f'classifier = pipeline("image-classification", model="{model_name}")',
         "```",
         "",
-        "## Results",
-        "",
     ]
-    shown = {k: v for k, v in metrics.items() if k.startswith("eval_") or k.startswith("train_")}
+
+
+def _results(shown: dict[str, float], log_history, eval_split: str | None, curves: str | None) -> list[str]:
+    lines = ["## Results", ""]
     if "eval_top1" in shown:
         split = f" (`{eval_split}` split)" if eval_split else ""
         lines.append(
@@ -135,7 +143,11 @@ def render_training_card(
     lines += _evaluation_table(log_history)
     if curves:
         lines += ["", f"![training curves]({curves})"]
-    lines += [
+    return lines
+
+
+def _recipe_and_metrics(recipe: dict[str, Any], shown: dict[str, float]) -> list[str]:
+    return [
         "",
         "## Training recipe",
         "",
@@ -153,4 +165,3 @@ def render_training_card(
         ).rstrip(),
         "```",
     ]
-    return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..figures import pyplot, save_figure
+from ..utils.figures import pyplot, save_figure
 
 
 def curves(log_history: list[dict]) -> dict[str, tuple[list[int], list[float]]]:

@@ -24,9 +24,9 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration import configuration_files
 from ..image_processing_illama import EVAL_CROP_PCT
+from .qat import QUANTIZATION_SCHEMES as QAT_SCHEMES
 
 SOFT_MASK_SCHEDULES = ("none", "constant", "linear")
-QAT_SCHEMES = ("int8-weight-only", "int8-dynamic")  # modeling_illama.analysis.quantization.QUANTIZATION_SCHEMES
 LR_SCHEDULE_UNITS = ("step", "epoch")
 
 
@@ -129,7 +129,7 @@ class ILlamaTrainingArguments(TrainingArguments):
     soft_mask_cutoff_epochs: float = 50
     soft_mask_cutoff_steps: int | None = field(default=None, metadata={"help": "Overrides the cutoff in epochs."})
 
-    # quantization-aware training (analysis/quantization.py)
+    # quantization-aware training (training/qat.py)
     qat: str | None = field(
         default=None,
         metadata={"help": f"Train with fake-quantized int8 linears, one of {QAT_SCHEMES}; saved as plain weights."},
@@ -185,17 +185,18 @@ class ILlamaTrainingArguments(TrainingArguments):
         if self.lr_schedule_unit == "step":  # the epoch schedule reads min_lr itself
             check_scheduler_kwargs(self.lr_scheduler_type, self.lr_scheduler_kwargs)
 
-    def set_step_counts(self, num_processes: int) -> None:
-        """Set `gradient_accumulation_steps` for `num_processes`, and `max_steps` of streamed data (no length)
-        from `train_examples` per epoch."""
-        self.gradient_accumulation_steps = self.gradient_accumulation_for(num_processes)
+    def step_counts(self, num_processes: int) -> dict[str, int]:
+        """`gradient_accumulation_steps` for `num_processes`, and `max_steps` of streamed data (no length) from
+        `train_examples` per epoch: fields for `dataclasses.replace` (the recipe itself is left as it is)."""
+        counts = {"gradient_accumulation_steps": self.gradient_accumulation_for(num_processes)}
         if self.streaming and self.max_steps <= 0:
             if not self.train_examples:
                 raise ValueError(
                     "streaming data has no length: set max_steps=N or train_examples=N (images per epoch)"
                 )
-            per_step = self.per_device_train_batch_size * num_processes * self.gradient_accumulation_steps
-            self.max_steps = math.ceil(self.num_train_epochs * max(self.train_examples // per_step, 1))
+            per_step = self.per_device_train_batch_size * num_processes * counts["gradient_accumulation_steps"]
+            counts["max_steps"] = math.ceil(self.num_train_epochs * max(self.train_examples // per_step, 1))
+        return counts
 
     def gradient_accumulation_for(self, num_processes: int) -> int:
         """Micro-batches per optimizer step so that one step sees `global_batch_size` images."""

@@ -13,7 +13,7 @@ neither in the loss nor in the metrics. Evaluation (and the saved image processo
 an id that is neither a class nor void, stops the run with a `LabelError` naming it (the evaluation split is
 checked before training starts, training examples as they are read).
 
-`build_segmentation_training` is `trainer.TASK_BUILDERS[("semantic-segmentation", "illama")]`.
+`build_segmentation_training` is `tasks.TASK_BUILDERS[("semantic-segmentation", "illama")]`.
 """
 
 from __future__ import annotations
@@ -30,16 +30,18 @@ import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
 from PIL import Image
-from transformers import Trainer, UperNetConfig, UperNetForSemanticSegmentation, set_seed
+from transformers import Trainer, UperNetConfig, UperNetForSemanticSegmentation
 
-from ..configuration_illama import _pair
+from ..configuration_illama import to_pair
 from ..image_processing_illama import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ..image_processing_segmentation import build_segmentation_image_processor
 from ..labels import LabelError, label_fields
-from .data import _load_kwargs, decode_image
+from .assembly import StepLogCallback, TrainingRun, resolve_dataset, run_arguments, start_run, warmup_in_steps
+from .data import decode_image, load_dataset_kwargs
+from .metrics import load_metric
+from .models import is_model_dir
 from .optim import optimizer_param_groups
 from .recipes import Recipe
-from .soft_mask import cutoff_in_steps
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +143,8 @@ class SegmentationTrainTransform:
         self.transform = v2.Compose(
             [
                 # torchvision's target_size is (width, height): min(w_t / w, h_t / h) * U(scale_range)
-                v2.ScaleJitter(_pair(settings.scale_base)[::-1], scale_range=tuple(settings.scale_range)),
-                v2.RandomCrop(_pair(settings.crop_size), pad_if_needed=True, fill=fill),
+                v2.ScaleJitter(to_pair(settings.scale_base)[::-1], scale_range=tuple(settings.scale_range)),
+                v2.RandomCrop(to_pair(settings.crop_size), pad_if_needed=True, fill=fill),
                 v2.RandomHorizontalFlip(settings.hflip),
                 v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
                 v2.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
@@ -205,7 +207,7 @@ def load_segmentation_split(
 ):
     """One split with just the image and annotation `columns`, images left encoded (decoded in the transform).
     Streamed data is shuffled through a buffer and split across processes by node."""
-    kwargs = _load_kwargs(str(source), split)
+    kwargs = load_dataset_kwargs(str(source), split)
     dataset = datasets.load_dataset(**kwargs, split=split, streaming=streaming)
     present = list(dataset.column_names or (dataset.features or {}).keys())
     missing = [c for c in columns if c not in present]
@@ -288,9 +290,7 @@ def build_segmentation_model(model: str, recipe: Recipe, settings: SegmentationS
     from modeling_illama import ILlamaBackbone, load_preset
     from modeling_illama.loading import check_loading_info
 
-    from .trainer import is_model_dir
-
-    crop = _pair(settings.crop_size)
+    crop = to_pair(settings.crop_size)
     if is_model_dir(model) and AutoConfig.from_pretrained(model).model_type == "upernet":
         net, info = UperNetForSemanticSegmentation.from_pretrained(
             model, dtype=torch.float32, output_loading_info=True
@@ -314,7 +314,7 @@ def build_segmentation_model(model: str, recipe: Recipe, settings: SegmentationS
         )
         # the pyramid neck is new; every transformer weight must come from the folder
         check_loading_info(recipe.backbone, info, new_modules=("fpn.",), remedy="start from a complete iLLaMA folder")
-        if backbone.config.grid_size != tuple(c // p for c, p in zip(crop, _pair(backbone.config.patch_size))):
+        if backbone.config.grid_size != tuple(c // p for c, p in zip(crop, to_pair(backbone.config.patch_size))):
             logger.info("resizing position embeddings %s -> %s", backbone.config.image_size, crop)
             backbone.resize_position_embeddings(crop)
         backbone_config = backbone.config
@@ -339,7 +339,6 @@ def build_segmentation_model(model: str, recipe: Recipe, settings: SegmentationS
 
 def segmentation_metrics(settings: SegmentationSettings):
     """compute_metrics for Trainer: mIoU, pixel accuracy, mean accuracy and per-class IoU (local evaluate module)."""
-    from .metrics import load_metric
 
     def compute(eval_pred) -> dict[str, float]:
         predictions = np.asarray(eval_pred.predictions)
@@ -413,25 +412,55 @@ def check_segmentation_recipe(recipe: Recipe) -> None:
         raise ValueError(f"qat ({recipe.qat}) is for classification recipes; remove it")
 
 
-def build_segmentation_training(recipe: Recipe, model: torch.nn.Module | None = None):
+def build_segmentation_training(recipe: Recipe, model: torch.nn.Module | None = None) -> TrainingRun:
     """`TASK_BUILDERS[("semantic-segmentation", "illama")]`: data, UperNet on an iLLaMA backbone (`recipe.model`
     preset from scratch, `recipe.backbone` folder, or a saved UperNet folder) and Trainer. `model`: a ready
     segmentation model instead (benchmarks train another backbone with the same data and schedule).
 
-    Sets the run-time fields of `recipe` in place, as the classification builder does: gradient accumulation
-    (from `global_batch_size`), `max_steps` of streamed data and `warmup_steps` (from `warmup_epochs`).
+    `recipe` is left as it is, as in the classification builder: the Trainer trains with a copy whose run-time fields
+    are set (gradient accumulation, `max_steps` of streamed data, `warmup_steps` from `warmup_epochs`).
     """
-    from .trainer import StepLogCallback, TrainingRun, distributed_state, resolve_dataset
-
     check_segmentation_recipe(recipe)
-    if model is None and not recipe.model:
-        raise ValueError("no model: pass --model PRESET|DIR or set `model:` in the recipe")
-    if not recipe.dataset:
-        raise ValueError("no data set: pass --dataset (Hub id, folder or parquet) or set `dataset:` in the recipe")
+    state = start_run(recipe, needs_model=model is None)
     settings = SegmentationSettings.from_recipe(recipe)
     columns = (recipe.image_column or "image", recipe.label_column or "annotation")
-    state = distributed_state()
-    set_seed(recipe.seed)
+    train, evaluation = load_segmentation_data(recipe, state, columns, settings)
+    net = model if model is not None else build_segmentation_model(recipe.model, recipe, settings)
+    processor = build_segmentation_image_processor(settings.eval_size, settings.reduce_labels)
+    train_set = with_segmentation_transform(train, SegmentationTrainTransform(settings), columns, settings)
+    eval_set = None
+    if evaluation is not None:
+        eval_set = with_segmentation_transform(
+            evaluation, SegmentationEvalTransform(settings, processor), columns, settings
+        )
+    trainer = SegmentationTrainer(
+        model=net,
+        args=run_arguments(recipe, state.num_processes, evaluates=evaluation is not None),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=collate_segmentation,
+        processing_class=processor,
+        compute_metrics=segmentation_metrics(settings) if eval_set is not None else None,
+        preprocess_logits_for_metrics=predicted_labels,
+        callbacks=[StepLogCallback()],
+    )
+    steps_per_epoch = trainer.optimizer_steps_per_epoch()
+    trainer.args.warmup_steps = warmup_in_steps(trainer.args, steps_per_epoch)
+    log_segmentation_run(trainer.args, settings, steps_per_epoch, net)
+    names = settings.label_names
+    return TrainingRun(
+        trainer,
+        None,
+        SegmentationData(train, names),
+        SegmentationData(evaluation, names) if evaluation is not None else None,
+        steps_per_epoch,
+        processor,
+    )
+
+
+def load_segmentation_data(recipe: Recipe, state, columns: tuple[str, str], settings: SegmentationSettings):
+    """The training split (this process's shard when streamed) and the evaluation split, its label maps checked
+    before training (None without one)."""
     train = load_segmentation_split(
         resolve_dataset(recipe.dataset),
         recipe.train_split,
@@ -442,59 +471,25 @@ def build_segmentation_training(recipe: Recipe, model: torch.nn.Module | None = 
         state.process_index,
         state.num_processes,
     )
-    evaluation = None
-    if recipe.eval_split:
-        eval_source = resolve_dataset(recipe.eval_dataset or recipe.dataset)
-        evaluation = load_segmentation_split(eval_source, recipe.eval_split, columns)
-        check_label_maps(evaluation, columns, settings, f"{recipe.eval_dataset or recipe.dataset} {recipe.eval_split}")
-    else:
-        recipe.eval_strategy = "no"
+    if not recipe.eval_split:
+        return train, None
+    eval_source = resolve_dataset(recipe.eval_dataset or recipe.dataset)
+    evaluation = load_segmentation_split(eval_source, recipe.eval_split, columns)
+    check_label_maps(evaluation, columns, settings, f"{recipe.eval_dataset or recipe.dataset} {recipe.eval_split}")
+    return train, evaluation
 
-    net = model if model is not None else build_segmentation_model(recipe.model, recipe, settings)
-    processor = build_segmentation_image_processor(settings.eval_size, settings.reduce_labels)
-    train_set = with_segmentation_transform(train, SegmentationTrainTransform(settings), columns, settings)
-    eval_set = None
-    if evaluation is not None:
-        eval_set = with_segmentation_transform(
-            evaluation, SegmentationEvalTransform(settings, processor), columns, settings
-        )
 
-    recipe.set_step_counts(state.num_processes)
-    trainer = SegmentationTrainer(
-        model=net,
-        args=recipe,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=collate_segmentation,
-        processing_class=processor,
-        compute_metrics=segmentation_metrics(settings) if eval_set is not None else None,
-        preprocess_logits_for_metrics=predicted_labels,
-        callbacks=[StepLogCallback()],
-    )
-    steps_per_epoch = trainer.optimizer_steps_per_epoch()
-    if recipe.warmup_epochs is not None:
-        if steps_per_epoch is None and recipe.warmup_epochs:
-            raise ValueError("warmup in epochs needs a known epoch length: set warmup_steps=N (or train_examples=N)")
-        recipe.warmup_steps = cutoff_in_steps(recipe.warmup_epochs, steps_per_epoch or 0)
+def log_segmentation_run(args: Recipe, settings: SegmentationSettings, steps_per_epoch: int | None, net) -> None:
     logger.info(
         "segmentation: %d classes, crop %s, steps per epoch %s, warmup %s steps (%s), gradient accumulation %d, "
         "soft-mask rate %s",
         settings.num_labels,
         settings.crop_size,
         steps_per_epoch,
-        recipe.warmup_steps,
-        getattr(recipe.lr_scheduler_type, "value", recipe.lr_scheduler_type),
-        recipe.gradient_accumulation_steps,
+        args.warmup_steps,
+        getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type),
+        args.gradient_accumulation_steps,
         getattr(net.config.backbone_config, "soft_mask_rate", None),
-    )
-    names = settings.label_names
-    return TrainingRun(
-        trainer,
-        None,
-        SegmentationData(train, names),
-        SegmentationData(evaluation, names) if evaluation is not None else None,
-        steps_per_epoch,
-        processor,
     )
 
 

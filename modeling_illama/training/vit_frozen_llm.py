@@ -6,8 +6,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
-
+from ..labels import class_names, label_fields
+from ..llm.frozen import attach_frozen_llm, vit_to_frozen_llm_model
+from ..modeling_vit_frozen_llm import ViTWithFrozenLLMConfig, ViTWithFrozenLLMForImageClassification
+from .classification import build_image_classification
+from .models import is_model_dir, load_classifier_folder
 from .recipes import Recipe
 
 logger = logging.getLogger(__name__)
@@ -35,48 +38,13 @@ def build_vit_frozen_llm_model(model: str, recipe: Recipe, label_names: list[str
     """`model` is a size name (`vit-tiny`, `vit-small`, `vit-base`: from scratch) or a saved folder of a ViT/DeiT
     (`model_type` "vit") or of this family. `recipe.frozen_llm` (a LLaMA folder, Hugging Face or Meta format)
     adds the frozen layer(s); `recipe.drop_path_rate` sets stochastic depth; the head follows the labels."""
-    from transformers import AutoConfig, ViTForImageClassification
-
-    from ..labels import class_names, label_fields
-    from ..llm.frozen import attach_frozen_llm, vit_to_frozen_llm_model
-    from ..loading import check_loading_info
-    from ..modeling_vit_frozen_llm import ViTWithFrozenLLMConfig, ViTWithFrozenLLMForImageClassification
-    from .trainer import _log_head, is_model_dir
-
-    labels = label_fields(label_names)
     if is_model_dir(model):
-        saved = AutoConfig.from_pretrained(model)
-        if saved.model_type == "vit":
-            model_class = ViTForImageClassification
-        elif saved.model_type == ViTWithFrozenLLMConfig.model_type:
-            model_class = ViTWithFrozenLLMForImageClassification
-        else:
-            raise ValueError(
-                f"{model} is a {saved.model_type!r} model; model_family vit_frozen_llm takes a ViT/DeiT folder "
-                "(model_type 'vit') or a vit_frozen_llm folder"
-            )
-        kwargs: dict[str, Any] = {"dtype": torch.float32, "output_loading_info": True}
-        if class_names(saved.id2label) != list(label_names):
-            kwargs.update(labels, ignore_mismatched_sizes=True)
-        if model_class is ViTWithFrozenLLMForImageClassification:
-            kwargs["drop_path_rate"] = recipe.drop_path_rate
-        net, info = model_class.from_pretrained(model, **kwargs)
-        _log_head(model, net, info, label_names)
-        check_loading_info(model, info, new_modules=("classifier.",), remedy="fine-tune from a complete model folder")
-        if model_class is ViTForImageClassification:
-            net = vit_to_frozen_llm_model(net, drop_path_rate=recipe.drop_path_rate)
-        elif net.config.frozen_llm and recipe.frozen_llm:
-            raise ValueError(f"{model} already holds frozen LLaMA layers; drop `frozen_llm` from the recipe")
-        if recipe.image_size and recipe.image_size != net.config.image_size:
-            raise ValueError(
-                f"{model} was trained at {net.config.image_size} px; changing the resolution (image_size="
-                f"{recipe.image_size}) is not supported for this family"
-            )
+        net = load_vit_folder(model, recipe, label_names)
     elif model in VIT_SIZES:
         fields = {**VIT_DEFAULTS, **VIT_SIZES[model], **recipe.model_overrides}
         if recipe.image_size:
             fields["image_size"] = recipe.image_size
-        config = ViTWithFrozenLLMConfig(**fields, drop_path_rate=recipe.drop_path_rate, **labels)
+        config = ViTWithFrozenLLMConfig(**fields, drop_path_rate=recipe.drop_path_rate, **label_fields(label_names))
         net = ViTWithFrozenLLMForImageClassification(config)
     else:
         raise ValueError(
@@ -99,3 +67,40 @@ def build_vit_frozen_llm_model(model: str, recipe: Recipe, label_names: list[str
             settings.rms_norm_eps,
         )
     return net
+
+
+def load_vit_folder(model: str, recipe: Recipe, label_names: list[str]):
+    """A saved ViT/DeiT folder (turned into this family) or a folder of this family, head following the labels."""
+    from transformers import AutoConfig, ViTForImageClassification
+
+    saved = AutoConfig.from_pretrained(model)
+    if saved.model_type == "vit":
+        model_class = ViTForImageClassification
+    elif saved.model_type == ViTWithFrozenLLMConfig.model_type:
+        model_class = ViTWithFrozenLLMForImageClassification
+    else:
+        raise ValueError(
+            f"{model} is a {saved.model_type!r} model; model_family vit_frozen_llm takes a ViT/DeiT folder "
+            "(model_type 'vit') or a vit_frozen_llm folder"
+        )
+    kwargs: dict[str, Any] = {}
+    if class_names(saved.id2label) != list(label_names):
+        kwargs.update(label_fields(label_names), ignore_mismatched_sizes=True)
+    if model_class is ViTWithFrozenLLMForImageClassification:
+        kwargs["drop_path_rate"] = recipe.drop_path_rate
+    net = load_classifier_folder(model_class, model, label_names, **kwargs)
+    if model_class is ViTForImageClassification:
+        net = vit_to_frozen_llm_model(net, drop_path_rate=recipe.drop_path_rate)
+    elif net.config.frozen_llm and recipe.frozen_llm:
+        raise ValueError(f"{model} already holds frozen LLaMA layers; drop `frozen_llm` from the recipe")
+    if recipe.image_size and recipe.image_size != net.config.image_size:
+        raise ValueError(
+            f"{model} was trained at {net.config.image_size} px; changing the resolution (image_size="
+            f"{recipe.image_size}) is not supported for this family"
+        )
+    return net
+
+
+def build_vit_frozen_llm_classification(recipe: Recipe):
+    """The image-classification run of a ViT/DeiT with frozen LLaMA layer(s): the iLLaMA run with this family's model."""
+    return build_image_classification(recipe, build_vit_frozen_llm_model)

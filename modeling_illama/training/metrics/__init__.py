@@ -5,6 +5,8 @@ Load one with `evaluate.load(metric_path("top_k_accuracy"))`; it works offline.
 
 from pathlib import Path
 
+import numpy as np
+
 METRICS_DIR = Path(__file__).resolve().parent
 METRIC_NAMES = ("top_k_accuracy", "expected_calibration_error", "mean_iou")
 
@@ -29,3 +31,11 @@ def classification_metrics(logits, labels) -> dict[str, float]:
     top = load_metric("top_k_accuracy").compute(predictions=logits, references=labels, k=k)
     ece = load_metric("expected_calibration_error").compute(predictions=logits, references=labels, from_logits=True)
     return {"top1": top["top1"], "top5": top[f"top{k[1]}"], "ece": ece["ece"]}
+
+
+def compute_classification_metrics(eval_pred) -> dict[str, float]:
+    """Trainer's `compute_metrics`: top-1, top-5 and ECE of an `EvalPrediction` (`classification_metrics`)."""
+    logits = np.asarray(
+        eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+    )
+    return classification_metrics(logits, np.asarray(eval_pred.label_ids))
