@@ -74,6 +74,8 @@ def flash_backward(grad, query, key, value, output, lse, is_causal: bool, scalin
 
 def _soft_mask_(weights: torch.Tensor, rate: float) -> torch.Tensor:
     """weights *= M in place, the products in fp32 (one rounding to the weights' dtype)."""
+    if rate >= 1.0:
+        return weights
     if rate == 0.0:
         return weights.tril_()
     return weights.mul_(soft_attention_mask(weights.shape[-1], rate, "post_softmax", torch.float32, weights.device))
