@@ -1,19 +1,15 @@
-"""iLLaMA's soft mask M and its post-softmax arithmetic on fused attention kernels, exact, with gradients.
+"""iLLaMA's soft mask M and the post-softmax attention on fused kernels, exact, with gradients.
 
-    out = (softmax(QK^T * scale) * M) V,    M = r + (1 - r) * tril(ones)    (r: the soft-mask rate)
-
-With P = softmax(S) over all keys, L_f / L_c the log-sum-exp of the full / causal rows of S, O_f / O_c plain
-full / causal attention outputs, G the output gradient and a_i = G_i . out_i:
-
+    out = (softmax(S) * M) V,  S = QK^T * scale,  M = r + (1 - r) * tril(ones)  (r: the soft-mask rate)
     out_i = r * O_f,i + (1 - r) * O_c,i * exp(L_c,i - L_f,i)
-    dS_ij = P_ij * (G_i . (r v_j) - a_i) + (1 - r) * [j <= i] * P_ij * G_i . v_j
+    dS_ij = P_ij * (G_i . (r v_j) - G_i . out_i) + (1 - r) * [j <= i] * P_ij * G_i . v_j
 
-A flash backward call recomputes its weights as exp(S - lse) from the lse it is given and subtracts G_i . out_i,
-so each term is one flash backward call: the full one with value r * V and the true output, the causal one with
-the FULL rows' lse and a zero output. Nothing N x N is kept. Paths (`ILlamaConfig.post_softmax_path`):
-"materialised" (softmax(S) * M; autograd keeps the N x N weights), "fused" (two flash calls forward and two
-backward), "recompute" (the backward recomputes P one layer at a time), "auto" (`AUTO_PATH_RULES`). The kernels
-run in the model's dtype; the factor exp(L_c - L_f) and the r-weighted sums in fp32, rounded once.
+O_f / O_c: plain full / causal attention, L_f / L_c their rows' log-sum-exp, P = softmax(S), G the output
+gradient. A flash backward call recomputes P as exp(S - lse) from the lse it is given, so dS is two of them:
+value r * V with the true output, and causal with the FULL lse and a zero output. Nothing N x N is kept.
+Paths (`config.post_softmax_path`): "materialised" (autograd keeps softmax(S) * M), "fused" (the identities
+above), "recompute" (the backward recomputes P), "auto" (`AUTO_PATH_RULES`). Kernels run in the model's dtype;
+exp(L_c - L_f) and the r-weighted sums in fp32, rounded once.
 """
 
 import torch
@@ -33,19 +29,13 @@ def soft_attention_mask(num_tokens: int, rate: float, style: str, dtype: torch.d
     return (mask if style == "post_softmax" else mask.log_()).to(dtype)
 
 
-def _causal(num_tokens: int, device) -> torch.Tensor:
-    return soft_attention_mask(num_tokens, 0.0, "post_softmax", torch.bool, device)
-
-
-def _cuda_flash_supported(query: torch.Tensor) -> bool:
-    return query.dtype in (torch.float16, torch.bfloat16) and query.shape[-1] % 8 == 0 and query.shape[-1] <= 256
-
-
 def fused_kernels_available(query: torch.Tensor) -> bool:
     """Whether this device/dtype has a fused attention kernel that returns the log-sum-exp (and its backward)."""
     if query.device.type == "cpu":
         return query.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-    return query.device.type == "cuda" and _cuda_flash_supported(query)
+    head_dim = query.shape[-1]
+    cuda_flash = query.dtype in (torch.float16, torch.bfloat16) and head_dim % 8 == 0 and head_dim <= 256
+    return query.device.type == "cuda" and cuda_flash
 
 
 def flash_forward(query, key, value, is_causal: bool, scaling: float):
@@ -185,9 +175,8 @@ def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)
 
 
-# The fastest exact path per case, from benchmarks/run_benchmark.py --attention-paths on the CPU named in
-# benchmarks/results/attention_paths_cpu.md (another CPU may differ, e.g. with AMX). Rows (device, dtypes,
-# training, min_tokens, path); the first match wins. Training picks among the paths keeping nothing N x N.
+# The fastest exact path per case, measured by benchmarks/run_benchmark.py --attention-paths (the CPU is named in
+# its results). Rows (device, dtypes, training, min_tokens, path), first match wins; training: nothing N x N kept.
 _CPU_FLOATS = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 AUTO_PATH_RULES = (
     ("cuda", (torch.float16, torch.bfloat16), False, 0, "fused"),
@@ -223,14 +212,10 @@ def post_softmax_attention_paths(query, key, value, rate: float, scaling: float,
     path = choose_post_softmax_path(query, _needs_grad(query, key, value), path)
     if path == "materialised" and _needs_grad(query, key, value):
         weights = F.softmax(_scores(query, key, scaling), dim=-1)
-        if rate > 0.0:  # weights * M for autograd, r * w in fp32 rounded once
-            return torch.matmul(
-                torch.where(_causal(weights.shape[-1], weights.device), weights, weights * rate), value
-            )
-        return torch.matmul(weights.tril(), value)
+        causal = soft_attention_mask(weights.shape[-1], 0.0, "post_softmax", torch.bool, weights.device)
+        return torch.matmul(torch.where(causal, weights, weights * rate), value)  # r * w in fp32, rounded once
     if path == "fused":
         return post_softmax_memory_saving_attention(query, key, value, rate, scaling, "fused", "fused")
-    forward_path = "fused" if choose_post_softmax_path(query, False) == "fused" else "materialised"
-    if path == "materialised":
-        forward_path = "materialised"
+    inference_forward = "fused" if choose_post_softmax_path(query, False) == "fused" else "materialised"
+    forward_path = "materialised" if path == "materialised" else inference_forward
     return post_softmax_memory_saving_attention(query, key, value, rate, scaling, forward_path, "recompute")

@@ -180,19 +180,9 @@ class ILlamaRotaryEmbedding(nn.Module):
         return rotary_angles(num_tokens, self.head_dim, self.theta, device=self.cos.device)
 
 
-def eager_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    soft_mask_rate: float = 1.0,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reference arithmetic, as the authors compute it, returning the weights: softmax(QK^T * scale) * M
-    (mask_style "post_softmax", no renormalisation) or softmax(QK^T * scale + log M) ("renormalized").
-    M is built from `soft_mask_rate`; `attention_mask` is unused (images have no padding)."""
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, soft_mask_rate=1.0, **kwargs):
+    """The reference arithmetic, returning the weights: softmax(QK^T * scale) * M (mask_style "post_softmax",
+    the authors') or softmax(QK^T * scale + log M) ("renormalized"), M built from r; no padding mask."""
     style = module.config.mask_style
     mask = soft_attention_mask(key.shape[-2], soft_mask_rate, style, query.dtype, query.device)
     attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
@@ -221,9 +211,8 @@ def sdpa_attention_forward(module, query, key, value, attention_mask, scaling, s
 
 
 class ILlamaAttentionInterface(AttentionInterface):
-    """Transformers' AttentionInterface holding iLLaMA's functions only: every function takes the soft-mask rate
-    r (`soft_mask_rate`) and builds M from it. "eager" is `eager_attention_forward`; add a backend with
-    `ILlamaAttentionInterface.register(name, function)` (same signature, returns (output, weights or None))."""
+    """Transformers' AttentionInterface with iLLaMA's functions only (each takes r as `soft_mask_rate`); "eager" is
+    `eager_attention_forward`. Add a backend with `ILlamaAttentionInterface.register(name, function)`."""
 
     _global_mapping = {"sdpa": sdpa_attention_forward}
 
