@@ -18,9 +18,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.activations import ACT2FN
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.llama.modeling_llama import LlamaRMSNorm, eager_attention_forward
+from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm, eager_attention_forward
 
 from .configuration_frozen_llm import ILlamaFrozenLLMConfig
 from .frozen_llm_source import copy_source_tensors
@@ -55,30 +54,15 @@ class ILlamaFrozenLLMAttention(nn.Module):
         return self.o_proj(attn_output.reshape(*hidden_states.shape[:-1], -1))
 
 
-class ILlamaFrozenLLMMLP(nn.Module):
-    """LLaMA's gated MLP: down(act(gate x) * up x)."""
-
-    def __init__(self, config: ILlamaFrozenLLMConfig):
-        super().__init__()
-        hidden, inner, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
-        self.gate_proj = nn.Linear(hidden, inner, bias=bias)
-        self.up_proj = nn.Linear(hidden, inner, bias=bias)
-        self.down_proj = nn.Linear(inner, hidden, bias=bias)
-        self.act_fn = ACT2FN[config.hidden_act]
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act_fn(self.gate_proj(hidden_states)) * self.up_proj(hidden_states))
-
-
 class ILlamaFrozenLLMLayer(nn.Module):
-    """One LLaMA decoder layer, with the parameter names of transformers' LlamaDecoderLayer."""
+    """One LLaMA decoder layer (Transformers' LlamaRMSNorm and LlamaMLP; LlamaDecoderLayer's parameter names)."""
 
     def __init__(self, config: ILlamaFrozenLLMConfig):
         super().__init__()
         self.input_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.self_attn = ILlamaFrozenLLMAttention(config)
         self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.mlp = ILlamaFrozenLLMMLP(config)
+        self.mlp = LlamaMLP(config)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = hidden_states + self.self_attn(self.input_layernorm(hidden_states))
