@@ -4,10 +4,10 @@
 
 Each case runs in its own process and reports the peak resident set (VmHWM) added by one forward (and backward)
 and the anonymous memory still held after it (a mask cached on the model would stay there):
-- "mask_built": false: this version; post-softmax attention on "sdpa" rebuilds M from r on every path
-  (fused_attention_illama), so no mask is built, with or without gradients;
-- "mask_built": true: the same call with the mask forced (`_reads_only_rate` -> False), i.e. what every forward
-  did before; the cache keeps only the model's own token count, so it is freed after the call either way.
+- "mask_built": false: post-softmax attention on "sdpa" takes r as a number and its paths
+  (fused_attention_illama) need no N x N mask, so none is built, with or without gradients;
+- "mask_built": true: the same call with the N x N mask M built beside it (`soft_attention_mask`), i.e. what a
+  path that reads M adds; the model keeps no mask, so it is freed after the call either way.
 The model is tiny (width 32, 1 block, 1 head) so that the mask, not the activations, dominates. In training,
 `forward_seconds` covers the forward and the backward.
 
@@ -34,7 +34,7 @@ def run_case(force_mask: bool, training: bool, queue) -> None:
     import torch
 
     from modeling_illama import ILlamaForImageClassification, load_preset
-    from modeling_illama.modeling_illama import ILlamaModel
+    from modeling_illama.fused_attention_illama import soft_attention_mask
 
     torch.manual_seed(0)
     config = load_preset(
@@ -42,17 +42,17 @@ def run_case(force_mask: bool, training: bool, queue) -> None:
     )
     model = ILlamaForImageClassification(config).train(training)
     model.set_soft_mask_rate(0.37)
-    if force_mask:
-        ILlamaModel._reads_only_rate = lambda self, *args: False
     pixels = torch.randn(1, 3, SIZE, SIZE)
     anon_before, hwm_before = status_mib("RssAnon:"), status_mib("VmHWM:")
     start = time.perf_counter()
+    mask = soft_attention_mask((SIZE // 16) ** 2 + 1, 0.37, "post_softmax", torch.float32) if force_mask else None
     with torch.set_grad_enabled(training):
         logits = model(pixel_values=pixels, interpolate_pos_encoding=True).logits
         if training:
             logits.sum().backward()
     seconds = time.perf_counter() - start
-    cached = model.illama._mask_cache
+    del mask
+    cached = [name for name, value in vars(model.illama).items() if torch.is_tensor(value)] or None
     queue.put(
         {
             "mask_built": force_mask,
@@ -60,7 +60,7 @@ def run_case(force_mask: bool, training: bool, queue) -> None:
             "tokens": (SIZE // 16) ** 2 + 1,
             "peak_rss_added_mib": round(status_mib("VmHWM:") - hwm_before, 1),
             "anon_memory_held_after_mib": round(status_mib("RssAnon:") - anon_before, 1),
-            "mask_cached_after_call": None if cached is None else list(cached[0][:1]),
+            "mask_cached_after_call": cached,
             "forward_seconds": round(seconds, 2),
         }
     )

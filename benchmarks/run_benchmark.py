@@ -531,6 +531,12 @@ def draw_chart(result, path):
 # --attention-paths: iLLaMA-T with each exact path of the post-softmax mask forced (fused_attention_illama.py)
 # against timm deit_tiny, fp32 and bf16, inference and training, 224 and 384 px; the "auto" choice marked.
 ATTENTION_PATHS = ("materialised", "fused", "recompute")
+# the other selectable (mask_style, attn_implementation) pairs, timed beside the paths ("backends" in the results)
+OTHER_BACKENDS = {
+    "post_softmax_eager": ("post_softmax", "eager"),
+    "renormalized_sdpa": ("renormalized", "sdpa"),
+    "renormalized_eager": ("renormalized", "eager"),
+}
 # name -> (precision, mode, image, batch); bf16 inference casts the model (model.to(bfloat16)), bf16 training
 # is autocast (fp32 weights and AdamW, as accelerate's mixed_precision="bf16")
 PATH_CASES = {
@@ -579,7 +585,9 @@ def build_path_model(kind: str, image: int, smoke: bool = False) -> nn.Module:
         return timm.create_model(size["deit"], pretrained=False, **overrides)
     from modeling_illama import ILlamaForImageClassification, load_preset
 
-    overrides = {"image_size": image, "post_softmax_path": kind}
+    mask_style, implementation = OTHER_BACKENDS.get(kind, ("post_softmax", "sdpa"))
+    overrides = {"image_size": image, "mask_style": mask_style}
+    overrides["post_softmax_path"] = "auto" if kind in OTHER_BACKENDS else kind
     if smoke:
         overrides.update(
             hidden_size=size["width"],
@@ -588,7 +596,7 @@ def build_path_model(kind: str, image: int, smoke: bool = False) -> nn.Module:
             image_size=32,
         )
     config = load_preset(size["preset"], **overrides)
-    config._attn_implementation = "sdpa"
+    config._attn_implementation = implementation
     return _Logits(ILlamaForImageClassification(config))
 
 
@@ -678,7 +686,7 @@ def attention_paths_benchmark(args) -> dict:
     cases = {n: c for n, c in PATH_CASES.items() if c[2] in images and not (args.quick and c[2] == 384)}
     if args.smoke:
         cases = {n: (p, m, i, 2) for n, (p, m, i, b) in cases.items() if i == 224}
-    kinds = ("deit",) + ATTENTION_PATHS
+    kinds = ("deit",) + ATTENTION_PATHS + tuple(OTHER_BACKENDS)
     images = sorted({c[2] for c in cases.values()})
     runners = {(kind, image): PathRunner(kind, image, args.smoke) for kind in kinds for image in images}
     for precision, mode, image, batch in cases.values():  # warm-up
@@ -701,9 +709,10 @@ def attention_paths_benchmark(args) -> dict:
         auto = auto_path_for(precision, mode, image, args.smoke)
         deit = seconds[name]["deit"]
         entry = {"precision": precision, "mode": mode, "image": image, "batch": batch, "auto": auto, "paths": {}}
+        entry["backends"] = {}
         for kind in kinds:
             own = seconds[name][kind]
-            entry["paths"][kind] = {
+            entry["backends" if kind in OTHER_BACKENDS else "paths"][kind] = {
                 "images_per_s_median": batch / statistics.median(own),
                 "ratio_to_deit_median": statistics.median(d / s for d, s in zip(deit, own)),
                 "seconds_per_round": own,
@@ -714,7 +723,7 @@ def attention_paths_benchmark(args) -> dict:
         for image, batch in PATH_MEMORY_CASES.items():
             if args.quick and image == 384:
                 continue
-            for kind in kinds:
+            for kind in ("deit",) + ATTENTION_PATHS:
                 command = [sys.executable, str(Path(__file__).resolve()), "--_path-memory-worker", kind, str(image)]
                 command += ["--_path-memory-batch", str(2 if args.smoke else batch), "--threads", str(args.threads)]
                 command += ["--smoke"] * args.smoke
@@ -796,6 +805,14 @@ def attention_paths_markdown(result) -> str:
             mark = " **auto**" if kind == entry["auto"] else ""
             cells.append(f"{path['images_per_s_median']:.1f} ({path['ratio_to_deit_median']:.2f}x){mark}")
         cells.append(f"{entry['auto_vs_best']:.2f} (best {entry['best_path']})")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "The other backends (mask_style_backend), same rounds:", ""]
+    lines += ["| case | " + " | ".join(f"{k} img/s (x deit)" for k in OTHER_BACKENDS) + " |"]
+    lines += ["|---|" + "---|" * len(OTHER_BACKENDS)]
+    for name, entry in result["timing"].items():
+        cells = [f"{name} (b{entry['batch']})"]
+        for row in (entry.get("backends", {}).get(kind) for kind in OTHER_BACKENDS):
+            cells.append(f"{row['images_per_s_median']:.1f} ({row['ratio_to_deit_median']:.2f}x)" if row else "-")
         lines.append("| " + " | ".join(cells) + " |")
     if result["memory"]:
         lines += [

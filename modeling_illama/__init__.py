@@ -8,14 +8,11 @@ folder on a machine without this package).
 from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
 from .configuration_illama import ILlamaConfig
+from .configuration_vit_frozen_llm import ViTWithFrozenLLMConfig
 from .image_processing import build_image_processor
 from .image_processing_illama import ILlamaImageProcessor
 from .modeling_illama import ILlamaBackbone, ILlamaForImageClassification, ILlamaModel, ILlamaPreTrainedModel
-from .modeling_vit_frozen_llm import (
-    ViTWithFrozenLLMConfig,
-    ViTWithFrozenLLMForImageClassification,
-    ViTWithFrozenLLMModel,
-)
+from .modeling_vit_frozen_llm import ViTWithFrozenLLMForImageClassification, ViTWithFrozenLLMModel
 from .presets import list_presets, load_preset
 
 __version__ = "0.1.0"

@@ -15,70 +15,54 @@ single-dot siblings.
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.activations import ACT2FN
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm, eager_attention_forward
 
 from .configuration_frozen_llm import ILlamaFrozenLLMConfig
 from .frozen_llm_source import copy_source_tensors
-from .modeling_illama import ILlamaRMSNorm
 
 
 class ILlamaFrozenLLMAttention(nn.Module):
-    """LLaMA self-attention applied bidirectionally: no rotary embedding, no mask (grouped k/v heads allowed)."""
+    """LLaMA self-attention applied bidirectionally: no rotary embedding, no mask (grouped k/v heads allowed),
+    on Transformers' attention function for `config._attn_implementation` (the sub-config's)."""
 
     def __init__(self, config: ILlamaFrozenLLMConfig):
         super().__init__()
         hidden, bias = config.hidden_size, config.attention_bias
-        self.num_heads = config.num_attention_heads
-        self.num_key_value_heads = config.num_key_value_heads
+        self.config = config
         self.head_dim = config.head_dim
-        self.q_proj = nn.Linear(hidden, self.num_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(hidden, self.num_key_value_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(hidden, self.num_key_value_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=bias)
+        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = False
+        self.q_proj = nn.Linear(hidden, config.num_attention_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(hidden, config.num_key_value_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(hidden, config.num_key_value_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(config.num_attention_heads * self.head_dim, hidden, bias=bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        batch_size, num_tokens, _ = hidden_states.shape
-        shape = (batch_size, num_tokens, -1, self.head_dim)
+        shape = (*hidden_states.shape[:-1], -1, self.head_dim)
         query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
         key = self.k_proj(hidden_states).view(shape).transpose(1, 2)
         value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
-        groups = self.num_heads // self.num_key_value_heads
-        if groups > 1:
-            key = key.repeat_interleave(groups, dim=1)
-            value = value.repeat_interleave(groups, dim=1)
-        attn_output = F.scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False)
-        attn_output = attn_output.transpose(1, 2).reshape(batch_size, num_tokens, -1)
-        return self.o_proj(attn_output)
-
-
-class ILlamaFrozenLLMMLP(nn.Module):
-    """LLaMA's gated MLP: down(act(gate x) * up x)."""
-
-    def __init__(self, config: ILlamaFrozenLLMConfig):
-        super().__init__()
-        hidden, inner, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
-        self.gate_proj = nn.Linear(hidden, inner, bias=bias)
-        self.up_proj = nn.Linear(hidden, inner, bias=bias)
-        self.down_proj = nn.Linear(inner, hidden, bias=bias)
-        self.act_fn = ACT2FN[config.hidden_act]
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act_fn(self.gate_proj(hidden_states)) * self.up_proj(hidden_states))
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, _ = attention_interface(self, query, key, value, None, scaling=self.scaling, is_causal=False)
+        return self.o_proj(attn_output.reshape(*hidden_states.shape[:-1], -1))
 
 
 class ILlamaFrozenLLMLayer(nn.Module):
-    """One LLaMA decoder layer, with the parameter names of transformers' LlamaDecoderLayer."""
+    """One LLaMA decoder layer (Transformers' LlamaRMSNorm and LlamaMLP; LlamaDecoderLayer's parameter names)."""
 
     def __init__(self, config: ILlamaFrozenLLMConfig):
         super().__init__()
-        self.input_layernorm = ILlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.input_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.self_attn = ILlamaFrozenLLMAttention(config)
-        self.post_attention_layernorm = ILlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.mlp = ILlamaFrozenLLMMLP(config)
+        self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mlp = LlamaMLP(config)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = hidden_states + self.self_attn(self.input_layernorm(hidden_states))
@@ -92,9 +76,13 @@ class ILlamaFrozenLLM(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.frozen_config = settings = config.frozen_llm
+        if settings._attn_implementation is None:  # the parent's backend, unless the sub-config names its own
+            settings._attn_implementation_internal = config._attn_implementation
         self.input_projection = nn.Linear(config.hidden_size, settings.hidden_size, bias=False)
         self.layers = nn.ModuleList([ILlamaFrozenLLMLayer(settings) for _ in settings.layer_indices])
-        self.output_norm = ILlamaRMSNorm(settings.hidden_size, eps=settings.output_norm_eps, constant_weight=True)
+        self.output_norm = LlamaRMSNorm(settings.hidden_size, eps=settings.output_norm_eps)
+        del self.output_norm.weight  # a unit weight: never trained, saved or loaded
+        self.output_norm.register_buffer("weight", torch.ones(settings.hidden_size), persistent=False)
         self.output_projection = nn.Linear(settings.hidden_size, config.hidden_size, bias=False)
         self.freeze()
 
@@ -155,7 +143,7 @@ class ILlamaFrozenLLM(nn.Module):
             self.load_frozen_weights(only_uninitialized=True)
         elif needs_source:
             for module in self.layers.modules():
-                if isinstance(module, ILlamaRMSNorm):
+                if isinstance(module, LlamaRMSNorm):
                     init.ones_(module.weight)
         self.freeze()
 
@@ -182,4 +170,22 @@ def refresh_save_rules(model: nn.Module) -> None:
         submodule._keys_to_ignore_on_load_missing = ignore_missing
 
 
-__all__ = ["ILlamaFrozenLLM", "refresh_save_rules"]
+class FrozenLLMHostMixin:
+    """For a PreTrainedModel whose config may hold `frozen_llm` layers (iLLaMA, the ViT variant)."""
+
+    def set_attn_implementation(self, attn_implementation, *args, **kwargs):
+        # the frozen layers' sub-config follows the model's backend; set here, Transformers finds it already
+        # set and does not warn that no sub-model (a PreTrainedModel) holds that sub-config
+        if self.config.frozen_llm is not None and isinstance(attn_implementation, str):
+            self.config.frozen_llm._attn_implementation_internal = attn_implementation
+        return super().set_attn_implementation(attn_implementation, *args, **kwargs)
+
+    def _initialize_weights(self, module, is_custom_code: bool = False):
+        # Private hook (docs/DESIGN.md, pinned by tests/test_modeling.py): for custom code Transformers skips a
+        # module whose own tensors all loaded, which skips ILlamaFrozenLLM (it has none of its own), whose
+        # `_illama_init_weights` reads the source tensors and re-freezes the loaded layers. `_init_weights`
+        # writes through transformers.initialization, which leaves loaded tensors alone, so the skip is not needed.
+        super()._initialize_weights(module, is_custom_code=False)
+
+
+__all__ = ["FrozenLLMHostMixin", "ILlamaFrozenLLM", "refresh_save_rules"]

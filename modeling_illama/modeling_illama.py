@@ -6,7 +6,6 @@ without renormalising (`mask_style="post_softmax"`).
 """
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -15,13 +14,14 @@ from transformers import initialization as init
 from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.modeling_utils import AttentionInterface, PreTrainedModel
 from transformers.models.beit.modeling_beit import BeitFPNNeck
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_illama import POST_SOFTMAX_PATHS, ILlamaConfig, _pair
-from .fused_attention_illama import post_softmax_attention
+from .fused_attention_illama import post_softmax_attention_paths, soft_attention_mask
+from .modeling_frozen_llm import FrozenLLMHostMixin, ILlamaFrozenLLM
 
 
 class ILlamaRMSNorm(nn.Module):
@@ -180,126 +180,44 @@ class ILlamaRotaryEmbedding(nn.Module):
         return rotary_angles(num_tokens, self.head_dim, self.theta, device=self.cos.device)
 
 
-def soft_attention_mask(
-    num_tokens: int, rate: float, style: str, dtype: torch.dtype, device=None
-) -> torch.Tensor | None:
-    """THE mask arithmetic of iLLaMA, in one place. M = r * ones + (1 - r) * tril(ones): query i sees keys j <= i.
-
-    - "post_softmax": returns M itself, which multiplies softmax(QK^T) (no renormalisation).
-    - "renormalized": returns log M, added to the scores before the softmax (-inf where M = 0).
-    Returns None when M is all ones (r = 1), i.e. plain bidirectional attention.
-    """
-    if rate >= 1.0:
-        return None
-    causal = torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=device).tril()
-    if style == "post_softmax":
-        return torch.where(causal, 1.0, float(rate)).to(dtype)
-    off_diagonal = math.log(rate) if rate > 0 else torch.finfo(dtype).min
-    return torch.where(causal, 0.0, off_diagonal).to(dtype)
-
-
-def post_softmax_eager_attention(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """out = (softmax(QK^T * scale) * M) V, exactly as the authors compute it; returns the masked weights too."""
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, soft_mask_rate=1.0, **kwargs):
+    """The reference arithmetic, returning the weights: softmax(QK^T * scale) * M (mask_style "post_softmax",
+    the authors') or softmax(QK^T * scale + log M) ("renormalized"), M built from r; no padding mask."""
+    style = module.config.mask_style
+    mask = soft_attention_mask(key.shape[-2], soft_mask_rate, style, query.dtype, query.device)
     attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if mask is not None and style == "renormalized":
+        attn_weights = attn_weights + mask
     attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
-    if attention_mask is not None:
-        attn_weights = attn_weights * attention_mask
-    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
-    return attn_output, attn_weights
-
-
-def renormalized_eager_attention(module, query, key, value, attention_mask, scaling, **kwargs):
-    """Standard softmax(QK^T * scale + log M) V."""
-    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        attn_weights = attn_weights + attention_mask
-    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    if mask is not None and style == "post_softmax":
+        attn_weights = attn_weights * mask
     return torch.matmul(attn_weights, value).transpose(1, 2).contiguous(), attn_weights
 
 
-def _causal_or_full_only(implementation: str) -> Callable:
-    """Transformers' `implementation` kernel for the renormalized style where it is exact: r = 0 (plain causal
-    attention, `is_causal=True`) and r = 1 (no mask). It cannot add the float mask log M of 0 < r < 1."""
-
-    def attention(module, query, key, value, attention_mask, scaling, is_causal=False, soft_mask_rate=None, **kwargs):
-        if attention_mask is not None:
-            raise ValueError(
-                f"attn_implementation={implementation!r} computes mask_style='renormalized' only at soft-mask rate "
-                f"r = 0 (causal) or r = 1 (bidirectional), got r = {soft_mask_rate}: use 'sdpa' or 'eager' while "
-                "0 < r < 1 (e.g. during soft-mask training)."
-            )
-        return ALL_ATTENTION_FUNCTIONS[implementation](
-            module, query, key, value, None, scaling=scaling, is_causal=is_causal, **kwargs
-        )
-
-    attention.__name__ = f"renormalized_{implementation}_attention"
-    return attention
+def sdpa_attention_forward(module, query, key, value, attention_mask, scaling, soft_mask_rate=1.0, **kwargs):
+    """The fastest exact path, no weights: plain SDPA at r = 1 (and SDPA's causal kernel for the renormalized
+    style at r = 0, log M as its float mask otherwise); for the post-softmax style the path
+    `config.post_softmax_path` of fused_attention_illama.py ("auto": the measured rule table)."""
+    if soft_mask_rate < 1.0 and module.config.mask_style == "post_softmax":
+        path = module.config.post_softmax_path
+        attn_output = post_softmax_attention_paths(query, key, value, soft_mask_rate, scaling, path)
+    else:
+        mask = None
+        if 0.0 < soft_mask_rate < 1.0:
+            mask = soft_attention_mask(key.shape[-2], soft_mask_rate, "renormalized", query.dtype, query.device)
+        is_causal = soft_mask_rate == 0.0
+        attn_output = F.scaled_dot_product_attention(query, key, value, mask, is_causal=is_causal, scale=scaling)
+    return attn_output.transpose(1, 2).contiguous(), None
 
 
-def renormalized_flex_attention(module, query, key, value, attention_mask, scaling, is_causal=False, **kwargs):
-    """PyTorch's flex_attention for the renormalized style at any r: log M added as a `score_mod`, and at r = 0
-    (`is_causal`) a causal block mask, so fully masked blocks are skipped. Compiled on CUDA; elsewhere PyTorch's
-    uncompiled reference path (exact, but it materialises the scores: use "sdpa" for speed on CPU)."""
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+class ILlamaAttentionInterface(AttentionInterface):
+    """Transformers' AttentionInterface with iLLaMA's functions only (each takes r as `soft_mask_rate`); "eager" is
+    `eager_attention_forward`. Add a backend with `ILlamaAttentionInterface.register(name, function)`."""
 
-    num_queries, num_keys = query.shape[-2], key.shape[-2]
-    block_mask = score_mod = None
-    if is_causal:
-        block_mask = create_block_mask(
-            lambda b, h, q, k: q >= k, None, None, num_queries, num_keys, device=query.device
-        )
-    elif attention_mask is not None:
-        log_mask = attention_mask.to(query.dtype)
-
-        def score_mod(score, b, h, q, k):
-            return score + log_mask[q, k]
-
-    run = torch.compile(flex_attention) if query.device.type == "cuda" else flex_attention
-    output = run(query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scaling)
-    return output.transpose(1, 2).contiguous(), None
+    _global_mapping = {"sdpa": sdpa_attention_forward}
 
 
-class ILlamaAttentionInterface(dict):
-    """{(mask_style, attn_implementation): attention function}: Transformers' AttentionInterface, keyed also by
-    the mask style, since each style needs its own arithmetic. Every function has the signature
-    `(module, query, key, value, attention_mask, scaling, is_causal=..., soft_mask_rate=..., **kwargs)` and
-    returns `(output (batch, tokens, heads, head_dim), weights or None)`. Add a backend with
-    `ALL_ILLAMA_ATTENTION_FUNCTIONS[(style, name)] = function`.
-    """
-
-    def get_interface(self, mask_style: str, implementation: str) -> Callable:
-        function = self.get((mask_style, implementation))
-        if function is None:
-            supported = ", ".join(f"{name!r}" for style, name in self if style == mask_style)
-            raise ValueError(
-                f"iLLaMA has no attn_implementation={implementation!r} for mask_style={mask_style!r}; "
-                f"supported for this style: {supported}."
-            )
-        return function
-
-
-ALL_ILLAMA_ATTENTION_FUNCTIONS = ILlamaAttentionInterface(
-    {
-        ("post_softmax", "eager"): post_softmax_eager_attention,
-        ("post_softmax", "sdpa"): post_softmax_attention,
-        ("renormalized", "eager"): renormalized_eager_attention,
-        ("renormalized", "sdpa"): ALL_ATTENTION_FUNCTIONS["sdpa"],
-        ("renormalized", "flash_attention_2"): _causal_or_full_only("flash_attention_2"),
-        ("renormalized", "flash_attention_3"): _causal_or_full_only("flash_attention_3"),
-        ("renormalized", "flex_attention"): renormalized_flex_attention,
-    }
-)
-
-# backends that take plain causal attention as `is_causal=True` instead of a mask tensor
-_IS_CAUSAL_BACKENDS = ("sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+ALL_ATTENTION_FUNCTIONS = ILlamaAttentionInterface()
 
 
 class ILlamaAttention(nn.Module):
@@ -320,37 +238,26 @@ class ILlamaAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
-        attention_mask: torch.Tensor | None = None,
-        is_causal: bool = False,
+        soft_mask_rate: float = 1.0,
         last_token_only: bool = False,
-        soft_mask_rate: float | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`soft_mask_rate` is r; with `last_token_only` only the last (class) token queries, and since M's
+        last row is all ones that is plain attention (r = 1)."""
         batch_size, num_tokens, _ = hidden_states.shape
         qkv = self.qkv_proj(hidden_states).view(batch_size, num_tokens, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         cos, sin = position_embeddings
         key = apply_interleaved_rotary(key, cos, sin)
         if last_token_only:
-            # the last query attends to every key with M's last row = ones: plain attention, no mask
-            query = apply_interleaved_rotary(query[:, :, -1:], cos[-1:], sin[-1:])
-            attention_mask, is_causal = None, False
-        else:
-            query = apply_interleaved_rotary(query, cos, sin)
+            query, cos, sin, soft_mask_rate = query[:, :, -1:], cos[-1:], sin[-1:], 1.0
+        query = apply_interleaved_rotary(query, cos, sin)
 
-        attention_interface = ALL_ILLAMA_ATTENTION_FUNCTIONS.get_interface(
-            self.config.mask_style, self.config._attn_implementation
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
         )
         attn_output, attn_weights = attention_interface(
-            self,
-            query,
-            key,
-            value,
-            attention_mask,
-            scaling=self.scaling,
-            is_causal=is_causal,
-            soft_mask_rate=soft_mask_rate,
-            **kwargs,
+            self, query, key, value, None, scaling=self.scaling, soft_mask_rate=soft_mask_rate, **kwargs
         )
         attn_output = attn_output.reshape(batch_size, query.shape[2], -1)
         return self.o_proj(attn_output), attn_weights
@@ -405,45 +312,19 @@ class ILlamaLayer(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
-        attention_mask: torch.Tensor | None = None,
-        is_causal: bool = False,
         last_token_only: bool = False,
-        soft_mask_rate: float | None = None,
         **kwargs,
     ) -> torch.Tensor:
         """With `last_token_only`, keys and values come from every token but only the last (class) token is
-        updated and returned, shape (batch, 1, D). `soft_mask_rate` is the r `attention_mask` was built with."""
+        updated and returned, shape (batch, 1, D). `soft_mask_rate` (in kwargs) is r, for the attention."""
         attn_output, _ = self.self_attn(
-            self.input_layernorm(hidden_states),
-            position_embeddings=position_embeddings,
-            attention_mask=attention_mask,
-            is_causal=is_causal,
-            last_token_only=last_token_only,
-            soft_mask_rate=soft_mask_rate,
-            **kwargs,
+            self.input_layernorm(hidden_states), position_embeddings, last_token_only=last_token_only, **kwargs
         )
         if last_token_only:
             hidden_states = hidden_states[:, -1:]
         hidden_states = hidden_states + self.drop_path(attn_output)
         hidden_states = hidden_states + self.drop_path(self.mlp(self.post_attention_layernorm(hidden_states)))
         return hidden_states
-
-
-class FrozenLLMHostMixin:
-    """For a PreTrainedModel whose config may hold `frozen_llm` layers (iLLaMA, the ViT variant)."""
-
-    def set_attn_implementation(self, attn_implementation, *args, **kwargs):
-        # The frozen LLaMA layers run unmasked SDPA whatever the backend (exact for all of them); their sub-config
-        # follows the model's choice, else Transformers warns that it found no sub-model for that sub-config.
-        if self.config.frozen_llm is not None and isinstance(attn_implementation, str):
-            self.config.frozen_llm._attn_implementation_internal = attn_implementation
-        return super().set_attn_implementation(attn_implementation, *args, **kwargs)
-
-    def _initialize_weights(self, module, is_custom_code: bool = False):
-        # `_init_weights` writes through transformers.initialization, which leaves loaded tensors alone, so the
-        # shortcut Transformers takes for custom code (skip a module whose own tensors all loaded) is not needed;
-        # it would skip ILlamaFrozenLLM (no tensors of its own), whose init re-freezes the loaded LLaMA layers
-        super()._initialize_weights(module, is_custom_code=False)
 
 
 class ILlamaPreTrainedModel(FrozenLLMHostMixin, PreTrainedModel):
@@ -454,11 +335,11 @@ class ILlamaPreTrainedModel(FrozenLLMHostMixin, PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
     _no_split_modules = ["ILlamaEmbeddings", "ILlamaLayer"]
-    # flash runs mask_style="renormalized" only, at r = 0 or 1, flex at any r (see ALL_ILLAMA_ATTENTION_FUNCTIONS);
-    # a post-softmax model asking for either is refused by _check_and_adjust_attn_implementation
+    # what every configuration runs: "eager" and "sdpa" (ILlamaAttentionInterface); no flash / flex kernel
+    # computes the post-softmax mask of the default mask_style
     _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
     _supports_attention_backend = False
     _can_record_outputs = {"hidden_states": ILlamaLayer, "attentions": ILlamaAttention}
 
@@ -487,20 +368,6 @@ class ILlamaPreTrainedModel(FrozenLLMHostMixin, PreTrainedModel):
             init.copy_(module.sin, sin)
         elif hasattr(module, "_illama_init_weights"):
             module._illama_init_weights()
-
-    @classmethod
-    def _can_set_attn_implementation(cls) -> bool:
-        # Transformers looks for `ALL_ATTENTION_FUNCTIONS.get_interface(` in the source; ours is keyed by style
-        return True
-
-    def _check_and_adjust_attn_implementation(self, attn_implementation, is_init_check=False, **kwargs) -> str:
-        """Refuse a backend the mask style has no exact function for (before Transformers' own checks, which
-        would first ask for the flash_attn package), then Transformers' checks and fallbacks."""
-        if attn_implementation is not None:
-            ALL_ILLAMA_ATTENTION_FUNCTIONS.get_interface(self.config.mask_style, attn_implementation)
-        implementation = super()._check_and_adjust_attn_implementation(attn_implementation, is_init_check, **kwargs)
-        ALL_ILLAMA_ATTENTION_FUNCTIONS.get_interface(self.config.mask_style, implementation)
-        return implementation
 
     @property
     def soft_mask_rate(self) -> float:
@@ -566,7 +433,6 @@ class ILlamaPreTrainedModel(FrozenLLMHostMixin, PreTrainedModel):
         self.config.image_size = new_size if new_size[0] != new_size[1] else new_size[0]
         cos, sin = rotary_angles(resized.shape[1], base.rotary_emb.head_dim, base.rotary_emb.theta, table.device)
         base.rotary_emb.cos, base.rotary_emb.sin = cos, sin
-        base._mask_cache = None
 
 
 class ILlamaModel(ILlamaPreTrainedModel):
@@ -577,52 +443,13 @@ class ILlamaModel(ILlamaPreTrainedModel):
         self.embeddings = ILlamaEmbeddings(config)
         self.rotary_emb = ILlamaRotaryEmbedding(config)
         self.layers = nn.ModuleList([ILlamaLayer(config, i) for i in range(config.num_hidden_layers)])
-        self.frozen_llm = None
-        if config.frozen_llm:
-            from .modeling_frozen_llm import ILlamaFrozenLLM
-
-            self.frozen_llm = ILlamaFrozenLLM(config)
+        self.frozen_llm = ILlamaFrozenLLM(config) if config.frozen_llm else None
         self.norm = ILlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self._soft_mask_rate = float(config.soft_mask_rate)  # see ILlamaPreTrainedModel.soft_mask_rate
-        self._mask_cache = None
         self.post_init()
 
     def get_input_embeddings(self) -> ILlamaPatchEmbeddings:
         return self.embeddings.patch_embeddings
-
-    @torch.compiler.disable
-    def _attention_mask(
-        self, num_tokens: int, dtype: torch.dtype, device, input_requires_grad: bool = True
-    ) -> tuple[torch.Tensor | None, bool]:
-        """The (mask, is_causal) pair every layer uses, rebuilt only when r, N, dtype or device change.
-
-        Only the mask of the model's own token count is kept (a larger input's N x N mask, 1 GiB at 2048 px,
-        is freed after the call). Where the attention function reads r but not M (`_reads_only_rate`) no mask
-        is built: a NaN placeholder of M's shape takes its place, so a path that did read it would give NaN,
-        never a silently wrong result.
-        """
-        style, implementation, rate = self.config.mask_style, self.config._attn_implementation, self._soft_mask_rate
-        if rate < 1.0 and self._reads_only_rate():
-            return torch.full((), float("nan"), dtype=dtype, device=device).expand(num_tokens, num_tokens), False
-        key = (num_tokens, rate, style, implementation, dtype, device)
-        if self._mask_cache is not None and self._mask_cache[0] == key:
-            return self._mask_cache[1]
-        if style == "renormalized" and implementation in _IS_CAUSAL_BACKENDS and rate == 0:
-            value = (None, True)  # lets SDPA / flash pick their causal kernels
-        else:
-            # built as a normal tensor even under torch.inference_mode(): an inference tensor in the cache
-            # would make a later training forward fail ("Inference tensors cannot be saved for backward")
-            with torch.inference_mode(False):
-                mask = soft_attention_mask(num_tokens, rate, style, dtype, device)
-            value = (mask, False)
-        if num_tokens == self.rotary_emb.cos.shape[0]:
-            self._mask_cache = (key, value)
-        return value
-
-    def _reads_only_rate(self) -> bool:
-        """Whether every layer's attention takes r and never reads M: the post-softmax style on "sdpa", whose
-        paths (fused_attention_illama) rebuild M from r, so only the presence of a mask matters."""
-        return self.config.mask_style == "post_softmax" and self.config._attn_implementation == "sdpa"
 
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
@@ -656,23 +483,12 @@ class ILlamaModel(ILlamaPreTrainedModel):
             pixel_values = pixel_values.to(expected_dtype)
 
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=bool(interpolate_pos_encoding))
-        num_tokens = hidden_states.shape[1]
-        position_embeddings = self.rotary_emb(num_tokens)
-        attention_mask, is_causal = self._attention_mask(
-            num_tokens, hidden_states.dtype, hidden_states.device, hidden_states.requires_grad
-        )
-
+        position_embeddings = self.rotary_emb(hidden_states.shape[1])
         pooled_only = pooled_only and self.frozen_llm is None
-        last_index = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
+            last_token_only = pooled_only and index == len(self.layers) - 1
             hidden_states = layer(
-                hidden_states,
-                position_embeddings,
-                attention_mask,
-                is_causal,
-                last_token_only=pooled_only and index == last_index,
-                soft_mask_rate=self._soft_mask_rate,
-                **kwargs,
+                hidden_states, position_embeddings, last_token_only, soft_mask_rate=self._soft_mask_rate, **kwargs
             )
         if self.frozen_llm is not None:
             hidden_states = self.frozen_llm(hidden_states)
@@ -776,5 +592,4 @@ __all__ = [
     "ILlamaModel",
     "ILlamaPreTrainedModel",
     "interpolate_position_table",
-    "soft_attention_mask",
 ]

@@ -6,43 +6,16 @@ state dict loads into this model unchanged. This file is copied next to saved we
 """
 
 import torch
-from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers.configuration_utils import SubConfigSpec
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
-from transformers.models.vit.configuration_vit import ViTConfig
 from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer, ViTPooler, ViTPreTrainedModel
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_frozen_llm import ILlamaFrozenLLMConfig, frozen_llm_config_from_dict
-from .modeling_frozen_llm import ILlamaFrozenLLM
-from .modeling_illama import FrozenLLMHostMixin, ILlamaDropPath
-
-
-@strict
-class ViTWithFrozenLLMConfig(ViTConfig):
-    r"""
-    A `ViTConfig` plus `frozen_llm` (an `ILlamaFrozenLLMConfig`, or a dict of its fields; without it the model is a
-    plain ViT) and `drop_path_rate` (stochastic depth, as timm's ViT: block i drops its two residual branches
-    with probability `linspace(0, drop_path_rate, num_hidden_layers)[i]`; DeiT and Pang et al. train with 0.1).
-    """
-
-    model_type = "vit_frozen_llm"
-    sub_configs_defaults = {"frozen_llm": SubConfigSpec(ILlamaFrozenLLMConfig, optional=True)}
-
-    frozen_llm: dict | ILlamaFrozenLLMConfig | None = None
-    drop_path_rate: float | int = 0.0
-
-    def __post_init__(self, **kwargs):
-        self.frozen_llm = frozen_llm_config_from_dict(self.frozen_llm)
-        super().__post_init__(**kwargs)
-
-    def validate_architecture(self):
-        super().validate_architecture()
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"ViTWithFrozenLLMConfig.drop_path_rate must lie in [0, 1), got {self.drop_path_rate}.")
+from .configuration_vit_frozen_llm import ViTWithFrozenLLMConfig
+from .modeling_frozen_llm import FrozenLLMHostMixin, ILlamaFrozenLLM
+from .modeling_illama import ILlamaDropPath
 
 
 class ViTWithFrozenLLMLayer(ViTLayer):
@@ -162,7 +135,6 @@ class ViTWithFrozenLLMForImageClassification(ViTWithFrozenLLMPreTrainedModel):
 
 
 __all__ = [
-    "ViTWithFrozenLLMConfig",
     "ViTWithFrozenLLMForImageClassification",
     "ViTWithFrozenLLMModel",
     "ViTWithFrozenLLMPreTrainedModel",

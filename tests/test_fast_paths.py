@@ -115,7 +115,7 @@ def _record_flash_calls(monkeypatch):
 
 
 def _module(path):
-    return SimpleNamespace(training=False, config=SimpleNamespace(post_softmax_path=path))
+    return SimpleNamespace(training=False, config=SimpleNamespace(post_softmax_path=path, mask_style="post_softmax"))
 
 
 @pytest.mark.parametrize("rate", RATES)
@@ -123,17 +123,18 @@ def test_post_softmax_sdpa_function_matches_eager_and_uses_the_fused_kernel(rate
     """The log-sum-exp identity, called directly (B=2, H=3, N=23, d=64; fused path forced)."""
     generator = torch.Generator().manual_seed(3)
     query, key, value = (torch.randn(2, 3, 23, 64, generator=generator) for _ in range(3))
-    mask = modeling.soft_attention_mask(23, rate, "post_softmax", torch.float32)
     calls = _record_flash_calls(monkeypatch)
     with torch.no_grad():
-        expected, _ = modeling.post_softmax_eager_attention(_module("fused"), query, key, value, mask, 64**-0.5)
-        got, weights = modeling.post_softmax_attention(
-            _module("fused"), query, key, value, mask, 64**-0.5, soft_mask_rate=rate
+        expected, _ = modeling.eager_attention_forward(
+            _module("fused"), query, key, value, None, 64**-0.5, soft_mask_rate=rate
+        )
+        got, weights = modeling.sdpa_attention_forward(
+            _module("fused"), query, key, value, None, 64**-0.5, soft_mask_rate=rate
         )
     assert weights is None
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     # r = 1: M is all ones, no mask is passed and plain SDPA runs; otherwise one causal + one full fused pass
-    assert sorted(calls) == ([] if mask is None else [False, True])
+    assert sorted(calls) == ([] if rate == 1.0 else [False, True])
 
 
 def test_auto_path_runs_the_fused_passes_exactly_where_the_rule_table_says(monkeypatch):
@@ -143,11 +144,12 @@ def test_auto_path_runs_the_fused_passes_exactly_where_the_rule_table_says(monke
         query, key, value = (
             torch.randn(1, 1, tokens, 64, generator=torch.Generator().manual_seed(i)) for i in range(3)
         )
-        mask = modeling.soft_attention_mask(tokens, 0.0, "post_softmax", torch.float32)
         with torch.no_grad():
-            expected, _ = modeling.post_softmax_eager_attention(_module("auto"), query, key, value, mask, 0.125)
-            got, _ = modeling.post_softmax_attention(
-                _module("auto"), query, key, value, mask, 0.125, soft_mask_rate=0.0
+            expected, _ = modeling.eager_attention_forward(
+                _module("auto"), query, key, value, None, 0.125, soft_mask_rate=0.0
+            )
+            got, _ = modeling.sdpa_attention_forward(
+                _module("auto"), query, key, value, None, 0.125, soft_mask_rate=0.0
             )
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
         chosen = fused_attention.choose_post_softmax_path(query, training=False)
@@ -158,11 +160,10 @@ def test_auto_path_runs_the_fused_passes_exactly_where_the_rule_table_says(monke
 def test_sdpa_gradients_equal_eager_on_every_path(path):
     generator = torch.Generator().manual_seed(4)
     tensors = [torch.randn(2, 3, 19, 64, generator=generator, requires_grad=True) for _ in range(3)]
-    mask = modeling.soft_attention_mask(19, 0.37, "post_softmax", torch.float32)
     grad_out = torch.randn(2, 19, 3, 64, generator=generator)
-    expected, _ = modeling.post_softmax_eager_attention(_module(path), *tensors, mask, 0.125)
+    expected, _ = modeling.eager_attention_forward(_module(path), *tensors, None, 0.125, soft_mask_rate=0.37)
     expected_grads = torch.autograd.grad(expected, tensors, grad_out)
-    got, _ = modeling.post_softmax_attention(_module(path), *tensors, mask, 0.125, soft_mask_rate=0.37)
+    got, _ = modeling.sdpa_attention_forward(_module(path), *tensors, None, 0.125, soft_mask_rate=0.37)
     got_grads = torch.autograd.grad(got, tensors, grad_out)
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
     for g, e in zip(got_grads, expected_grads):
@@ -196,10 +197,12 @@ def test_complex_rotary_equals_the_real_definition_forward_and_backward():
     )
 
 
-# ---------------------------------------------------------------------------------------- mask cache
+# ---------------------------------------------------------------------------------------- the mask M
 @pytest.mark.parametrize("style", ("post_softmax", "renormalized"))
-def test_mask_is_built_once_and_rebuilt_only_when_r_changes(monkeypatch, style):
-    """On the backend that reads M (eager); post-softmax "sdpa" never builds one (tests/test_reliability.py)."""
+def test_eager_builds_the_mask_from_the_current_rate(monkeypatch, style):
+    """On the backend that reads M (eager) each block builds it from the r the model hands it, so
+    `set_soft_mask_rate` takes effect on the next forward; post-softmax "sdpa" never builds one
+    (tests/test_reliability.py)."""
     calls = []
     original = modeling.soft_attention_mask
     monkeypatch.setattr(modeling, "soft_attention_mask", lambda *a, **k: calls.append(a) or original(*a, **k))
@@ -207,15 +210,13 @@ def test_mask_is_built_once_and_rebuilt_only_when_r_changes(monkeypatch, style):
     model.set_attn_implementation("eager")
     images = pixels(batch=1)
     with torch.no_grad():
-        for _ in range(3):
-            model(images)
         model(images, output_hidden_states=True)
-    assert len(calls) == 1
+    assert [call[:3] for call in calls] == [(17, 0.0, style)] * len(model.illama.layers)
     model.set_soft_mask_rate(0.5)
+    calls.clear()
     with torch.no_grad():
-        model(images)
-        model(images)
-    assert len(calls) == 2 and calls[-1][1] == 0.5
+        model(images, output_hidden_states=True)
+    assert [call[:3] for call in calls] == [(17, 0.5, style)] * len(model.illama.layers)
 
 
 def test_mask_cached_under_inference_mode_still_trains():
@@ -238,23 +239,21 @@ def test_torch_compile_sees_no_graph_break_inside_a_layer(backend):
     base, layer = model.illama, model.illama.layers[0]
     hidden = torch.randn(2, 17, 128)
     position_embeddings = base.rotary_emb(17)
-    mask, is_causal = base._attention_mask(17, torch.float32, hidden.device)
     for grad in (False, True):
         with torch.set_grad_enabled(grad):
             for last_token_only in (False, True):
                 explained = torch._dynamo.explain(layer)(
-                    hidden, position_embeddings, mask, is_causal, last_token_only=last_token_only, soft_mask_rate=0.37
+                    hidden, position_embeddings, last_token_only=last_token_only, soft_mask_rate=0.37
                 )
                 assert explained.graph_break_count == 0, explained.break_reasons
 
 
-def test_torch_compile_whole_model_breaks_only_at_the_mask_cache():
+def test_torch_compile_whole_model_has_no_graph_break():
     torch._dynamo.reset()
     model = make_classifier(0.0)
     with torch.no_grad():
         explained = torch._dynamo.explain(model)(pixels(batch=1))
-    reasons = [reason.reason for reason in explained.break_reasons]
-    assert reasons and all("_attention_mask" in reason for reason in reasons), reasons
+    assert explained.graph_count == 1 and not explained.break_reasons, explained.break_reasons
 
 
 # ---------------------------------------------------------------------------------------- benchmark

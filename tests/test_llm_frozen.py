@@ -329,12 +329,23 @@ def test_switching_the_attention_backend_of_a_frozen_llm_model_is_silent_and_exa
     torch.testing.assert_close(eager, sdpa, atol=1e-5, rtol=0)
 
 
-def test_one_rms_norm_class_serves_the_vision_blocks_and_the_frozen_llm(llama_dir):
+def test_one_rms_norm_arithmetic_serves_the_vision_blocks_and_the_frozen_llm(llama_dir):
+    """The vision blocks use ILlamaRMSNorm, the frozen LLaMA layers Transformers' LlamaRMSNorm (the class of the
+    checkpoint they come from): the same arithmetic, so either computes what the other does."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
     from modeling_illama.modeling_illama import ILlamaRMSNorm
 
     model = tiny_illama()
     attach_frozen_llm(model, llama_dir)
-    norms = [name for name, module in model.named_modules() if "norm" in type(module).__name__.lower()]
-    assert norms and all(type(model.get_submodule(name)) is ILlamaRMSNorm for name in norms)
+    norms = {name: module for name, module in model.named_modules() if "norm" in type(module).__name__.lower()}
+    assert norms and all(type(module) in (ILlamaRMSNorm, LlamaRMSNorm) for module in norms.values())
     assert "illama.frozen_llm.layers.0.input_layernorm" in norms and "illama.frozen_llm.output_norm" in norms
     assert "frozen_llm.output_norm.weight" not in model.illama.state_dict()  # a constant, never saved
+    ours, theirs = ILlamaRMSNorm(96, eps=1e-5), LlamaRMSNorm(96, eps=1e-5)
+    with torch.no_grad():
+        ours.weight.normal_()
+        theirs.weight.copy_(ours.weight)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 5, 96, generator=torch.Generator().manual_seed(3)).to(dtype)
+        assert torch.equal(ours.to(dtype)(x), theirs.to(dtype)(x))

@@ -95,12 +95,11 @@ def test_inductor_compiled_layer_matches_eager_layer():
     layer, base = model.illama.layers[0], model.illama
     hidden = torch.randn(2, 17, 64, generator=torch.Generator().manual_seed(2))
     position_embeddings = base.rotary_emb(17)
-    mask, is_causal = base._attention_mask(17, torch.float32, hidden.device)
     rate = base.soft_mask_rate
     compiled = torch.compile(layer)
     with torch.no_grad():
-        expected = layer(hidden, position_embeddings, mask, is_causal, soft_mask_rate=rate)
-        got = compiled(hidden, position_embeddings, mask, is_causal, soft_mask_rate=rate)
+        expected = layer(hidden, position_embeddings, soft_mask_rate=rate)
+        got = compiled(hidden, position_embeddings, soft_mask_rate=rate)
         assert torch.allclose(got, expected, atol=1e-5, rtol=0)
 
 
