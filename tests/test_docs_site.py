@@ -29,7 +29,7 @@ def declared_all(init: Path) -> set[str] | None:
 def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("site")
     done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(out)],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],  # not --quiet: it hides warnings
         cwd=REPO,
         capture_output=True,
         text=True,
