@@ -15,6 +15,8 @@ next to the block in the Markdown source:
     <!-- readme-test: run, append: num_train_epochs=1 max_steps=3 -->
         the same, with these words appended to every training command of the block (the smallest overrides the
         test needs, stated where the reader sees them).
+    <!-- readme-test: run, append: max_steps=2, eval-limit: 32 -->
+        `--limit 32` added to every `illama-eval` command of the block (the first 32 images of the split).
     <!-- readme-test: run, stand-in: downloads/FILE.pth (random weights) -->
         before the block runs, FILE is written (if missing) as a random-weight checkpoint in the authors' layout
         by the package's own export, from the preset of the released file of that name: what the `hf download`
@@ -437,6 +439,11 @@ def run_shell(block: Block, scratch: Path, monkeypatch) -> None:
             continue
         if append and trains(words):
             command, words = f"{command} {append}", [*words, *shlex.split(append)]
+        if block.option("eval-limit") and words[0] == "illama-eval":
+            command, words = (
+                f"{command} --limit {block.option('eval-limit')}",
+                [*words, "--limit", block.option("eval-limit")],
+            )
         if words[0].startswith("illama-") and not env and not no_venv:
             for name, value in {**command_env(no_venv), **exported}.items():
                 monkeypatch.setenv(name, value)
@@ -575,6 +582,10 @@ def test_directives_are_read_from_the_comment_right_before_a_block():
     )
     first, second, third = readme_blocks(text)
     assert (first.action, first.option("append"), first.line) == ("run", "num_train_epochs=1 max_steps=3", 3)
+    both = readme_blocks(
+        "<!-- readme-test: run, append: max_steps=2 eval_strategy=no, eval-limit: 32 -->\n```bash\nx\n```\n"
+    )
+    assert (both[0].option("append"), both[0].option("eval-limit")) == ("max_steps=2 eval_strategy=no", "32")
     assert shell_commands(first.code) == ["illama-train --x y  # c"]
     assert split_command("A= B=2 tool 'a b' # c") == ({"A": "", "B": "2"}, ["tool", "a b"])
     assert second.directive is None and third.action == "skip" and third.option("skip") == "a diagram"
