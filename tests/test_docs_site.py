@@ -83,3 +83,16 @@ def test_the_public_object_scan_sees_the_core_classes():
     names = {name for _, name in public_objects()}
     assert {"ILlamaConfig", "ILlamaForImageClassification", "ILlamaBackbone", "load_preset"} <= names
     assert "main" not in {name for module, name in public_objects() if module.startswith("modeling_illama.cli")}
+
+
+@pytest.mark.parametrize("name", ["docs-site-home.png", "docs-site-api.png"])
+def test_the_committed_screenshots_are_browser_renders_of_the_site(name):
+    """`make docs-check` (scripts/docs_screenshots.sh) writes them: PNGs of the 1280 x 900 browser window."""
+    data = (REPO / "docs" / "images" / name).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == (1280, 900)
+    script = (REPO / "scripts" / "docs_screenshots.sh").read_text(encoding="utf-8")
+    assert name in script and "--window-size=1280,900" in script
+    assert (
+        "docs-check:" in (REPO / "Makefile").read_text() and "docs_screenshots.sh" in (REPO / "Makefile").read_text()
+    )
