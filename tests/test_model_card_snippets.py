@@ -73,3 +73,42 @@ def test_every_committed_card_passes_trust_remote_code_to_every_load(variant):
             if LOADS.search(line):
                 assert "trust_remote_code=True" in line, f"{variant.name}: {line}"
     assert f"GMACs: {variant.macs.rstrip('G')}" in card and f"Image size: {variant.resolution}" in card
+
+
+def test_the_training_card_snippet_runs_without_the_package(tmp_path):
+    """The card illama-train writes into its output folder: its snippet, run on that kind of folder (a saved
+    classifier with its processor and code), without the package."""
+    from modeling_illama import ILlamaConfig, build_image_processor
+    from modeling_illama.training.model_card import render_training_card
+
+    folder = tmp_path / "illama-trained"
+    torch.manual_seed(0)
+    config = ILlamaConfig(
+        image_size=224,
+        patch_size=32,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=96,
+        id2label={0: "cat", 1: "dog"},
+    )
+    ILlamaForImageClassification(config).save_pretrained(folder)
+    build_image_processor(224).save_pretrained(folder)
+    card = render_training_card(
+        str(folder),
+        {"learning_rate": 1e-3},
+        {},
+        [],
+        model="illama-tiny-224",
+        dataset="data/cifar10-mini",
+        eval_split="test",
+    )
+    blocks = PYTHON_BLOCK.findall(card)
+    assert blocks and all(
+        "trust_remote_code=True" in line for b in blocks for line in b.splitlines() if LOADS.search(line)
+    )
+    cat = repr(str(REPO / "docs" / "images" / "cat.jpg"))
+    script = "\n".join(blocks) + f"\nprint(sorted(p['label'] for p in classifier({cat}, top_k=2)))\n"
+    done = run_without_package(script, [], tmp_path)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    assert done.stdout.strip().splitlines()[-1] == "['cat', 'dog']"
