@@ -11,7 +11,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(VENV)/bin/pip install -q -e ".[dev]"
 	touch $@
 
-.PHONY: install test lint demo benchmark
+.PHONY: install test lint demo benchmark docs docs-check
 install: $(VENV)/.installed
 
 test: $(VENV)/.installed lint
@@ -27,3 +27,11 @@ demo: $(VENV)/.installed
 # results go to outputs/benchmarks/; `python benchmarks/run_benchmark.py --update-results` replaces benchmarks/results/
 benchmark: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/run_benchmark.py
+
+# the documentation site, built strictly (broken links and unresolved API objects fail) into site/ (git-ignored)
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+# renders the built home and API pages in headless Chromium (Debian: apt-get install chromium) to docs/images/
+docs-check: docs
+	bash scripts/docs_screenshots.sh site docs/images

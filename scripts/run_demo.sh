@@ -4,7 +4,7 @@
 # Uses the checkout's .venv (made by `make install` / `make demo`) when there is one, activated or not;
 # otherwise the package's console scripts must be on PATH.
 #   OUT=outputs/cifar10-mini   where everything goes (replaced on each run unless RESUME=1)
-#   SEED=0                     the recipe's seed (the README reports seeds 0, 1, 2)
+#   SEED=0                     the recipe's seed (benchmarks/results/main_job_seeds.json has seeds 0, 1, 2)
 #   RESUME=1                   continue an interrupted run from its last checkpoint
 #   PROCESSES=2                training processes on the CPU (default: 2 when the machine has 2 or more cores and
 #                              no GPU, else 1). Two DDP processes of one thread each train this small model about
@@ -22,10 +22,9 @@ fi
 OUT="${OUT:-outputs/cifar10-mini}"
 SEED="${SEED:-0}"
 DATA="data/cifar10-mini"  # the recipe's default data set; used here for illama-eval and the pipeline demo
-# What the README promises for this job (section "Training and evaluation"): every seed at least this top-1 ...
+# The check this job prints (README, "Fresh machine"): test top-1 at least this, the lowest measured run minus the
+# 2-point difference one seed showed between CPU types. Time depends on the CPU: the measured runs are printed.
 PROMISED_TOP1="${PROMISED_TOP1:-54}"
-# ... within this many seconds on a 2-core machine (the whole job, training + evaluation + pipeline)
-PROMISED_SECONDS="${PROMISED_SECONDS:-720}"
 # With more runnable threads than cores (a shared machine), OpenMP's default busy-waiting makes every
 # parallel region crawl; passive waiting keeps the default thread count and degrades gracefully.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
@@ -71,10 +70,8 @@ import sys
 import datasets
 from transformers import pipeline
 
-import modeling_illama  # noqa: F401  (registers the Auto classes)
-
 out, data = sys.argv[1], sys.argv[2]
-classifier = pipeline("image-classification", model=out, trust_remote_code=False)  # the installed package
+classifier = pipeline("image-classification", model=out, trust_remote_code=True)  # the folder's own model code
 test = datasets.load_dataset("parquet", data_files={"test": f"{data}/test.parquet"}, split="test")
 names = test.features["label"].names
 for i in (0, 1, 2, 3, 4, 5):
@@ -86,13 +83,14 @@ PY
 
 end=$(date +%s)
 times > "$OUT/cpu_times.txt"  # bash builtin, second line: user and system CPU time of every command above
-python - "$OUT" "$((train_end - start))" "$((end - start))" "$PROMISED_TOP1" "$PROMISED_SECONDS" <<'PY'
+python - "$OUT" "$((train_end - start))" "$((end - start))" "$PROMISED_TOP1" <<'PY'
 import json
 import os
 import sys
+from collections import defaultdict
 
 out, train_s, total_s = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-promised_top1, promised_s = float(sys.argv[4]), int(sys.argv[5])
+promised_top1 = float(sys.argv[4])
 result = json.load(open(f"{out}/eval_test.json"))
 top1 = 100 * result["top1"]
 
@@ -104,13 +102,18 @@ def seconds(text):  # bash `times` format: 12m3.456s
 
 cpu_s = sum(seconds(t) for t in open(f"{out}/cpu_times.txt").read().split("\n")[1].split())
 load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"] * 3
-accuracy_ok, time_ok = top1 >= promised_top1, total_s <= promised_s
+accuracy_ok = top1 >= promised_top1
 print(f"== done in {total_s // 60} min {total_s % 60} s (training {train_s // 60} min {train_s % 60} s, "
       f"CPU time {cpu_s / 60:.1f} min, load average {' '.join(load)}): "
       f"test top-1 {top1:.2f}%, top-5 {100 * result['top5']:.2f}%, ECE {result['ece']:.4f}")
-print(f"   README promise: >= {promised_top1:g}% test top-1 within {promised_s // 60} min on 2 cores: accuracy "
-      f"{'met' if accuracy_ok else 'NOT met'}, time {'met' if time_ok else 'NOT met'}"
-      + ("" if time_ok else " (a loaded machine is slower: compare the CPU time with the README's)"))
+print(f"   check: test top-1 >= {promised_top1:g}%: {'met' if accuracy_ok else 'NOT met'}")
+measured = json.load(open("benchmarks/results/main_job_seeds.json"))
+times = defaultdict(list)
+for run in measured["runs"] + measured.get("other_cpus", []):
+    times[f"{run['cores']}-core {run['cpu']}"].append(run["wall_seconds"])
+print("   measured runs of this job (idle machines; benchmarks/results/main_job_seeds.json): " + "; ".join(
+    f"{cpu} {min(s) // 60} min {min(s) % 60:02d} s" + (f" to {max(s) // 60} min {max(s) % 60:02d} s" if max(s) > min(s) else "")
+    for cpu, s in times.items()))
 print(f"   model folder (Hub-ready, README.md = model card): {out}   curves: {out}/training_curves.png   "
       f"log: {out}/train.log")
 PY

@@ -1,4 +1,5 @@
-"""Documentation test: every fenced code block of README.md is run or checked as written, in README order.
+"""Documentation test: every fenced code block of README.md and of every docs/*.md page is run or checked as
+written, page by page (README first, then the pages in the order of mkdocs.yml's navigation), each page in order.
 
 Each block must be preceded (blank lines allowed) by one directive in an HTML comment, which the reader sees
 next to the block in the Markdown source:
@@ -9,11 +10,13 @@ next to the block in the Markdown source:
         there for the next). `illama-*` commands run their console-script function in this process (the same
         code, without a fresh interpreter's import time). `hf` commands (Hub) are only parsed. `cd DIR` and
         `export VAR=x` hold for the rest of the block.
-        python: executed in one namespace shared by all python `run` blocks, like a notebook, in the scratch
-        folder.
+        python: executed in one namespace per page, shared by its python `run` blocks like a notebook, in the
+        scratch folder.
     <!-- readme-test: run, append: num_train_epochs=1 max_steps=3 -->
         the same, with these words appended to every training command of the block (the smallest overrides the
         test needs, stated where the reader sees them).
+    <!-- readme-test: run, append: max_steps=2, eval-limit: 32 -->
+        `--limit 32` added to every `illama-eval` command of the block (the first 32 images of the split).
     <!-- readme-test: run, stand-in: downloads/FILE.pth (random weights) -->
         before the block runs, FILE is written (if missing) as a random-weight checkpoint in the authors' layout
         by the package's own export, from the preset of the released file of that name: what the `hf download`
@@ -35,7 +38,7 @@ A block without a directive fails, so a new README block cannot go untested by a
 Budget (the whole suite, install included, must fit CI's 20 minutes on 2 cores), enforced on the work, not timed:
 every training command of a `run` block (illama-train, scripts/train.py, scripts/run_demo.sh) must end up with
 `max_steps=N`, N <= MAX_STEPS_PER_RUN (in the command or its `append:`); at most MAX_TRAINING_RUNS such commands
-in the README; every block stops after BLOCK_TIMEOUT_S seconds (a hang guard). A heavier block is marked `check`
+over all pages together; every block stops after BLOCK_TIMEOUT_S seconds (a hang guard). A heavier block is marked `check`
 with what is checked, or `skip` with the reason.
 """
 
@@ -59,6 +62,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
+DOCS = REPO / "docs"
 # checkout folders linked into the scratch folder (read by the README's commands; nothing is written into them)
 LINKED = ("benchmarks", "configuration", "data", "docs", "model_cards", "modeling_illama", "scripts", "tests")
 DIRECTIVE = re.compile(r"<!--\s*readme-test:\s*(.*?)\s*-->", re.S)
@@ -76,6 +80,11 @@ class Block:
     language: str
     code: str
     directive: str | None  # text after "readme-test:", None when missing
+    page: str = "README.md"  # the file, relative to the repository
+
+    @property
+    def where(self) -> str:
+        return f"{self.page}:{self.line}"
 
     @property
     def action(self) -> str:
@@ -90,7 +99,7 @@ class Block:
         return any(part.strip() == words for part in (self.directive or "").split(","))
 
 
-def readme_blocks(text: str) -> list[Block]:
+def readme_blocks(text: str, page: str = "README.md") -> list[Block]:
     """Every fenced block with the directive of the HTML comment right before it (only blank lines between)."""
     lines = text.splitlines()
     blocks, i = [], 0
@@ -101,7 +110,7 @@ def readme_blocks(text: str) -> list[Block]:
             continue
         start, language = i, fence.group(1)
         end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), None)
-        assert end is not None, f"README.md:{start + 1}: unclosed code fence"
+        assert end is not None, f"{page}:{start + 1}: unclosed code fence"
         before = start - 1
         while before >= 0 and not lines[before].strip():
             before -= 1
@@ -112,7 +121,7 @@ def readme_blocks(text: str) -> list[Block]:
                 opening -= 1
             match = DIRECTIVE.search("\n".join(lines[opening : before + 1]))
             directive = " ".join(match.group(1).split()) if match else None
-        blocks.append(Block(start + 1, language, "\n".join(lines[start + 1 : end]), directive))
+        blocks.append(Block(start + 1, language, "\n".join(lines[start + 1 : end]), directive, page))
         i = end + 1
     return blocks
 
@@ -176,8 +185,23 @@ def max_steps(words: list[str]) -> int | None:
     return int(values[-1]) if values else None
 
 
+def documentation_pages() -> list[str]:
+    """README.md, then docs/*.md in the order of mkdocs.yml's nav (pages outside it last, alphabetically): the
+    order a reader follows, and the order in which the pages' blocks run (a page may use what an earlier one
+    wrote, e.g. the README's converted folder)."""
+    import yaml
+
+    nav = yaml.safe_load((REPO / "mkdocs.yml").read_text(encoding="utf-8")).get("nav", [])
+    listed = [next(iter(entry.values())) if isinstance(entry, dict) else entry for entry in nav]
+    pages = [f"docs/{name}" for name in listed if (DOCS / name).is_file()]
+    pages += sorted(f"docs/{p.name}" for p in DOCS.glob("*.md") if f"docs/{p.name}" not in pages)
+    return ["README.md", *pages]
+
+
 SHELL_LANGUAGES = ("bash", "sh", "shell", "console")
-BLOCKS = readme_blocks(README.read_text(encoding="utf-8"))
+PAGES = documentation_pages()
+PAGE_BLOCKS = {page: readme_blocks((REPO / page).read_text(encoding="utf-8"), page) for page in PAGES}
+BLOCKS = [block for page in PAGES for block in PAGE_BLOCKS[page]]
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -298,9 +322,9 @@ def check_command(command: str) -> None:
 
 
 def check_python(block: Block) -> None:
-    tree = ast.parse(block.code, filename=f"README.md:{block.line}")
+    tree = ast.parse(block.code, filename=block.where)
     imports = ast.Module([node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))], [])
-    exec(compile(imports, f"README.md:{block.line}", "exec"), {})
+    exec(compile(imports, block.where, "exec"), {})
 
 
 def check_data(block: Block) -> None:
@@ -334,9 +358,9 @@ def scratch(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def namespace():
-    """The namespace shared by the README's python blocks."""
-    return {"__name__": "__readme__"}
+def namespaces():
+    """One namespace per page, shared by that page's python blocks (like a notebook)."""
+    return {}
 
 
 def command_env(no_venv: bool) -> dict[str, str]:
@@ -415,6 +439,11 @@ def run_shell(block: Block, scratch: Path, monkeypatch) -> None:
             continue
         if append and trains(words):
             command, words = f"{command} {append}", [*words, *shlex.split(append)]
+        if block.option("eval-limit") and words[0] == "illama-eval":
+            command, words = (
+                f"{command} --limit {block.option('eval-limit')}",
+                [*words, "--limit", block.option("eval-limit")],
+            )
         if words[0].startswith("illama-") and not env and not no_venv:
             for name, value in {**command_env(no_venv), **exported}.items():
                 monkeypatch.setenv(name, value)
@@ -435,13 +464,14 @@ def run_shell(block: Block, scratch: Path, monkeypatch) -> None:
 
 
 def run_python(block: Block, namespace: dict) -> None:
-    exec(compile(block.code, f"README.md:{block.line}", "exec"), namespace)
+    exec(compile(block.code, block.where, "exec"), namespace)
 
 
 # ------------------------------------------------------------------------------------------------ tests
-def test_every_code_block_is_fenced():
-    lines = indented_code_blocks(README.read_text(encoding="utf-8"))
-    assert not lines, f"indented code blocks at README.md lines {lines}: fence them (```bash) and add a directive"
+@pytest.mark.parametrize("page", PAGES)
+def test_every_code_block_is_fenced(page):
+    lines = indented_code_blocks((REPO / page).read_text(encoding="utf-8"))
+    assert not lines, f"indented code blocks at {page} lines {lines}: fence them (```bash) and add a directive"
 
 
 def test_a_fresh_machine_needs_two_commands():
@@ -465,9 +495,9 @@ def test_a_fresh_machine_needs_two_commands():
 
 
 def test_run_blocks_stay_within_the_budget():
-    runs = [(block.line, words) for block in BLOCKS for words in training_commands(block)]
+    runs = [(block.where, words) for block in BLOCKS for words in training_commands(block)]
     unbounded = [
-        f"README.md:{line}: {' '.join(words[:4])} ... (max_steps={max_steps(words)})"
+        f"{line}: {' '.join(words[:4])} ... (max_steps={max_steps(words)})"
         for line, words in runs
         if max_steps(words) is None or max_steps(words) > MAX_STEPS_PER_RUN
     ]
@@ -476,22 +506,21 @@ def test_run_blocks_stay_within_the_budget():
         f"(`append: max_steps=2` in the directive), or `check`: {unbounded}"
     )
     assert len(runs) <= MAX_TRAINING_RUNS, (
-        f"{len(runs)} training commands run by the README test (budget {MAX_TRAINING_RUNS}): mark the heavier "
+        f"{len(runs)} training commands run by the documentation test (budget {MAX_TRAINING_RUNS}): mark the heavier "
         f"ones `check`: {[line for line, _ in runs]}"
     )
 
 
-@pytest.mark.timeout(BLOCK_TIMEOUT_S)
-@pytest.mark.parametrize("block", BLOCKS, ids=[f"line{b.line}-{b.language or 'text'}" for b in BLOCKS])
-def test_readme_block(block: Block, scratch: Path, namespace: dict, monkeypatch):
-    where = f"README.md:{block.line}"
+def run_block(block: Block, scratch: Path, namespace: dict, monkeypatch) -> str | None:
+    """Run or check one block as its directive says; the reason when it is skipped."""
+    where = block.where
     assert block.directive is not None, f"{where}: no <!-- readme-test: run|check|skip: REASON --> before the block"
     assert block.action in ("run", "check", "skip"), f"{where}: unknown directive {block.directive!r}"
     if block.action == "skip":
         reason = block.option("skip") or re.fullmatch(r"skip\s*\((.+)\)", block.directive or "", re.S)
         reason = reason.group(1) if isinstance(reason, re.Match) else reason
         assert reason, f"{where}: `skip` needs a reason (skip: REASON or skip (REASON))"
-        pytest.skip(f"{where}: {reason}")
+        return reason
     shell = block.language in SHELL_LANGUAGES
     data = block.language in ("yaml", "yml", "json")
     assert shell or data or block.language in ("python", "bibtex"), f"{where}: no runner for ```{block.language}"
@@ -505,7 +534,7 @@ def test_readme_block(block: Block, scratch: Path, namespace: dict, monkeypatch)
             check_data(block)
         else:
             check_bibtex(block)
-        return
+        return None
     assert shell or block.language == "python", f"{where}: ```{block.language} blocks are checked, not run"
     monkeypatch.chdir(scratch)
     if block.option("stand-in"):
@@ -514,6 +543,19 @@ def test_readme_block(block: Block, scratch: Path, namespace: dict, monkeypatch)
         run_shell(block, scratch, monkeypatch)
     else:
         run_python(block, namespace)
+    return None
+
+
+@pytest.mark.timeout(BLOCK_TIMEOUT_S * 4)
+@pytest.mark.parametrize("page", PAGES)
+def test_documentation_page(page: str, scratch: Path, namespaces: dict, monkeypatch):
+    """Every block of the page, in page order (a block's files and python names are there for the next ones)."""
+    blocks = PAGE_BLOCKS[page]
+    namespace = namespaces.setdefault(page, {"__name__": "__docs__"})
+    skipped = [(block.where, run_block(block, scratch, namespace, monkeypatch)) for block in blocks]
+    skipped = [f"{where}: {reason}" for where, reason in skipped if reason]
+    if blocks and len(skipped) == len(blocks):
+        pytest.skip("; ".join(skipped))
 
 
 def test_what_the_readme_writes_is_git_ignored(scratch):
@@ -540,6 +582,10 @@ def test_directives_are_read_from_the_comment_right_before_a_block():
     )
     first, second, third = readme_blocks(text)
     assert (first.action, first.option("append"), first.line) == ("run", "num_train_epochs=1 max_steps=3", 3)
+    both = readme_blocks(
+        "<!-- readme-test: run, append: max_steps=2 eval_strategy=no, eval-limit: 32 -->\n```bash\nx\n```\n"
+    )
+    assert (both[0].option("append"), both[0].option("eval-limit")) == ("max_steps=2 eval_strategy=no", "32")
     assert shell_commands(first.code) == ["illama-train --x y  # c"]
     assert split_command("A= B=2 tool 'a b' # c") == ({"A": "", "B": "2"}, ["tool", "a b"])
     assert second.directive is None and third.action == "skip" and third.option("skip") == "a diagram"
@@ -587,13 +633,13 @@ def test_check_rejects_what_the_tools_reject():
 
 
 def test_the_layout_table_matches_the_tree():
-    """The README's "Where things are" table names every module and subpackage of modeling_illama/ and every
-    top-level folder it describes exists, so a newcomer finds each file by the table."""
-    table = README.read_text().split("Where things are", 1)[1].split("\n\n", 2)[1]
+    """The "Where things are" table of docs/contributing.md names every module and subpackage of modeling_illama/
+    and every top-level folder it describes exists, so a newcomer finds each file by the table."""
+    table = (DOCS / "contributing.md").read_text().split("Where things are", 1)[1].split("\n\n", 2)[1]
     named = set(re.findall(r"^\| `([^`]+)` \|", table, flags=re.MULTILINE))
     assert named, "no layout table found after 'Where things are'"
     for path in named:
-        assert (REPO / path.rstrip("/")).exists(), f"the README's layout table names {path}, which does not exist"
+        assert (REPO / path.rstrip("/")).exists(), f"the layout table names {path}, which does not exist"
     package = REPO / "modeling_illama"
     for entry in sorted(package.iterdir()):
         if (
@@ -604,4 +650,67 @@ def test_the_layout_table_matches_the_tree():
         ):
             continue
         listed = f"modeling_illama/{entry.name}" + ("/" if entry.is_dir() and not entry.is_symlink() else "")
-        assert listed in named or listed.rstrip("/") in named, f"{listed} is missing from the README's layout table"
+        assert listed in named or listed.rstrip("/") in named, f"{listed} is missing from the layout table"
+
+
+# ------------------------------------------------------------------------------------------------ the pages' text
+HISTORY = re.compile(
+    r"SECTIONS BELOW|earlier recipe|used to (break|be)|target met|met\? *\||adversarial user|"
+    r"no GPU was (available|lent)|\bissue [0-9]+"
+)
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("page", [page for page in PAGES if page != "docs/DESIGN.md"])
+def test_the_page_describes_the_package_as_it_is(page):
+    """No project history in user text (issue numbers, targets met or not, what a version used to do)."""
+    found = [
+        f"{page}:{number}: {line.strip()[:120]}"
+        for number, line in enumerate((REPO / page).read_text(encoding="utf-8").splitlines(), 1)
+        if HISTORY.search(line)
+    ]
+    assert not found, found
+
+
+def test_the_readme_links_resolve_and_name_every_docs_page():
+    """README links to files of the checkout exist (GitHub renders them; mkdocs checks the docs/ pages' links), and
+    the README links every page of the documentation."""
+    links = {link.split("#")[0] for link in LINK.findall(README.read_text(encoding="utf-8"))}
+    local = {link for link in links if link and "://" not in link}
+    assert not [link for link in local if not (REPO / link).exists()], sorted(local)
+    assert not set(PAGES[1:]) - local, f"docs pages the README does not link: {sorted(set(PAGES[1:]) - local)}"
+
+
+def test_the_history_pattern_sees_history():
+    assert HISTORY.search("| target | measured | met? |") and HISTORY.search("see issue 24")
+    assert not HISTORY.search("the class token sits at the END of the sequence")
+
+
+PACKAGE_PATH = re.compile(r"\bmodeling_illama/[\w/.]*\w/?")
+DOTTED = re.compile(r"\bmodeling_illama(?:\.\w+)+")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_package_path_a_page_names_exists(page):
+    """`modeling_illama/x/y.py` and `modeling_illama.x.y[.name]` named in user text exist, so a moved module shows
+    up here (docs/api.md's `:::` directives are resolved by the strict site build)."""
+    text = (REPO / page).read_text(encoding="utf-8")
+    stale = [path for path in set(PACKAGE_PATH.findall(text)) if not (REPO / path.rstrip("/")).exists()]
+    for dotted in set(DOTTED.findall(text)):
+        parts = dotted.split(".")
+        if parts[-1] in ("py", "json", "yaml", "md"):  # a file name such as modeling_illama.py
+            continue
+        known = [
+            i
+            for i in range(1, len(parts) + 1)
+            if (REPO.joinpath(*parts[:i]).with_suffix(".py")).is_file()
+            or (REPO.joinpath(*parts[:i]) / "__init__.py").is_file()
+        ]
+        if not known or len(parts) - max(known) > 1:  # a module, or a module and one name in it
+            stale.append(dotted)
+        elif max(known) < len(parts):
+            module = REPO.joinpath(*parts[: max(known)])
+            source = module.with_suffix(".py") if module.with_suffix(".py").is_file() else module / "__init__.py"
+            if not re.search(rf"\b{parts[-1]}\b", source.read_text(encoding="utf-8")):
+                stale.append(dotted)
+    assert not stale, f"{page} names what the package does not have: {sorted(stale)}"

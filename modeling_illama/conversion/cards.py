@@ -225,30 +225,9 @@ def render_card(
             f"Architecture read from the checkpoint: hidden size {hidden_size}, {num_hidden_layers} blocks, "
             f"{num_labels} classes.",
         ]
+    out += ["", *_model_details(name, variant, hidden_size, num_hidden_layers, resolution, num_parameters)]
+    out += ["", *_usage(name, variant, hidden_size, num_hidden_layers, resolution)]
     out += [
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "from transformers import pipeline",
-        "",
-        f'classifier = pipeline("image-classification", model="path/to/{name}", trust_remote_code=True)',
-        'print(classifier("cat.jpg", top_k=5))',
-        "```",
-        "",
-        "```python",
-        "import torch",
-        "from PIL import Image",
-        "from transformers import AutoImageProcessor, AutoModelForImageClassification",
-        "",
-        f'model_dir = "path/to/{name}"  # this folder, or its Hub repo id',
-        "processor = AutoImageProcessor.from_pretrained(model_dir)",
-        "model = AutoModelForImageClassification.from_pretrained(model_dir, trust_remote_code=True).eval()",
-        'inputs = processor(Image.open("cat.jpg"), return_tensors="pt")',
-        "with torch.no_grad():",
-        "    logits = model(**inputs).logits",
-        "print(model.config.id2label[logits.argmax(-1).item()])",
-        "```",
         "",
         f"Evaluation preprocessing (`preprocessor_config.json`): {_eval_transform(resolution)}. "
         'Class order: the 1000 ImageNet-1K synsets sorted (n01440764 "tench" first).'
@@ -271,6 +250,123 @@ def render_card(
         "",
     ]
     return "\n".join(out)
+
+
+def _architecture(variant: ReleasedVariant | None, hidden_size: int | None, num_hidden_layers: int | None):
+    """(hidden size, depth, heads, patch) of the card's model: the variant's preset, else what the checkpoint says."""
+    if variant is not None:
+        from ..presets import load_preset
+
+        config = load_preset(variant.preset)
+        return config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.patch_size
+    heads = hidden_size // 64 if hidden_size else None  # the conversion's rule for a size that is no preset
+    return hidden_size, num_hidden_layers, heads, None
+
+
+def _model_details(name, variant, hidden_size, num_hidden_layers, resolution, num_parameters) -> list[str]:
+    """timm-style "Model Details": type, sizes, parameter count, GMACs, image size, papers, original code."""
+    hidden, depth, heads, patch = _architecture(variant, hidden_size, num_hidden_layers)
+    params = f"{num_parameters / 1e6:.1f}" if num_parameters is not None else "-"
+    lines = [
+        "## Model Details",
+        "",
+        "- **Model type:** image classification / feature backbone",
+        "- **Model stats:**",
+        f"  - Params (M): {params}",
+    ]
+    if variant is not None:
+        lines.append(f"  - GMACs: {variant.macs.rstrip('G')} (the paper's figure)")
+    lines += [
+        f"  - Image size: {resolution} x {resolution}",
+    ]
+    if patch is not None:
+        lines.append(f"  - Patch size: {patch}; tokens: {(resolution // patch) ** 2} patches + 1 class token (last)")
+    if hidden is not None:
+        lines.append(f"  - Width {hidden}, depth {depth}, heads {heads}")
+    lines += [
+        "- **Papers:** [Adapting LLaMA Decoder to Vision Transformer](" + PAPER_URL + ")",
+        "- **Original:** [techmonsterwang/iLLaMA](" + CODE_URL + ")",
+    ]
+    if variant is not None:
+        lines.append(
+            "- **Dataset:** ImageNet-1K" + (f" (pretrained on {variant.pretraining})" if variant.pretraining else "")
+        )
+    return lines
+
+
+def _usage(name, variant, hidden_size, num_hidden_layers, resolution) -> list[str]:
+    """The card's snippets: each runs on a machine with Transformers only (the folder's own code, remote code)."""
+    _, depth, _, patch = _architecture(variant, hidden_size, num_hidden_layers)
+    depth = depth or 12
+    indices = sorted({max(1, round(depth * k / 4)) for k in (1, 2, 3, 4)})
+    grid = f"{resolution // patch}, {resolution // patch}" if patch else "H / patch, W / patch"
+    model_dir = f'model_dir = "path/to/{name}"  # this folder, or its Hub repo id'
+    return [
+        "## Model Usage",
+        "",
+        "The model code ships in this folder: pass `trust_remote_code=True` to every `from_pretrained` and to "
+        "`pipeline`.",
+        "",
+        "### Image classification",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        "",
+        model_dir,
+        'classifier = pipeline("image-classification", model=model_dir, trust_remote_code=True)',
+        'print(classifier("cat.jpg", top_k=5))',
+        "```",
+        "",
+        "```python",
+        "import torch",
+        "from PIL import Image",
+        "from transformers import AutoImageProcessor, AutoModelForImageClassification",
+        "",
+        model_dir,
+        "processor = AutoImageProcessor.from_pretrained(model_dir, trust_remote_code=True)",
+        "model = AutoModelForImageClassification.from_pretrained(model_dir, trust_remote_code=True).eval()",
+        'inputs = processor(Image.open("cat.jpg").convert("RGB"), return_tensors="pt")',
+        "with torch.no_grad():",
+        "    logits = model(**inputs).logits",
+        "probabilities, indices = logits.softmax(-1)[0].topk(5)",
+        "print([(model.config.id2label[i.item()], round(p.item(), 3)) for p, i in zip(probabilities, indices)])",
+        "```",
+        "",
+        "### Feature map extraction",
+        "",
+        "`AutoBackbone.from_pretrained` takes the Hub repo id of this folder (Transformers reads a local path there "
+        "as a timm model name); its feature maps are the patch tokens of the chosen blocks, the class token dropped.",
+        "",
+        "```python",
+        "import torch",
+        "from PIL import Image",
+        "from transformers import AutoBackbone, AutoImageProcessor",
+        "",
+        f'repo_id = "your-name/{name}"  # the Hub repo holding this folder',
+        "processor = AutoImageProcessor.from_pretrained(repo_id, trust_remote_code=True)",
+        f"backbone = AutoBackbone.from_pretrained(repo_id, out_indices={indices}, trust_remote_code=True).eval()",
+        'inputs = processor(Image.open("cat.jpg").convert("RGB"), return_tensors="pt")',
+        "with torch.no_grad():",
+        "    feature_maps = backbone(**inputs).feature_maps",
+        f"print([tuple(f.shape) for f in feature_maps])  # (1, width, {grid}) per block",
+        "```",
+        "",
+        "### Image embeddings",
+        "",
+        "```python",
+        "import torch",
+        "from PIL import Image",
+        "from transformers import AutoImageProcessor, AutoModel",
+        "",
+        model_dir,
+        "processor = AutoImageProcessor.from_pretrained(model_dir, trust_remote_code=True)",
+        "model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()",
+        'inputs = processor(Image.open("cat.jpg").convert("RGB"), return_tensors="pt")',
+        "with torch.no_grad():",
+        "    embedding = model(**inputs).pooler_output  # the final-normed class token, (1, width)",
+        "print(embedding.shape)",
+        "```",
+    ]
 
 
 def write_released_cards(output_dir: str | Path) -> list[Path]:

@@ -123,9 +123,9 @@ def _usage(model_name: str, description: str) -> list[str]:
         "",
         "```python",
         "from transformers import pipeline",
-        "import modeling_illama  # registers the package's model classes (without it: trust_remote_code=True)",
         "",
-        f'classifier = pipeline("image-classification", model="{model_name}")',
+        "# the folder holds the model code: trust_remote_code=True loads it, with or without the package installed",
+        f'classifier = pipeline("image-classification", model="{model_name}", trust_remote_code=True)',
         "```",
         "",
     ]
