@@ -8,8 +8,7 @@ folder on a machine without this package).
 from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
 from .configuration_illama import ILlamaConfig
-from .image_processing import build_image_processor
-from .image_processing_illama import ILlamaImageProcessor
+from .image_processing_illama import ILlamaImageProcessor, build_image_processor
 from .modeling_illama import ILlamaBackbone, ILlamaForImageClassification, ILlamaModel, ILlamaPreTrainedModel
 from .modeling_vit_frozen_llm import (
     ViTWithFrozenLLMConfig,

@@ -86,7 +86,7 @@ def load_image_processor(model: str, config):
     """The checkpoint's own `preprocessor_config.json` (local or Hub), else the authors' eval transform."""
     from transformers import AutoImageProcessor
 
-    from .image_processing import build_image_processor
+    from .image_processing_illama import build_image_processor
 
     if is_local_path(model) and not os.path.isfile(os.path.join(model, "preprocessor_config.json")):
         found = False

@@ -78,7 +78,7 @@ def save_image_processor(source: str, config, output: str) -> None:
     """Copy the source folder's preprocessing, or write the iLLaMA eval transform for a preset."""
     from transformers import AutoImageProcessor
 
-    from ..image_processing import build_image_processor
+    from ..image_processing_illama import build_image_processor
 
     if os.path.isfile(os.path.join(source, "preprocessor_config.json")):
         AutoImageProcessor.from_pretrained(source).save_pretrained(output)

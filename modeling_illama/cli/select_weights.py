@@ -63,7 +63,7 @@ def main(argv=None) -> int:
         report = init_model_from_llama(model, args.llama)
         model.save_pretrained(args.output_dir)
         try:
-            from ..image_processing import build_image_processor
+            from ..image_processing_illama import build_image_processor
 
             build_image_processor(config.image_size).save_pretrained(args.output_dir)
         except ValueError as error:  # non-square inputs have no eval transform

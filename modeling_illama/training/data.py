@@ -7,7 +7,6 @@ counted in the training log, instead of an exception hours into a run.
 from __future__ import annotations
 
 import glob
-import io
 import logging
 import os
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from datasets import Image as ImageFeature
 from datasets.distributed import split_dataset_by_node
 from PIL import Image
 
-from ..image_processing_illama import to_8bit
+from ..image_processing_illama import to_rgb_image
 
 logger = logging.getLogger(__name__)
 
@@ -214,19 +213,12 @@ def integer_class_names(ids: set, label_column: str, split: str) -> list[str]:
 
 
 def decode_image(value: Any) -> Image.Image | None:
-    """PIL RGB image from a datasets image value ({bytes, path}, a PIL image or a path); None if undecodable."""
+    """PIL RGB image from a datasets image value ({bytes, path}, a PIL image, an array or a path), decoded by
+    `to_rgb_image` (the image processor's and the pipeline's decoding); None if undecodable."""
     try:
-        if isinstance(value, Image.Image):
-            image = value
-        elif isinstance(value, dict):
-            if value.get("bytes") is not None:
-                image = Image.open(io.BytesIO(value["bytes"]))
-            else:
-                image = Image.open(value["path"])
-        else:
-            image = Image.open(value)
-        image.load()
-        return to_8bit(image).convert("RGB")
+        if isinstance(value, dict):
+            value = value["bytes"] if value.get("bytes") is not None else value["path"]
+        return to_rgb_image(value)
     except Exception as error:  # any decoder failure: the example is skipped and counted
         logger.warning("skipping an undecodable image (%s: %s)", type(error).__name__, error)
         return None

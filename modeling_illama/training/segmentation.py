@@ -33,8 +33,7 @@ from PIL import Image
 from transformers import Trainer, UperNetConfig, UperNetForSemanticSegmentation, set_seed
 
 from ..configuration_illama import _pair
-from ..image_processing_illama import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from ..image_processing_segmentation import build_segmentation_image_processor
+from ..image_processing_illama import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, build_segmentation_image_processor
 from ..labels import LabelError, label_fields
 from .data import _load_kwargs, decode_image
 from .optim import optimizer_param_groups
