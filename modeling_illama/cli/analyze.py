@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 
-from ._common import HelpFormatter, add_allow_missing_weights, make_parser, user_error
+from ._common import HelpFormatter, add_allow_missing_weights, make_parser, one_line_errors, user_error
 
 PROG = "illama-analyze"
 
@@ -288,6 +288,7 @@ COMMANDS = {
 }
 
 
+@one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -11,7 +11,14 @@ import logging
 import os
 import sys
 
-from ._common import add_allow_missing_weights, make_parser, missing_model_folder, missing_train_extra, user_error
+from ._common import (
+    add_allow_missing_weights,
+    make_parser,
+    missing_model_folder,
+    missing_train_extra,
+    one_line_errors,
+    user_error,
+)
 
 PROG = "illama-eval"
 
@@ -49,6 +56,7 @@ def default_output(model: str, split: str) -> str:
     return f"eval_{model.replace('/', '--')}_{split}.json"
 
 
+@one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if missing := missing_train_extra() or missing_model_folder(args.model):

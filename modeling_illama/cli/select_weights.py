@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from ._common import make_parser, user_error
+from ._common import make_parser, one_line_errors, user_error
 
 PROG = "illama-select-weights"
 
@@ -49,6 +49,7 @@ def load_config(model: str, num_labels: int | None):
     return load_preset(model, **overrides)
 
 
+@one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..llm.weight_selection import init_model_from_llama

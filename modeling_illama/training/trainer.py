@@ -25,6 +25,7 @@ from transformers import Trainer, TrainerCallback, set_seed
 from ..labels import class_names, label_fields
 from .data import ImageDataset, collate_images, load_image_dataset, with_transform
 from .ema import ModelEmaCallback
+from .guards import TrainingGuard, check_finite_logits
 from .label_checks import validate_training_labels
 from .metrics import classification_metrics
 from .optim import create_epoch_cosine_scheduler, optimizer_param_groups
@@ -136,6 +137,7 @@ def compute_classification_metrics(eval_pred) -> dict[str, float]:
     logits = np.asarray(
         eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
     )
+    check_finite_logits(logits)
     return classification_metrics(logits, np.asarray(eval_pred.label_ids))
 
 
@@ -469,6 +471,7 @@ def build_image_classification(recipe: Recipe, model_builder: ModelBuilder | Non
         ema=ema,
         callbacks=[StepLogCallback()],
     )
+    trainer.add_callback(TrainingGuard(trainer))  # 0 steps, no decodable image, non-finite loss: an error
 
     steps_per_epoch = trainer.optimizer_steps_per_epoch()
     trainer.steps_per_epoch = steps_per_epoch
