@@ -58,10 +58,11 @@ class ILlamaArgumentParser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         namespace, extras = super().parse_known_args(args, namespace)
         for action in self._actions:
-            self._check_value(action, getattr(namespace, action.dest, None), namespace)
+            self._check_parsed(action, getattr(namespace, action.dest, None), namespace)
+        vars(namespace).pop("debug", None)  # read from argv by one_line_errors; not a parameter of the command
         return namespace, extras
 
-    def _check_value(self, action, value, namespace):
+    def _check_parsed(self, action, value, namespace):
         if value is None or isinstance(value, bool) or not action.option_strings:
             return
         name, dest = action.option_strings[-1], action.dest
@@ -77,9 +78,9 @@ class ILlamaArgumentParser(argparse.ArgumentParser):
             if dest in POSITIVE_FLOATS and one <= 0:
                 self.error(f"argument {name}: must be > 0, got {one}")
         if dest in OUTPUT_FILES and isinstance(value, str):
-            self._check_output_file(name, value, namespace)
+            self._check_output_file(name, dest, value, namespace)
 
-    def _check_output_file(self, name, path, namespace):
+    def _check_output_file(self, name, dest, path, namespace):
         if os.path.isdir(path):
             self.error(f"argument {name}: {path} is a folder; give a file name")
         parent = os.path.dirname(os.path.abspath(path))
@@ -88,7 +89,7 @@ class ILlamaArgumentParser(argparse.ArgumentParser):
         if not os.path.exists(path):
             return
         for other, value in vars(namespace).items():
-            if other != name.lstrip("-") and isinstance(value, str) and value != path and os.path.exists(value):
+            if other != dest and isinstance(value, str) and os.path.exists(value):
                 if os.path.samefile(value, path):
                     self.error(f"argument {name}: {path} is the input --{other.replace('_', '-')}; write elsewhere")
         if not getattr(namespace, "overwrite", False):

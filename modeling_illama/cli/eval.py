@@ -70,7 +70,7 @@ def main(argv=None) -> int:
         return user_error(PROG, f"no such folder for --output: {os.path.dirname(output)}")
     try:
         # every flag but --output and --plots is a parameter of evaluate_saved_model with the same name
-        flags = {name: value for name, value in vars(args).items() if name not in ("output", "plots")}
+        flags = {name: value for name, value in vars(args).items() if name not in ("output", "plots", "overwrite")}
         results = evaluate_saved_model(**flags, keep_predictions=bool(args.plots))
     except (OSError, ValueError) as error:  # missing model/weights, bad dataset/split/columns/labels
         return user_error(PROG, error)

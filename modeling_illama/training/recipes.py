@@ -271,6 +271,7 @@ class ILlamaTrainingArguments(TrainingArguments):
         if not isinstance(self.model_overrides, dict):
             raise ValueError(f"recipe field 'model_overrides' must be a mapping, got {self.model_overrides!r}")
         check_model_overrides(self.model_overrides, self.model_family)
+        check_numeric_fields(self)
         if self.global_batch_size is not None and self.global_batch_size % self.per_device_train_batch_size:
             raise ValueError(
                 f"global_batch_size ({self.global_batch_size}) must be a multiple of per_device_train_batch_size "
@@ -285,7 +286,6 @@ class ILlamaTrainingArguments(TrainingArguments):
             )
         if (self.model_ema_eval or self.model_ema_save) and not self.model_ema:
             raise ValueError("model_ema_eval / model_ema_save need model_ema=true")
-        check_numeric_fields(self)
         super().__post_init__()
         if self.lr_schedule_unit == "step":  # the epoch schedule reads min_lr itself
             check_scheduler_kwargs(self.lr_scheduler_type, self.lr_scheduler_kwargs)
