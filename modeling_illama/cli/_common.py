@@ -130,10 +130,12 @@ def one_line_errors(prog: str):
     def decorate(main):
         @functools.wraps(main)
         def run(argv=None):
+            global _DEBUG
+            _DEBUG = debug_requested(argv)
             try:
                 return main(argv)
             except Exception as error:
-                if debug_requested(argv):
+                if _DEBUG:
                     raise
                 return user_error(prog, describe_error(error))
 
@@ -174,8 +176,14 @@ def progress_on_stdout(level: int = logging.INFO):
         package.setLevel(previous)
 
 
+_DEBUG = False  # set by one_line_errors for the running command
+
+
 def user_error(prog: str, error: object) -> int:
-    """Print `prog: error: message` on stderr (argparse's own style) and return argparse's exit status 2."""
+    """Print `prog: error: message` on stderr (argparse's own style) and return argparse's exit status 2 (with
+    --debug / ILLAMA_DEBUG=1, an exception is raised instead, with its traceback)."""
+    if _DEBUG and isinstance(error, BaseException):
+        raise error
     print(f"{prog}: error: {error}", file=sys.stderr)
     return 2
 
