@@ -70,14 +70,28 @@ def test_convert_gives_one_line_for_a_text_file_named_pth_whatever_its_first_cha
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("command, module", [("export-onnx", "onnx")])
+@pytest.mark.parametrize("command, module", [("quantize", "torchao"), ("export-onnx", "onnxruntime")])
 def test_analyze_without_the_analysis_extra_names_it(tiny_folder, tmp_path, capsys, monkeypatch, command, module):
-    for name in ("torchao", "onnx", "onnxruntime", "onnxscript"):
-        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
-    extra = ["--dataset", str(tmp_path)] if command == "quantize" else []
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else find_spec(name, *a))
+    extra = ["--dataset", str(tmp_path), "--split", "test"] if command == "quantize" else []
     assert analyze_main([command, "--model", str(tiny_folder), "--output-dir", str(tmp_path)] + extra) == 2
     line = one_error_line(capsys, "illama-analyze")
-    assert "needs the [analysis] extra" in line and "pip install 'illama-transformers[analysis]'" in line
+    assert f"{module} not installed: this command needs the [analysis] extra" in line
+    assert "pip install 'illama-transformers[analysis]'" in line
+
+
+def test_a_missing_optional_module_met_later_names_its_extra(capsys):
+    from modeling_illama.cli._common import one_line_errors
+
+    @one_line_errors("illama-tool")
+    def needs_onnx(argv=None):
+        raise ModuleNotFoundError("No module named 'onnxscript'", name="onnxscript")
+
+    assert needs_onnx([]) == 2
+    assert "onnxscript not installed: this command needs the [analysis] extra" in one_error_line(capsys, "illama-tool")
 
 
 def test_a_negative_learning_rate_is_one_line(tmp_path, capsys):

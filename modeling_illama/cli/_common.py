@@ -188,6 +188,17 @@ def user_error(prog: str, error: object) -> int:
     return 2
 
 
+def missing_extra(extra: str, modules: tuple[str, ...]) -> str | None:
+    """The install hint when one of `modules` (of the `extra` in setup.cfg) is not installed, else None."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return (
+        f"{', '.join(missing)} not installed: this command needs the [{extra}] extra; install it with: "
+        f"pip install 'illama-transformers[{extra}]' (in a checkout: pip install -e '.[{extra}]')"
+    )
+
+
 def missing_train_extra() -> str | None:
     """The install hint when a package of the [train] extra is missing (a core-only `pip install`), else None."""
     missing = [name for name in TRAIN_EXTRA_MODULES if importlib.util.find_spec(name) is None]
