@@ -100,6 +100,20 @@ def test_a_negative_learning_rate_is_one_line(tmp_path, capsys):
     assert "'learning_rate' must be > 0, got -0.1" in one_error_line(capsys, "illama-train")
 
 
+def test_a_config_value_out_of_range_and_an_empty_data_folder_are_one_line(tmp_path, capsys):
+    from tiny_data import write_tiny_image_splits
+
+    data = write_tiny_image_splits(tmp_path / "data", n_train=6, n_test=3)
+    argv = ["--recipe", "cifar10-mini", "--dataset", str(data), "--output-dir", str(tmp_path / "o")]
+    assert train_main(argv + ["model_overrides.hidden_size=-8"]) == 2
+    line = one_error_line(capsys, "illama-train")
+    assert line == "illama-train: error: ILlamaConfig.hidden_size must be a positive integer, got -8."
+    (tmp_path / "empty").mkdir()
+    argv = ["--recipe", "cifar10-mini", "--dataset", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "o")]
+    assert train_main(argv) == 2
+    assert "empty is an empty folder: expected parquet files" in one_error_line(capsys, "illama-train")
+
+
 def test_zero_or_negative_limits_are_refused_not_read_as_everything(tiny_folder, tmp_path, capsys):
     base = ["--model", str(tiny_folder), "--dataset", str(tmp_path), "--split", "test"]
     for option, value, message in [

@@ -111,6 +111,8 @@ def describe_error(error: BaseException) -> str:
                 f"{top} not installed: this command needs the [{extra}] extra; install it with: "
                 f"pip install 'illama-transformers[{extra}]' (in a checkout: pip install -e '.[{extra}]')"
             )
+    if type(error).__name__.startswith("StrictDataclass") and isinstance(error.__cause__, (ValueError, TypeError)):
+        error = error.__cause__  # a config field's own check: its message is the line
     text = " ".join(str(error).split()) or "no details"
     if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
         text = f"{text}: {error.filename}"

@@ -86,12 +86,22 @@ def _load_kwargs(source: str, split: str) -> dict[str, Any]:
                 f"no parquet file for split {split!r} in {source}; expected a name like {split}.parquet or "
                 f"{split}-00000-of-00001.parquet; found splits {available_splits(source)}"
             )
+        if not _holds_a_file(source):
+            raise ValueError(
+                f"{source} is an empty folder: expected parquet files ({split}.parquet, ...) or image files in one "
+                "sub-folder per class"
+            )
         return {"path": "imagefolder", "data_dir": source}
     if os.path.exists(source):
         raise ValueError(f"{source} is a file but not a .parquet file; give a parquet file, a folder or a Hub id")
     if _looks_local(source):
         raise FileNotFoundError(f"no such folder or file: {source}")
     return {"path": source}
+
+
+def _holds_a_file(folder: str) -> bool:
+    """True once any file is found under `folder` (stops at the first)."""
+    return any(files for _, _, files in os.walk(folder))
 
 
 def _looks_local(source: str) -> bool:
