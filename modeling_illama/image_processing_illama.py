@@ -107,7 +107,8 @@ def _array_to_image(array, input_data_format=None) -> Image.Image:
     if hasattr(array, "detach"):  # torch tensor: channels first unless the last axis is clearly the channel one
         if input_data_format is None:
             channels_first = array.ndim == 3 and array.shape[0] in (1, 3, 4)
-        array = array.detach().cpu().numpy()
+        array = array.detach().cpu()
+        array = (array.float() if array.is_floating_point() else array).numpy()  # bfloat16 has no numpy dtype
     elif input_data_format is None:
         channels_first = array.ndim == 3 and array.shape[-1] not in (1, 3, 4) and array.shape[0] in (1, 3, 4)
     array = np.asarray(array)

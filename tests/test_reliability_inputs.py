@@ -117,9 +117,10 @@ def test_float_arrays_in_0_1_are_the_uint8_image(saved, photo):
     reference = processor(photo, return_tensors="pt")["pixel_values"]
     floats = {
         "numpy HWC float32 [0, 1]": photo.astype(np.float32) / 255,
-        "torch CHW [0, 1] (ToTensor)": torch.from_numpy(photo).permute(2, 0, 1).float() / 255,
+        "torch CHW [0, 1] (ToTensor)": torch.from_numpy(photo.copy()).permute(2, 0, 1).float() / 255,
         "numpy HWC float64 0..255": photo.astype(np.float64),
-        "torch CHW uint8": torch.from_numpy(photo).permute(2, 0, 1).contiguous(),
+        "torch CHW uint8": torch.from_numpy(photo.copy()).permute(2, 0, 1).contiguous(),
+        "torch CHW bfloat16 0..255": torch.from_numpy(photo.copy()).permute(2, 0, 1).to(torch.bfloat16),
     }
     for name, array in floats.items():
         assert torch.equal(processor(array, return_tensors="pt")["pixel_values"], reference), name
