@@ -13,7 +13,7 @@ from tiny_data import TINY_MODEL_OVERRIDES, tiny_recipe_fields, write_tiny_image
 from modeling_illama.cli.activation_maps import build_parser as activation_maps_parser
 from modeling_illama.cli.train import main as train_main
 from modeling_illama.training.guards import safetensors_problem, torch_file_problem
-from modeling_illama.training.output_dir import prepare_output_dir
+from modeling_illama.training.output_dir import claim_output_dir, prepare_output_dir, remove_run_outputs
 from modeling_illama.training.resume import last_checkpoint
 
 
@@ -46,6 +46,21 @@ def test_overwrite_removes_exact_run_outputs_and_keeps_look_alikes(tmp_path):
     assert sorted(os.listdir(tmp_path / "run")) == sorted(mine)
 
 
+def test_overwrite_claims_first_and_removes_last_cutting_the_old_lines_from_train_log(tmp_path):
+    mine = old_run(tmp_path / "run")
+    lock = claim_output_dir(tmp_path / "run", overwrite=True, remove=False)
+    assert (tmp_path / "run" / "model.safetensors").read_text() == "old run"  # the claim removed nothing
+    with open(tmp_path / "run" / "train.log", "a") as log:  # the new run's logging, appending
+        log.write("new run: checks passed\n")
+        log.flush()
+        removed = remove_run_outputs(tmp_path / "run")
+        log.write("new run: training\n")
+    lock.release()
+    assert "train.log (the previous run's 7 bytes)" in removed and "model.safetensors" in removed
+    assert (tmp_path / "run" / "train.log").read_text() == "new run: checks passed\nnew run: training\n"
+    assert sorted(os.listdir(tmp_path / "run")) == sorted([*mine, "train.log"])
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -69,6 +84,26 @@ def test_overwrite_deletes_nothing_when_a_check_fails(tmp_path, capsys, override
     assert (tmp_path / "run" / "model.safetensors").read_text() == "old run"
     assert (tmp_path / "run" / "checkpoint-4").is_dir()
     assert set(before) <= set(os.listdir(tmp_path / "run"))
+
+
+def test_illama_train_overwrite_replaces_the_previous_run_and_keeps_the_users_files(tmp_path, capsys):
+    import yaml
+
+    data = write_tiny_image_splits(tmp_path / "data", n_train=6, n_test=3)
+    fields = tiny_recipe_fields(TINY_MODEL_OVERRIDES, dataset=str(data), num_train_epochs=1, save_strategy="no")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({**fields, "eval_strategy": "no"}))
+    mine = old_run(tmp_path / "run")
+    argv = ["--recipe", str(tmp_path / "r.yaml"), "--output-dir", str(tmp_path / "run"), "--overwrite", "--no-plot"]
+    assert train_main(argv) == 0, capsys.readouterr().err[-2000:]
+    folder = tmp_path / "run"
+    assert not (folder / "checkpoint-4").exists() and (folder / "model.safetensors").read_bytes() != b"old run"
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "illama"
+    assert (
+        "old run" not in (folder / "train.log").read_text() and "final metrics" in (folder / "train.log").read_text()
+    )
+    for name in mine:
+        if name != "README.md":  # the run writes its model card there
+            assert (folder / name).read_text() == "mine", name
 
 
 def test_single_output_files_are_not_written_over_without_overwrite(tmp_path, capsys):

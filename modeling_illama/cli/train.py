@@ -163,10 +163,10 @@ def train(args: argparse.Namespace, state) -> int:
     except (FileNotFoundError, ValueError) as error:  # bad data, columns, preset or schedule settings
         return user_error(PROG, error)
     if state.is_main_process:
-        if args.overwrite:  # every check passed: only now remove the previous run (its train.log continues)
+        if args.overwrite:  # every check passed: only now remove the previous run
             from modeling_illama.training.output_dir import remove_run_outputs
 
-            remove_run_outputs(args.output_dir, keep=("train.log",))
+            remove_run_outputs(args.output_dir)
         with open(os.path.join(args.output_dir, "recipe.json"), "w") as f:
             json.dump(record, f, indent=2)
     logger.info(

@@ -109,10 +109,29 @@ def prepare_output_dir(
     return remove_run_outputs(output_dir) if remove else []
 
 
+# output folder -> size of its train.log when a run claimed it to overwrite it without removing yet: the new run
+# appends to that file from then on, so removal drops the old head instead of the file
+_LOG_SIZE_AT_CLAIM: dict[str, int] = {}
+LOG_FILE = "train.log"
+
+
 def remove_run_outputs(output_dir: str | os.PathLike, keep: tuple[str, ...] = ()) -> list[str]:
     """Remove what a training run writes (`RUN_OUTPUT_PATTERNS`, checkpoint-* folders) from `output_dir`, except
-    the names in `keep`; every other file stays. Returns the names removed."""
+    the names in `keep`; every other file stays. Returns the names removed. After `claim_output_dir(...,
+    overwrite=True, remove=False)` the previous run's lines are cut from train.log, which the new run extends."""
     removed = []
+    head = _LOG_SIZE_AT_CLAIM.pop(os.path.realpath(output_dir), None)
+    if head is not None:
+        keep = (*keep, LOG_FILE)
+        log = Path(output_dir) / LOG_FILE
+        if head and log.is_file():
+            with open(log, "r+b") as handle:  # the run's handler appends (O_APPEND): it follows the new end
+                handle.seek(head)
+                tail = handle.read()
+                handle.seek(0)
+                handle.write(tail)
+                handle.truncate()
+            removed.append(f"{LOG_FILE} (the previous run's {head} bytes)")
     for name in sorted(os.listdir(output_dir)):
         if name in keep:
             continue
@@ -216,6 +235,9 @@ def claim_output_dir(
         try:
             lock = OutputDirLock(output_dir).acquire()
             prepare_output_dir(output_dir, overwrite=overwrite, resume=resume, remove=remove)
+            if overwrite and not remove:
+                log = Path(output_dir) / LOG_FILE
+                _LOG_SIZE_AT_CLAIM[os.path.realpath(output_dir)] = log.stat().st_size if log.is_file() else 0
         except (OutputDirError, OutputDirInUseError) as caught:
             if lock is not None:
                 lock.release()
