@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine:  `make demo` (the main job)  and  `make test` (the test suite).
 PYTHON ?= python3
 VENV   ?= .venv
-# torch/torchvision pinned to the wheels this project is tested with; any torch >= 2.4 works.
+# torch/torchvision pinned to the wheels this project is tested with (setup.cfg's torch floor).
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -11,11 +11,25 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(VENV)/bin/pip install -q -e ".[dev]"
 	touch $@
 
-.PHONY: install test lint demo benchmark docs docs-check
+.PHONY: install test test-oldest lint demo benchmark docs docs-check
 install: $(VENV)/.installed
 
 test: $(VENV)/.installed lint
 	$(VENV)/bin/python -m pytest -q
+
+# The oldest transformers setup.cfg accepts, installed on its own into .oldest/ (ahead of the venv's on
+# PYTHONPATH), running the model, pipeline, backbone, remote-code and image-decoding tests.
+OLDEST_TRANSFORMERS = $(shell sed -n 's/^ *transformers>=\([0-9.]*\),.*/\1/p' setup.cfg)
+OLDEST_TESTS = tests/test_modeling.py tests/test_auto_remote_pipeline.py tests/test_backbone_segmentation.py \
+	tests/test_image_processing.py tests/test_reliability_inputs.py
+test-oldest: $(VENV)/.installed
+	test -n "$(OLDEST_TRANSFORMERS)"
+	test -d .oldest/transformers-$(OLDEST_TRANSFORMERS) || $(VENV)/bin/pip install -q --no-deps \
+		--target .oldest/transformers-$(OLDEST_TRANSFORMERS) transformers==$(OLDEST_TRANSFORMERS)
+	PYTHONPATH="$(CURDIR):$(CURDIR)/.oldest/transformers-$(OLDEST_TRANSFORMERS)" $(VENV)/bin/python -c \
+		"import transformers as t; assert t.__version__ == '$(OLDEST_TRANSFORMERS)', t.__version__; print('transformers', t.__version__, t.__file__)"
+	PYTHONPATH="$(CURDIR):$(CURDIR)/.oldest/transformers-$(OLDEST_TRANSFORMERS)" $(VENV)/bin/python -m pytest -q \
+		-p no:cacheprovider $(OLDEST_TESTS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check --quiet .

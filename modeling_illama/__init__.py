@@ -9,8 +9,7 @@ from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel
 
 from .configuration_illama import ILlamaConfig
 from .configuration_vit_frozen_llm import ViTWithFrozenLLMConfig
-from .image_processing import build_image_processor
-from .image_processing_illama import ILlamaImageProcessor
+from .image_processing_illama import ILlamaImageProcessor, build_image_processor
 from .modeling_illama import ILlamaBackbone, ILlamaForImageClassification, ILlamaModel, ILlamaPreTrainedModel
 from .modeling_vit_frozen_llm import ViTWithFrozenLLMForImageClassification, ViTWithFrozenLLMModel
 from .presets import list_presets, load_preset

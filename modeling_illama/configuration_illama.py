@@ -1,12 +1,34 @@
-"""iLLaMA model configuration."""
+"""iLLaMA model configuration.
+
+This file is copied next to saved models for `trust_remote_code` and is the first of them Transformers imports:
+it checks the installed transformers version before importing anything that older releases lack.
+"""
 
 import math
 
-from huggingface_hub.dataclasses import strict
-from transformers.backbone_utils import BackboneConfigMixin
-from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+import transformers
+from packaging.version import Version
 
-from .configuration_frozen_llm import ILlamaFrozenLLMConfig, frozen_llm_config_from_dict
+TRANSFORMERS_MIN_VERSION = "5.20.0"  # the oldest release the package's tests pass on (`make test-oldest`)
+
+
+def check_transformers_version(installed: str | None = None):
+    """One-line ImportError when the installed transformers is older than `TRANSFORMERS_MIN_VERSION` or not 5.x."""
+    installed = installed or transformers.__version__
+    if not Version(TRANSFORMERS_MIN_VERSION) <= Version(installed) < Version("6"):
+        raise ImportError(
+            f"iLLaMA needs transformers>={TRANSFORMERS_MIN_VERSION},<6 but transformers {installed} is installed: "
+            f"pip install 'transformers>={TRANSFORMERS_MIN_VERSION},<6'"
+        )
+
+
+check_transformers_version()
+
+from huggingface_hub.dataclasses import strict  # noqa: E402
+from transformers.backbone_utils import BackboneConfigMixin  # noqa: E402
+from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec  # noqa: E402
+
+from .configuration_frozen_llm import ILlamaFrozenLLMConfig, frozen_llm_config_from_dict  # noqa: E402
 
 MASK_STYLES = ("post_softmax", "renormalized")
 POST_SOFTMAX_PATHS = ("auto", "materialised", "fused", "recompute")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import re
 
 import torch
 
@@ -44,10 +46,35 @@ def load_classifier(model: str, allow_missing_weights: bool = False, dtype=torch
     from transformers import AutoModelForImageClassification
 
     check_model_reference(model)
+    check_weight_files(model)
     kwargs.setdefault("ignore_mismatched_sizes", True)  # reported by check_loading_info, by name
-    net, info = AutoModelForImageClassification.from_pretrained(model, dtype=dtype, output_loading_info=True, **kwargs)
+    try:
+        net, info = AutoModelForImageClassification.from_pretrained(
+            model, dtype=dtype, output_loading_info=True, **kwargs
+        )
+    except pickle.UnpicklingError as error:  # weights_only refused a pickled object: nothing was executed
+        found = re.search(r"GLOBAL \S+", str(error))
+        raise ValueError(
+            f"refused to load the weights of {model}: pytorch_model.bin holds a pickled object that is not a tensor"
+            f"{f' ({found.group(0)})' if found else ''}; nothing from it was executed. Use a model.safetensors "
+            "checkpoint, or re-save the state dict of a file you trust"
+        ) from None
     check_loading_info(model, info, allow_missing_weights)
     return net
+
+
+def check_weight_files(model: str) -> None:
+    """A local folder's safetensors weights must be complete (an empty or truncated file is named, not a
+    SafetensorError from deep inside loading)."""
+    if not os.path.isdir(model):
+        return
+    from .training.guards import safetensors_problem
+
+    for name in sorted(os.listdir(model)):
+        if name.endswith(".safetensors") and (problem := safetensors_problem(os.path.join(model, name))):
+            raise ValueError(
+                f"{os.path.join(model, name)} is damaged: {problem}; re-save or re-download the model folder"
+            )
 
 
 def check_loading_info(
@@ -86,7 +113,7 @@ def load_image_processor(model: str, config):
     """The checkpoint's own `preprocessor_config.json` (local or Hub), else the authors' eval transform."""
     from transformers import AutoImageProcessor
 
-    from .image_processing import build_image_processor
+    from .image_processing_illama import build_image_processor
 
     if is_local_path(model) and not os.path.isfile(os.path.join(model, "preprocessor_config.json")):
         found = False

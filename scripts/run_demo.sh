@@ -61,7 +61,7 @@ fi
 train_end=$(date +%s)
 
 echo "== evaluating the saved model on the test split"
-illama-eval --model "$OUT" --dataset "$DATA" --split test --output "$OUT/eval_test.json"
+illama-eval --model "$OUT" --dataset "$DATA" --split test --output "$OUT/eval_test.json" --overwrite
 
 echo "== classifying a few test images with pipeline(\"image-classification\")"
 python - "$OUT" "$DATA" <<'PY'

@@ -484,7 +484,7 @@ def fake_checkpoint(folder, step, state_text=None, weights=True):
     state = {"global_step": step, "log_history": []}
     (folder / "trainer_state.json").write_text(json.dumps(state) if state_text is None else state_text)
     if weights:
-        (folder / "model.safetensors").write_bytes(b"weights")
+        save_file({"weight": torch.zeros(2)}, folder / "model.safetensors")
     return folder
 
 

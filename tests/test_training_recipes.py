@@ -183,6 +183,6 @@ def test_exponent_numbers_in_nested_fields_are_numbers(tmp_path):
         "model: illama-tiny-224\nlr_scheduler_type: cosine_with_min_lr\nlr_scheduler_kwargs: {min_lr: 1e-5}\n"
         "model_overrides: {rms_norm_eps: 1e-6}\n"
     )
-    r = load_recipe(str(path), ["model_overrides.hidden_act=silu"])
+    r = load_recipe(str(path), ["model_overrides.mask_style=renormalized"])
     assert r.lr_scheduler_kwargs == {"min_lr": 1e-5} and isinstance(r.lr_scheduler_kwargs["min_lr"], float)
-    assert r.model_overrides == {"rms_norm_eps": 1e-6, "hidden_act": "silu"}
+    assert r.model_overrides == {"rms_norm_eps": 1e-6, "mask_style": "renormalized"}

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import logging
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -22,8 +25,125 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         return super()._get_help_string(action)
 
 
+# numeric options checked after parsing, by destination: (rule, test); 0 never means "all"
+POSITIVE_INTS = ("limit", "batch_size", "num_bins", "num_images", "latency_batch_size", "latency_repeats")
+POSITIVE_INTS += ("verify_inputs", "num_heads", "num_labels", "image_size", "opset", "hidden_size")
+NON_NEGATIVE_INTS = ("num_workers", "seed")
+FRACTIONS = ("threshold",)  # in (0, 1]
+POSITIVE_FLOATS = ("tolerance",)
+OUTPUT_FILES = ("output", "json")  # single files a command writes: never written over without --overwrite
+# import name -> the extra that installs it
+EXTRA_OF_MODULE = {name: "train" for name in ("accelerate", "datasets", "evaluate", "torchvision", "timm", "yaml")}
+EXTRA_OF_MODULE.update({name: "train" for name in ("matplotlib", "tqdm", "tensorboardX")})
+EXTRA_OF_MODULE.update({name: "analysis" for name in ("torchao", "onnx", "onnxruntime", "onnxscript")})
+
+
+class ILlamaArgumentParser(argparse.ArgumentParser):
+    """argparse with the package's checks: `--debug` on every (sub)command, numeric limits in range (a count of
+    0 or less is an error, not "everything"), and an existing `--output` / `--json` file refused unless
+    `--overwrite` (added to any parser with such an option)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("conflict_handler", "resolve")
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true", help="show the traceback of an error (or ILLAMA_DEBUG=1)")
+
+    def add_argument(self, *names, **kwargs):
+        action = super().add_argument(*names, **kwargs)
+        if action.dest in OUTPUT_FILES and "--overwrite" not in self._option_string_actions:
+            super().add_argument("--overwrite", action="store_true", help="replace existing output files")
+        return action
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            self._check_parsed(action, getattr(namespace, action.dest, None), namespace)
+        vars(namespace).pop("debug", None)  # read from argv by one_line_errors; not a parameter of the command
+        return namespace, extras
+
+    def _check_parsed(self, action, value, namespace):
+        if value is None or isinstance(value, bool) or not action.option_strings:
+            return
+        name, dest = action.option_strings[-1], action.dest
+        for one in value if isinstance(value, list) else [value]:
+            if isinstance(one, (int, float)) and not math.isfinite(one):
+                self.error(f"argument {name}: must be a finite number, got {one}")
+            if dest in POSITIVE_INTS and one < 1:
+                self.error(f"argument {name}: must be a positive integer, got {one} (leave it out for the default)")
+            if dest in NON_NEGATIVE_INTS and one < 0:
+                self.error(f"argument {name}: must be >= 0, got {one}")
+            if dest in FRACTIONS and not 0 < one <= 1:
+                self.error(f"argument {name}: must be in (0, 1], got {one}")
+            if dest in POSITIVE_FLOATS and one <= 0:
+                self.error(f"argument {name}: must be > 0, got {one}")
+        if dest in OUTPUT_FILES and isinstance(value, str):
+            self._check_output_file(name, dest, value, namespace)
+
+    def _check_output_file(self, name, dest, path, namespace):
+        if os.path.isdir(path):
+            self.error(f"argument {name}: {path} is a folder; give a file name")
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            self.error(f"argument {name}: no such folder: {parent}")
+        if not os.path.exists(path):
+            return
+        for other, value in vars(namespace).items():
+            if other != dest and isinstance(value, str) and os.path.exists(value):
+                if os.path.samefile(value, path):
+                    self.error(f"argument {name}: {path} is the input --{other.replace('_', '-')}; write elsewhere")
+        if not getattr(namespace, "overwrite", False):
+            self.error(f"argument {name}: {path} exists; pass --overwrite to replace it, or choose another file")
+
+
 def make_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+    return ILlamaArgumentParser(prog=prog, description=description)
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for an exception: its message, with the install hint for a missing optional package and the
+    type name for an unexpected kind of error."""
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        top = error.name.split(".")[0]
+        extra = EXTRA_OF_MODULE.get(top)
+        if extra:
+            return (
+                f"{top} not installed: this command needs the [{extra}] extra; install it with: "
+                f"pip install 'illama-transformers[{extra}]' (in a checkout: pip install -e '.[{extra}]')"
+            )
+    if type(error).__name__.startswith("StrictDataclass") and isinstance(error.__cause__, (ValueError, TypeError)):
+        error = error.__cause__  # a config field's own check: its message is the line
+    text = " ".join(str(error).split()) or "no details"
+    if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
+        text = f"{text}: {error.filename}"
+    expected = (ValueError, OSError, RuntimeError, ImportError, KeyError, LookupError)
+    return text if isinstance(error, expected) else f"{type(error).__name__}: {text}"
+
+
+def debug_requested(argv) -> bool:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return "--debug" in argv or os.environ.get("ILLAMA_DEBUG", "") not in ("", "0")
+
+
+def one_line_errors(prog: str):
+    """Decorator of a console script's `main(argv)`: any exception becomes `prog: error: message` on stderr and
+    exit status 2 (argparse's style); `--debug` or ILLAMA_DEBUG=1 shows the traceback instead."""
+
+    def decorate(main):
+        @functools.wraps(main)
+        def run(argv=None):
+            global _DEBUG
+            _DEBUG = debug_requested(argv)
+            try:
+                return main(argv)
+            except Exception as error:
+                if _DEBUG:
+                    raise
+                return user_error(prog, describe_error(error))
+
+        return run
+
+    return decorate
 
 
 def add_allow_missing_weights(parser: argparse.ArgumentParser, verb: str) -> None:
@@ -58,10 +178,27 @@ def progress_on_stdout(level: int = logging.INFO):
         package.setLevel(previous)
 
 
+_DEBUG = False  # set by one_line_errors for the running command
+
+
 def user_error(prog: str, error: object) -> int:
-    """Print `prog: error: message` on stderr (argparse's own style) and return argparse's exit status 2."""
+    """Print `prog: error: message` on stderr (argparse's own style) and return argparse's exit status 2 (with
+    --debug / ILLAMA_DEBUG=1, an exception is raised instead, with its traceback)."""
+    if _DEBUG and isinstance(error, BaseException):
+        raise error
     print(f"{prog}: error: {error}", file=sys.stderr)
     return 2
+
+
+def missing_extra(extra: str, modules: tuple[str, ...]) -> str | None:
+    """The install hint when one of `modules` (of the `extra` in setup.cfg) is not installed, else None."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return (
+        f"{', '.join(missing)} not installed: this command needs the [{extra}] extra; install it with: "
+        f"pip install 'illama-transformers[{extra}]' (in a checkout: pip install -e '.[{extra}]')"
+    )
 
 
 def missing_train_extra() -> str | None:

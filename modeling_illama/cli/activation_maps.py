@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from ._common import add_allow_missing_weights, make_parser, user_error
+from ._common import add_allow_missing_weights, make_parser, one_line_errors, user_error
 
 PROG = "illama-activation-maps"
 
@@ -35,19 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from PIL import Image
-
     import modeling_illama  # noqa: F401  (registers the Auto classes)
     from modeling_illama.analysis.activation_maps import activation_maps, denormalize, draw_activation_maps
-    from modeling_illama.image_processing_illama import to_8bit
+    from modeling_illama.image_processing_illama import to_rgb_image
     from modeling_illama.loading import load_classifier, load_image_processor
 
     try:
         model = load_classifier(args.model, allow_missing_weights=args.allow_missing_weights)
         processor = load_image_processor(args.model, model.config)
-        image = to_8bit(Image.open(args.image)).convert("RGB")  # 16-bit / float images scaled, not clipped
+        image = to_rgb_image(args.image)  # the processor's and the pipeline's decoding
         pixel_values = processor(images=image, return_tensors="pt")["pixel_values"]
         layers = args.layers
         if layers is None:

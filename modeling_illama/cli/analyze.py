@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 
-from ._common import HelpFormatter, add_allow_missing_weights, make_parser, user_error
+from ._common import HelpFormatter, add_allow_missing_weights, make_parser, missing_extra, one_line_errors, user_error
 
 PROG = "illama-analyze"
 
@@ -279,6 +279,7 @@ def run_export_onnx(args) -> tuple[list[str], str]:
     return files, f"{path}: max |ONNX - PyTorch| logits {worst:.2e} (batch sizes {list(report['max_abs_difference'])})"
 
 
+ANALYSIS_EXTRA_MODULES = {"quantize": ("torchao",), "export-onnx": ("onnx", "onnxruntime", "onnxscript")}
 COMMANDS = {
     "calibration": run_calibration,
     "shape-bias": run_shape_bias,
@@ -288,8 +289,11 @@ COMMANDS = {
 }
 
 
+@one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if missing := missing_extra("analysis", ANALYSIS_EXTRA_MODULES.get(args.command, ())):
+        return user_error(f"{PROG} {args.command}", missing)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         files, summary = COMMANDS[args.command](args)

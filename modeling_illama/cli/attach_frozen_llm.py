@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from ._common import make_parser, user_error
+from ._common import make_parser, one_line_errors, user_error
 
 PROG = "illama-attach-frozen-llm"
 
@@ -78,7 +78,7 @@ def save_image_processor(source: str, config, output: str) -> None:
     """Copy the source folder's preprocessing, or write the iLLaMA eval transform for a preset."""
     from transformers import AutoImageProcessor
 
-    from ..image_processing import build_image_processor
+    from ..image_processing_illama import build_image_processor
 
     if os.path.isfile(os.path.join(source, "preprocessor_config.json")):
         AutoImageProcessor.from_pretrained(source).save_pretrained(output)
@@ -86,6 +86,7 @@ def save_image_processor(source: str, config, output: str) -> None:
         build_image_processor(config.image_size).save_pretrained(output)
 
 
+@one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..llm.frozen import attach_frozen_llm, vit_with_frozen_llm

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from ..conversion import VerificationError, convert_all, convert_checkpoint, write_released_cards
-from ._common import make_parser, progress_on_stdout, user_error
+from ._common import make_parser, one_line_errors, progress_on_stdout, user_error
 
 PROG = "illama-convert"
 
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.write_cards:

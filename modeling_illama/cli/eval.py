@@ -11,7 +11,14 @@ import logging
 import os
 import sys
 
-from ._common import add_allow_missing_weights, make_parser, missing_model_folder, missing_train_extra, user_error
+from ._common import (
+    add_allow_missing_weights,
+    make_parser,
+    missing_model_folder,
+    missing_train_extra,
+    one_line_errors,
+    user_error,
+)
 
 PROG = "illama-eval"
 
@@ -49,6 +56,7 @@ def default_output(model: str, split: str) -> str:
     return f"eval_{model.replace('/', '--')}_{split}.json"
 
 
+@one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if missing := missing_train_extra() or missing_model_folder(args.model):
@@ -62,7 +70,7 @@ def main(argv=None) -> int:
         return user_error(PROG, f"no such folder for --output: {os.path.dirname(output)}")
     try:
         # every flag but --output and --plots is a parameter of evaluate_saved_model with the same name
-        flags = {name: value for name, value in vars(args).items() if name not in ("output", "plots")}
+        flags = {name: value for name, value in vars(args).items() if name not in ("output", "plots", "overwrite")}
         results = evaluate_saved_model(**flags, keep_predictions=bool(args.plots))
     except (OSError, ValueError) as error:  # missing model/weights, bad dataset/split/columns/labels
         return user_error(PROG, error)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..conversion import export_official
-from ._common import make_parser, missing_model_folder, progress_on_stdout, user_error
+from ._common import make_parser, missing_model_folder, one_line_errors, progress_on_stdout, user_error
 
 PROG = "illama-export-official"
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if missing := missing_model_folder(args.model):

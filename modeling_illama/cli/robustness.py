@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from ._common import make_parser, user_error
+from ._common import make_parser, one_line_errors, user_error
 
 PROG = "illama-robustness"
 
@@ -49,6 +49,7 @@ def split_for(source: str, split: str) -> str:
     raise ValueError(f"{source} has splits {splits}, not {split!r}; pass --split")
 
 
+@one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     sets = (args.imagenet_c, args.imagenet_a, args.imagenet_r, args.imagenet_sketch, args.adversarial)

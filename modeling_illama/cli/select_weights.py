@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from ._common import make_parser, user_error
+from ._common import make_parser, one_line_errors, user_error
 
 PROG = "illama-select-weights"
 
@@ -49,6 +49,7 @@ def load_config(model: str, num_labels: int | None):
     return load_preset(model, **overrides)
 
 
+@one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..llm.weight_selection import init_model_from_llama
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
         report = init_model_from_llama(model, args.llama)
         model.save_pretrained(args.output_dir)
         try:
-            from ..image_processing import build_image_processor
+            from ..image_processing_illama import build_image_processor
 
             build_image_processor(config.image_size).save_pretrained(args.output_dir)
         except ValueError as error:  # non-square inputs have no eval transform

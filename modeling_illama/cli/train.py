@@ -20,7 +20,7 @@ import time
 
 from transformers.utils import logging as hf_logging
 
-from ._common import make_parser, missing_model_folder, missing_train_extra, user_error
+from ._common import make_parser, missing_model_folder, missing_train_extra, one_line_errors, user_error
 
 logger = logging.getLogger("modeling_illama")
 PROG = "illama-train"
@@ -108,6 +108,7 @@ def setup_logging(output_dir: str, is_main: bool) -> None:
         steps.addHandler(to_file)
 
 
+@one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if missing := missing_train_extra():
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
 
     state = distributed_state()
     try:  # one run per folder, and never over an existing model unless --overwrite
-        lock = claim_output_dir(args.output_dir, overwrite=args.overwrite, resume=args.resume, state=state)
+        lock = claim_output_dir(args.output_dir, args.overwrite, args.resume, state, remove=False)  # checks only
     except (OSError, RuntimeError) as error:
         return user_error(PROG, error)
     try:
@@ -164,6 +165,10 @@ def train(args: argparse.Namespace, state) -> int:
     except (FileNotFoundError, ValueError) as error:  # bad data, columns, preset or schedule settings
         return user_error(PROG, error)
     if state.is_main_process:
+        if args.overwrite:  # every check passed: only now remove the previous run
+            from modeling_illama.training.output_dir import remove_run_outputs
+
+            remove_run_outputs(args.output_dir)
         with open(os.path.join(args.output_dir, "recipe.json"), "w") as f:
             json.dump(record, f, indent=2)
     logger.info(

@@ -65,7 +65,8 @@ def load_checkpoint_file(path: str | Path) -> dict:
             f"argparse.Namespace ({what}). Nothing from the file was executed. If you trust its origin, re-save "
             "only its state dict (a dict of tensors) with torch.save or safetensors and convert that file."
         ) from None
-    except (RuntimeError, EOFError, ValueError) as error:  # not a zip archive, truncated archive or pickle
+    except (RuntimeError, EOFError, ValueError, LookupError, TypeError, AttributeError, OverflowError) as error:
+        # not a zip archive, a truncated archive, or bytes the unpickler misreads (a text file's first byte)
         raise CheckpointError(
             f"{path} is not a PyTorch checkpoint (torch.save's zip archive or pickle): {_first_line(error)}"
         ) from None

@@ -7,6 +7,7 @@ import logging
 from .assembly import StepLogCallback, TrainingRun, resolve_dataset, run_arguments, start_run, warmup_in_steps
 from .data import ImageDataset, collate_images, load_image_dataset, with_transform
 from .ema import ModelEmaCallback
+from .guards import TrainingGuard
 from .label_checks import validate_training_labels
 from .metrics import compute_classification_metrics
 from .models import ModelBuilder, build_image_processor, build_model, square_size
@@ -63,6 +64,7 @@ def build_image_classification(recipe: Recipe, model_builder: ModelBuilder | Non
         ema=ema,
         callbacks=[StepLogCallback()],
     )
+    trainer.add_callback(TrainingGuard(trainer))  # 0 steps, no decodable image, non-finite loss: an error
     steps_per_epoch = schedule_in_steps(trainer, soft_mask)
     return TrainingRun(trainer, soft_mask, train, evaluation, steps_per_epoch, processor, ema)
 

@@ -7,7 +7,6 @@ counted in the training log, instead of an exception hours into a run.
 from __future__ import annotations
 
 import glob
-import io
 import logging
 import os
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from datasets import Image as ImageFeature
 from datasets.distributed import split_dataset_by_node
 from PIL import Image
 
-from ..image_processing_illama import to_8bit
+from ..image_processing_illama import to_rgb_image
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +86,22 @@ def load_dataset_kwargs(source: str, split: str) -> dict[str, Any]:
                 f"no parquet file for split {split!r} in {source}; expected a name like {split}.parquet or "
                 f"{split}-00000-of-00001.parquet; found splits {available_splits(source)}"
             )
+        if not _holds_a_file(source):
+            raise ValueError(
+                f"{source} is an empty folder: expected parquet files ({split}.parquet, ...) or image files in one "
+                "sub-folder per class"
+            )
         return {"path": "imagefolder", "data_dir": source}
     if os.path.exists(source):
         raise ValueError(f"{source} is a file but not a .parquet file; give a parquet file, a folder or a Hub id")
     if _looks_local(source):
         raise FileNotFoundError(f"no such folder or file: {source}")
     return {"path": source}
+
+
+def _holds_a_file(folder: str) -> bool:
+    """True once any file is found under `folder` (stops at the first)."""
+    return any(files for _, _, files in os.walk(folder))
 
 
 def _looks_local(source: str) -> bool:
@@ -214,19 +223,12 @@ def integer_class_names(ids: set, label_column: str, split: str) -> list[str]:
 
 
 def decode_image(value: Any) -> Image.Image | None:
-    """PIL RGB image from a datasets image value ({bytes, path}, a PIL image or a path); None if undecodable."""
+    """PIL RGB image from a datasets image value ({bytes, path}, a PIL image, an array or a path), decoded by
+    `to_rgb_image` (the image processor's and the pipeline's decoding); None if undecodable."""
     try:
-        if isinstance(value, Image.Image):
-            image = value
-        elif isinstance(value, dict):
-            if value.get("bytes") is not None:
-                image = Image.open(io.BytesIO(value["bytes"]))
-            else:
-                image = Image.open(value["path"])
-        else:
-            image = Image.open(value)
-        image.load()
-        return to_8bit(image).convert("RGB")
+        if isinstance(value, dict):
+            value = value["bytes"] if value.get("bytes") is not None else value["path"]
+        return to_rgb_image(value)
     except Exception as error:  # any decoder failure: the example is skipped and counted
         logger.warning("skipping an undecodable image (%s: %s)", type(error).__name__, error)
         return None

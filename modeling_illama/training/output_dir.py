@@ -32,19 +32,30 @@ MODEL_FILES = (
     "trainer_state.json",
     "recipe.json",
 )
-# everything a training run (and illama-eval's default output) writes at the top of its output folder
-RUN_OUTPUT_PATTERNS = MODEL_FILES + (
-    "model-*-of-*.safetensors",
+# everything a training run (and illama-eval's default output) writes at the top of its output folder: exact
+# names, the Trainer's shard names, illama-eval's eval_<split>.json and the remote code save_pretrained copies
+RUN_OUTPUT_PATTERNS = (
+    "config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "model-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].safetensors",
+    "trainer_state.json",
+    "recipe.json",
+    "recipe.resumed-[0-9]*.json",
     "preprocessor_config.json",
     "training_args.bin",
-    "*_results.json",
+    "all_results.json",
+    "train_results.json",
+    "eval_results.json",
     "eval_*.json",
     "training_curves.png",
     "train.log",
-    "configuration_illama.py",
-    "modeling_illama.py",
-    "image_processing_illama.py",
-    "recipe.resumed-*.json",
+) + tuple(
+    sorted(
+        path.name
+        for path in Path(__file__).resolve().parents[1].glob("*.py")
+        if "illama" in path.name or "frozen_llm" in path.name
+    )
 )
 CHECKPOINT_PATTERN = "checkpoint-*"
 
@@ -73,11 +84,16 @@ def _is_checkpoint_name(name: str) -> bool:
     return prefix == "checkpoint" and number.isdigit()
 
 
-def prepare_output_dir(output_dir: str | os.PathLike, overwrite: bool = False, resume: bool = False) -> list[str]:
-    """Check that a run may write into `output_dir`; with `overwrite`, remove the previous run's outputs.
+def prepare_output_dir(
+    output_dir: str | os.PathLike, overwrite: bool = False, resume: bool = False, remove: bool = True
+) -> list[str]:
+    """Check that a run may write into `output_dir`; with `overwrite` (and `remove`), remove the previous run's
+    outputs.
 
     Returns the names removed. Raises OutputDirError when the folder holds a model or checkpoints and neither
-    `resume` nor `overwrite` is given (or when both are).
+    `resume` nor `overwrite` is given (or when both are). A run validates everything first and passes
+    `remove=False` here, then calls `remove_run_outputs` once every check has passed (validate first, delete
+    last).
     """
     if overwrite and resume:
         raise OutputDirError("--overwrite and --resume exclude each other: resume continues the run in the folder")
@@ -90,8 +106,35 @@ def prepare_output_dir(output_dir: str | os.PathLike, overwrite: bool = False, r
             f"{output_dir} already holds a training run or model ({found}); pass --resume to continue it, "
             "--overwrite to replace it, or choose another --output-dir"
         )
+    return remove_run_outputs(output_dir) if remove else []
+
+
+# output folder -> size of its train.log when a run claimed it to overwrite it without removing yet: the new run
+# appends to that file from then on, so removal drops the old head instead of the file
+_LOG_SIZE_AT_CLAIM: dict[str, int] = {}
+LOG_FILE = "train.log"
+
+
+def remove_run_outputs(output_dir: str | os.PathLike, keep: tuple[str, ...] = ()) -> list[str]:
+    """Remove what a training run writes (`RUN_OUTPUT_PATTERNS`, checkpoint-* folders) from `output_dir`, except
+    the names in `keep`; every other file stays. Returns the names removed. After `claim_output_dir(...,
+    overwrite=True, remove=False)` the previous run's lines are cut from train.log, which the new run extends."""
     removed = []
+    head = _LOG_SIZE_AT_CLAIM.pop(os.path.realpath(output_dir), None)
+    if head is not None:
+        keep = (*keep, LOG_FILE)
+        log = Path(output_dir) / LOG_FILE
+        if head and log.is_file():
+            with open(log, "r+b") as handle:  # the run's handler appends (O_APPEND): it follows the new end
+                handle.seek(head)
+                tail = handle.read()
+                handle.seek(0)
+                handle.write(tail)
+                handle.truncate()
+            removed.append(f"{LOG_FILE} (the previous run's {head} bytes)")
     for name in sorted(os.listdir(output_dir)):
+        if name in keep:
+            continue
         path = Path(output_dir) / name
         if _is_checkpoint_name(name) and path.is_dir():
             shutil.rmtree(path)
@@ -178,8 +221,11 @@ def _read_holder(fd: int) -> str:
     return f"pid {record.get('pid')} on {record.get('host')}, started {record.get('started')}: {record.get('command')}"
 
 
-def claim_output_dir(output_dir: str | os.PathLike, overwrite: bool = False, resume: bool = False, state=None):
-    """Lock `output_dir` and check (or, with `overwrite`, clear) it for a new run; returns the held OutputDirLock.
+def claim_output_dir(
+    output_dir: str | os.PathLike, overwrite: bool = False, resume: bool = False, state=None, remove: bool = True
+):
+    """Lock `output_dir` and check (or, with `overwrite` and `remove`, clear) it for a new run; returns the held
+    OutputDirLock.
 
     With several processes (`state`: accelerate's PartialState) the main process does both and tells the
     others its verdict, so that every process stops on a refusal instead of waiting for the main one.
@@ -188,7 +234,10 @@ def claim_output_dir(output_dir: str | os.PathLike, overwrite: bool = False, res
     if state is None or state.is_main_process:
         try:
             lock = OutputDirLock(output_dir).acquire()
-            prepare_output_dir(output_dir, overwrite=overwrite, resume=resume)
+            prepare_output_dir(output_dir, overwrite=overwrite, resume=resume, remove=remove)
+            if overwrite and not remove:
+                log = Path(output_dir) / LOG_FILE
+                _LOG_SIZE_AT_CLAIM[os.path.realpath(output_dir)] = log.stat().st_size if log.is_file() else 0
         except (OutputDirError, OutputDirInUseError) as caught:
             if lock is not None:
                 lock.release()

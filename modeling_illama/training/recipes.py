@@ -28,6 +28,109 @@ from .qat import QUANTIZATION_SCHEMES as QAT_SCHEMES
 
 SOFT_MASK_SCHEDULES = ("none", "constant", "linear")
 LR_SCHEDULE_UNITS = ("step", "epoch")
+# numeric fields -> (lowest, highest, rule): None = no bound; a field may also be null where its type allows
+_OPEN, _CLOSED = "open", "closed"
+NUMERIC_RULES: dict[str, tuple[float | None, float | None, str]] = {
+    "learning_rate": (0.0, None, "> 0"),
+    "num_train_epochs": (0.0, None, "> 0 (or set max_steps > 0)"),
+    "weight_decay": (0.0, None, ">= 0"),
+    "adam_beta1": (0.0, 1.0, "in [0, 1)"),
+    "adam_beta2": (0.0, 1.0, "in [0, 1)"),
+    "adam_epsilon": (0.0, None, "> 0"),
+    "max_grad_norm": (0.0, None, ">= 0 (0 turns clipping off)"),
+    "warmup_epochs": (0.0, None, ">= 0"),
+    "warmup_lr": (0.0, None, ">= 0"),
+    "drop_path_rate": (0.0, 1.0, "in [0, 1)"),
+    "label_smoothing": (0.0, 1.0, "in [0, 1)"),
+    "hflip": (0.0, 1.0, "in [0, 1]"),
+    "random_erasing": (0.0, 1.0, "in [0, 1]"),
+    "mixup": (0.0, None, ">= 0 (0 turns it off)"),
+    "cutmix": (0.0, None, ">= 0 (0 turns it off)"),
+    "mixup_prob": (0.0, 1.0, "in [0, 1]"),
+    "mixup_switch_prob": (0.0, 1.0, "in [0, 1]"),
+    "eval_crop_pct": (0.0, 1.0, "in (0, 1]"),
+    "color_jitter": (0.0, None, ">= 0"),
+    "model_ema_decay": (0.0, 1.0, "in (0, 1)"),
+    "soft_mask_cutoff_epochs": (0.0, None, ">= 0"),
+    "soft_mask_cutoff_steps": (0.0, None, ">= 0"),
+    "crop_padding": (0.0, None, ">= 0"),
+    "repeated_augmentation": (0.0, None, ">= 0"),
+    "dataloader_num_workers": (0.0, None, ">= 0"),
+    "per_device_train_batch_size": (1.0, None, ">= 1"),
+    "per_device_eval_batch_size": (1.0, None, ">= 1"),
+    "gradient_accumulation_steps": (1.0, None, ">= 1"),
+    "global_batch_size": (1.0, None, ">= 1 (null: per_device_train_batch_size x processes)"),
+    "train_examples": (1.0, None, ">= 1"),
+    "shuffle_buffer": (1.0, None, ">= 1"),
+    "image_size": (1.0, None, ">= 1 (null keeps the model's)"),
+    "save_total_limit": (1.0, None, ">= 1 (null keeps every checkpoint)"),
+    "logging_steps": (0.0, None, "> 0"),
+    "eval_steps": (0.0, None, "> 0 (null: logging_steps)"),
+    "save_steps": (0.0, None, "> 0"),
+}
+# rules whose lower bound itself is refused (strictly greater) / whose upper bound is refused (strictly lower)
+_STRICT_LOW = {"learning_rate", "num_train_epochs", "adam_epsilon", "eval_crop_pct", "model_ema_decay"}
+_STRICT_LOW |= {"logging_steps", "eval_steps", "save_steps"}
+_STRICT_HIGH = {"adam_beta1", "adam_beta2", "drop_path_rate", "label_smoothing", "model_ema_decay"}
+
+
+def check_numeric_fields(recipe) -> None:
+    """Every numeric recipe field in its range (`NUMERIC_RULES`), finite, and not a bool: one error naming the
+    field, the value and the rule."""
+    for name, (low, high, rule) in NUMERIC_RULES.items():
+        value = getattr(recipe, name, None)
+        if value is None:
+            continue
+        if name == "num_train_epochs" and getattr(recipe, "max_steps", -1) > 0:
+            continue  # max_steps decides the length
+        if name in ("eval_steps", "save_steps") and not value:
+            continue  # unused with the epoch / no strategies
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"recipe field {name!r} must be a finite number {rule}, got {value!r}")
+        too_low = low is not None and (value <= low if name in _STRICT_LOW else value < low)
+        too_high = high is not None and (value >= high if name in _STRICT_HIGH else value > high)
+        if too_low or too_high:
+            raise ValueError(f"recipe field {name!r} must be {rule}, got {value!r}")
+    if recipe.max_steps is not None and recipe.max_steps == 0:
+        raise ValueError("recipe field 'max_steps' must be > 0 (or -1: num_train_epochs decides), got 0")
+    low, high = recipe.crop_scale
+    if not 0 < low <= high <= 1:
+        raise ValueError(
+            f"recipe field 'crop_scale' must be (low, high) with 0 < low <= high <= 1, got {recipe.crop_scale}"
+        )
+    low, high = recipe.crop_ratio
+    if not 0 < low <= high:
+        raise ValueError(
+            f"recipe field 'crop_ratio' must be (low, high) with 0 < low <= high, got {recipe.crop_ratio}"
+        )
+
+
+def model_config_class(model_family: str):
+    """The config class `model_overrides` are fields of."""
+    if model_family == "vit_frozen_llm":
+        from ..modeling_vit_frozen_llm import ViTWithFrozenLLMConfig
+
+        return ViTWithFrozenLLMConfig
+    from ..configuration_illama import ILlamaConfig
+
+    return ILlamaConfig
+
+
+def check_model_overrides(overrides: dict[str, Any], model_family: str) -> None:
+    """`model_overrides` keys must be fields of the model's config (a typo would be stored in config.json and
+    ignored): an error with the closest names."""
+    config_class = model_config_class(model_family)
+    known = set(config_class().to_dict()) | {"out_features", "out_indices", "num_labels", "id2label", "label2id"}
+    known -= {"transformers_version", "architectures", "auto_map", "model_type", "_name_or_path"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, known, n=3) for k in unknown}
+        hint = "; ".join(f"{k!r}: did you mean {v}?" for k, v in hints.items() if v)
+        raise ValueError(
+            f"unknown model_overrides field(s) {unknown} for {config_class.__name__}"
+            + (f" ({hint})" if hint else "")
+            + f"; valid fields are those of {config_class.__name__}"
+        )
 
 
 def check_soft_mask_schedule(schedule: str, what: str = "soft-mask schedule") -> None:
@@ -167,6 +270,8 @@ class ILlamaTrainingArguments(TrainingArguments):
             raise ValueError(f"recipe field 'qat' must be null or one of {QAT_SCHEMES}, got {self.qat!r}")
         if not isinstance(self.model_overrides, dict):
             raise ValueError(f"recipe field 'model_overrides' must be a mapping, got {self.model_overrides!r}")
+        check_model_overrides(self.model_overrides, self.model_family)
+        check_numeric_fields(self)
         if self.global_batch_size is not None and self.global_batch_size % self.per_device_train_batch_size:
             raise ValueError(
                 f"global_batch_size ({self.global_batch_size}) must be a multiple of per_device_train_batch_size "

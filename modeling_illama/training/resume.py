@@ -89,6 +89,10 @@ def checkpoint_problem(folder: str | os.PathLike) -> str | None:
     weights = [name for name in WEIGHT_FILES if (folder / name).is_file()]
     if not weights:
         return f"no weights (none of {list(WEIGHT_FILES)})"
+    from .guards import checkpoint_files_problem
+
+    if damaged := checkpoint_files_problem(folder):  # truncated weights, optimizer, scheduler or RNG state
+        return damaged
     if weights == ["model.safetensors.index.json"]:
         try:
             shards = set(json.loads((folder / weights[0]).read_text())["weight_map"].values())

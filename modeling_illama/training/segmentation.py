@@ -33,8 +33,7 @@ from PIL import Image
 from transformers import Trainer, UperNetConfig, UperNetForSemanticSegmentation
 
 from ..configuration_illama import to_pair
-from ..image_processing_illama import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from ..image_processing_segmentation import build_segmentation_image_processor
+from ..image_processing_illama import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, build_segmentation_image_processor
 from ..labels import LabelError, label_fields
 from .assembly import StepLogCallback, TrainingRun, resolve_dataset, run_arguments, start_run, warmup_in_steps
 from .data import decode_image, load_dataset_kwargs

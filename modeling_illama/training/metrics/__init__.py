@@ -38,4 +38,5 @@ def compute_classification_metrics(eval_pred) -> dict[str, float]:
     logits = np.asarray(
         eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
     )
+    check_finite_logits(logits)
     return classification_metrics(logits, np.asarray(eval_pred.label_ids))

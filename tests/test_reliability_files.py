@@ -1,0 +1,175 @@
+"""Files that must not be lost or half-read: `--overwrite` removes only what a run writes and only after every
+check, single output files are never written over without `--overwrite`, and damaged checkpoint files are
+found from their headers and skipped on resume."""
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from tiny_data import TINY_MODEL_OVERRIDES, tiny_recipe_fields, write_tiny_image_splits
+
+from modeling_illama.cli.activation_maps import build_parser as activation_maps_parser
+from modeling_illama.cli.train import main as train_main
+from modeling_illama.training.guards import safetensors_problem, torch_file_problem
+from modeling_illama.training.output_dir import claim_output_dir, prepare_output_dir, remove_run_outputs
+from modeling_illama.training.resume import last_checkpoint
+
+
+def old_run(folder):
+    """A previous run's outputs plus the user's own files that only look like them."""
+    folder.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "trainer_state.json", "all_results.json", "train.log"):
+        (folder / name).write_text("old run")
+    (folder / "checkpoint-4").mkdir()
+    mine = (
+        "my_results.json",
+        "results_eval.json",
+        "pytorch_model.bin",
+        "README.md",
+        "labels.py",
+        "model-v2.safetensors",
+    )
+    for name in mine:
+        (folder / name).write_text("mine")
+    return mine
+
+
+def test_overwrite_removes_exact_run_outputs_and_keeps_look_alikes(tmp_path):
+    mine = old_run(tmp_path / "run")
+    removed = prepare_output_dir(tmp_path / "run", overwrite=True)
+    assert set(removed) == {"config.json", "model.safetensors", "trainer_state.json", "all_results.json"} | {
+        "train.log",
+        "checkpoint-4",
+    }
+    assert sorted(os.listdir(tmp_path / "run")) == sorted(mine)
+
+
+def test_overwrite_claims_first_and_removes_last_cutting_the_old_lines_from_train_log(tmp_path):
+    mine = old_run(tmp_path / "run")
+    lock = claim_output_dir(tmp_path / "run", overwrite=True, remove=False)
+    assert (tmp_path / "run" / "model.safetensors").read_text() == "old run"  # the claim removed nothing
+    with open(tmp_path / "run" / "train.log", "a") as log:  # the new run's logging, appending
+        log.write("new run: checks passed\n")
+        log.flush()
+        removed = remove_run_outputs(tmp_path / "run")
+        log.write("new run: training\n")
+    lock.release()
+    assert "train.log (the previous run's 7 bytes)" in removed and "model.safetensors" in removed
+    assert (tmp_path / "run" / "train.log").read_text() == "new run: checks passed\nnew run: training\n"
+    assert sorted(os.listdir(tmp_path / "run")) == sorted([*mine, "train.log"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model_overrides.num_hidden_layer=1", "did you mean"),
+        ("learning_rate=-0.1", "'learning_rate' must be > 0"),
+        ("dataset=/nonexistent/data", "no such folder or file"),
+    ],
+)
+def test_overwrite_deletes_nothing_when_a_check_fails(tmp_path, capsys, override, message):
+    import yaml
+
+    data = write_tiny_image_splits(tmp_path / "data", n_train=6, n_test=3)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_fields(TINY_MODEL_OVERRIDES, dataset=str(data))))
+    old_run(tmp_path / "run")
+    before = {name: (tmp_path / "run" / name).stat().st_mtime_ns for name in os.listdir(tmp_path / "run")}
+    argv = ["--recipe", str(recipe), "--output-dir", str(tmp_path / "run"), "--overwrite", override]
+    assert train_main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("illama-train: error: ")]
+    assert len(err) == 1 and message in err[0], err
+    assert (tmp_path / "run" / "model.safetensors").read_text() == "old run"
+    assert (tmp_path / "run" / "checkpoint-4").is_dir()
+    assert set(before) <= set(os.listdir(tmp_path / "run"))
+
+
+def test_illama_train_overwrite_replaces_the_previous_run_and_keeps_the_users_files(tmp_path, capsys):
+    import yaml
+
+    data = write_tiny_image_splits(tmp_path / "data", n_train=6, n_test=3)
+    fields = tiny_recipe_fields(TINY_MODEL_OVERRIDES, dataset=str(data), num_train_epochs=1, save_strategy="no")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({**fields, "eval_strategy": "no"}))
+    mine = old_run(tmp_path / "run")
+    argv = ["--recipe", str(tmp_path / "r.yaml"), "--output-dir", str(tmp_path / "run"), "--overwrite", "--no-plot"]
+    assert train_main(argv) == 0, capsys.readouterr().err[-2000:]
+    folder = tmp_path / "run"
+    assert not (folder / "checkpoint-4").exists() and (folder / "model.safetensors").read_bytes() != b"old run"
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "illama"
+    assert (
+        "old run" not in (folder / "train.log").read_text() and "final metrics" in (folder / "train.log").read_text()
+    )
+    for name in mine:
+        if name != "README.md":  # the run writes its model card there
+            assert (folder / name).read_text() == "mine", name
+
+
+def test_single_output_files_are_not_written_over_without_overwrite(tmp_path, capsys):
+    image, existing = tmp_path / "cat.png", tmp_path / "maps.png"
+    image.write_bytes(b"png")
+    existing.write_bytes(b"earlier maps")
+    parser = activation_maps_parser()
+    base = ["--model", str(tmp_path), "--image", str(image)]
+    for argv, message in [
+        (base + ["--output", str(existing)], "maps.png exists; pass --overwrite"),
+        (base + ["--output", str(image), "--overwrite"], "cat.png is the input --image; write elsewhere"),
+        (base + ["--output", str(tmp_path)], "is a folder; give a file name"),
+        (base + ["--output", str(tmp_path / "no" / "maps.png")], "no such folder"),
+        (base + ["--output", str(tmp_path / "new.png"), "--json", str(existing)], "maps.png exists"),
+    ]:
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args(argv)
+        assert stop.value.code == 2
+        assert message in capsys.readouterr().err
+    args = parser.parse_args(base + ["--output", str(existing), "--overwrite"])
+    assert args.output == str(existing) and existing.read_bytes() == b"earlier maps"
+
+
+# ------------------------------------------------------------------ damaged checkpoint files
+
+
+def checkpoint(folder, step):
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    save_file({"weight": torch.arange(64, dtype=torch.float32)}, folder / "model.safetensors")
+    torch.save({"state": {0: {"exp_avg": torch.ones(64)}}}, folder / "optimizer.pt")
+    torch.save({"last_epoch": step}, folder / "scheduler.pt")
+    torch.save({"python": 1, "cpu": torch.get_rng_state()}, folder / "rng_state.pth")
+    return folder
+
+
+def truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: truncate(f / "model.safetensors"), "model.safetensors is truncated"),
+        (lambda f: (f / "model.safetensors").write_bytes(b""), "model.safetensors is empty"),
+        (lambda f: truncate(f / "optimizer.pt"), "optimizer.pt is truncated or damaged"),
+        (lambda f: truncate(f / "scheduler.pt", 0.9), "scheduler.pt is truncated or damaged"),
+        (lambda f: (f / "rng_state.pth").write_text("not a torch file"), "rng_state.pth is truncated or damaged"),
+    ],
+)
+def test_resume_skips_a_checkpoint_with_a_damaged_file_with_a_warning(tmp_path, caplog, damage, message):
+    checkpoint(tmp_path / "checkpoint-2", 2)
+    damage(checkpoint(tmp_path / "checkpoint-4", 4))
+    assert last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-2")
+    assert "skipping incomplete checkpoint" in caplog.text and message in caplog.text
+
+
+def test_header_checks_accept_complete_files_and_name_the_fault(tmp_path):
+    save_file({"a": torch.zeros(10), "b": torch.ones(3, 3)}, tmp_path / "w.safetensors")
+    torch.save({"a": torch.zeros(3)}, tmp_path / "s.pt")
+    assert safetensors_problem(tmp_path / "w.safetensors") is None and torch_file_problem(tmp_path / "s.pt") is None
+    data = (tmp_path / "w.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:-4])
+    assert "truncated" in safetensors_problem(tmp_path / "cut.safetensors")
+    (tmp_path / "head.safetensors").write_bytes(data[:20])
+    assert "header alone needs" in safetensors_problem(tmp_path / "head.safetensors")
+    (tmp_path / "text.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00hello")
+    assert "no valid safetensors header" in safetensors_problem(tmp_path / "text.safetensors")
