@@ -48,9 +48,6 @@ def to_pair(value) -> tuple[int, int]:
     return (int(value[0]), int(value[1]))
 
 
-_pair = to_pair  # the spelling inside the remote-code model files
-
-
 @strict
 class ILlamaConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""
@@ -148,7 +145,7 @@ class ILlamaConfig(BackboneConfigMixin, PreTrainedConfig):
     @property
     def grid_size(self) -> tuple[int, int]:
         """Patches per column and per row at the configured resolution."""
-        (height, width), (patch_h, patch_w) = _pair(self.image_size), _pair(self.patch_size)
+        (height, width), (patch_h, patch_w) = to_pair(self.image_size), to_pair(self.patch_size)
         return (height // patch_h, width // patch_w)
 
     @property
@@ -172,7 +169,7 @@ class ILlamaConfig(BackboneConfigMixin, PreTrainedConfig):
                 f"ILlamaConfig head dim hidden_size / num_attention_heads = {self.head_dim} must be even: "
                 "rotary embeddings rotate pairs of dimensions."
             )
-        image, patch = _pair(self.image_size), _pair(self.patch_size)
+        image, patch = to_pair(self.image_size), to_pair(self.patch_size)
         if min(patch) < 1 or image[0] % patch[0] or image[1] % patch[1] or min(image) < 1:
             raise ValueError(
                 f"ILlamaConfig.image_size {image} must be a positive multiple of patch_size {patch} on both sides."

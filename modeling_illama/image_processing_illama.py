@@ -23,7 +23,7 @@ configuration file copied with it.
 """
 
 # isort: off
-from .configuration_illama import _pair  # first: checks the installed transformers version (remote code)
+from .configuration_illama import to_pair  # first: checks the installed transformers version (remote code)
 
 # isort: on
 import base64
@@ -262,7 +262,7 @@ def build_segmentation_image_processor(
     resizing an image (bilinear) and its label map (nearest) to `image_size` = (height, width), normalising with
     the ImageNet mean/std. `reduce_labels` maps label 0 to 255 (void) and shifts the others down by one, as
     ADE20K's "other objects" label 0 is conventionally ignored."""
-    height, width = _pair(image_size)
+    height, width = to_pair(image_size)
     return SegformerImageProcessorPil(
         size={"height": height, "width": width},
         image_mean=IMAGENET_DEFAULT_MEAN,

@@ -68,7 +68,7 @@ def check_weight_files(model: str) -> None:
     SafetensorError from deep inside loading)."""
     if not os.path.isdir(model):
         return
-    from .training.guards import safetensors_problem
+    from .utils.file_checks import safetensors_problem
 
     for name in sorted(os.listdir(model)):
         if name.endswith(".safetensors") and (problem := safetensors_problem(os.path.join(model, name))):

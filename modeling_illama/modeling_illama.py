@@ -19,7 +19,7 @@ from transformers.models.beit.modeling_beit import BeitFPNNeck
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_illama import POST_SOFTMAX_PATHS, ILlamaConfig, _pair
+from .configuration_illama import POST_SOFTMAX_PATHS, ILlamaConfig, to_pair
 from .fused_attention_illama import post_softmax_attention_paths, soft_attention_mask
 from .modeling_frozen_llm import FrozenLLMHostMixin, ILlamaFrozenLLM
 
@@ -55,7 +55,7 @@ class ILlamaPatchEmbeddings(nn.Module):
     def __init__(self, config: ILlamaConfig):
         super().__init__()
         self.num_channels = config.num_channels
-        self.patch_size = _pair(config.patch_size)
+        self.patch_size = to_pair(config.patch_size)
         self.projection = nn.Conv2d(config.num_channels, config.hidden_size, self.patch_size, stride=self.patch_size)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -112,7 +112,7 @@ class ILlamaEmbeddings(nn.Module):
         position_embeddings = self.position_embeddings
         if grid != self.config.grid_size:
             if not interpolate_pos_encoding:
-                expected = _pair(self.config.image_size)
+                expected = to_pair(self.config.image_size)
                 raise ValueError(
                     f"Input image size ({height}x{width}) doesn't match the model ({expected[0]}x{expected[1]}). "
                     "Resize the image, or pass interpolate_pos_encoding=True to resize the position embeddings."
@@ -422,8 +422,8 @@ class ILlamaPreTrainedModel(FrozenLLMHostMixin, PreTrainedModel):
         """Permanently change the resolution: bicubic resize of the patch rows of the position table (class row
         kept aside) and a new rotary table for the new sequence length. Updates `config.image_size`."""
         base = self.base_model
-        new_size = _pair(image_size)
-        patch = _pair(self.config.patch_size)
+        new_size = to_pair(image_size)
+        patch = to_pair(self.config.patch_size)
         if new_size[0] % patch[0] or new_size[1] % patch[1]:
             raise ValueError(f"image_size {new_size} must be a multiple of patch_size {patch}.")
         new_grid = (new_size[0] // patch[0], new_size[1] // patch[1])

@@ -12,9 +12,9 @@ from tiny_data import TINY_MODEL_OVERRIDES, tiny_recipe_fields, write_tiny_image
 
 from modeling_illama.cli.activation_maps import build_parser as activation_maps_parser
 from modeling_illama.cli.train import main as train_main
-from modeling_illama.training.guards import safetensors_problem, torch_file_problem
 from modeling_illama.training.output_dir import claim_output_dir, prepare_output_dir, remove_run_outputs
 from modeling_illama.training.resume import last_checkpoint
+from modeling_illama.utils.file_checks import safetensors_problem, torch_file_problem
 
 
 def old_run(folder):

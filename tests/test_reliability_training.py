@@ -15,8 +15,9 @@ from tiny_data import TINY_MODEL_OVERRIDES, tiny_recipe_fields, write_tiny_image
 from modeling_illama import ILlamaConfig, ILlamaForImageClassification
 from modeling_illama.training.evaluation import evaluate_model
 from modeling_illama.training.guards import TrainingCannotLearnError, TrainingGuard, check_finite_logits
+from modeling_illama.training.metrics import compute_classification_metrics
 from modeling_illama.training.recipes import list_recipes, load_recipe, recipe_from_dict
-from modeling_illama.training.trainer import build_training, compute_classification_metrics
+from modeling_illama.training.tasks import build_training
 
 
 def recipe(**changes):

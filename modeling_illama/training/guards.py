@@ -5,23 +5,22 @@
   non-finite: the check runs after each optimizer step, before Trainer saves a checkpoint, so the newest
   checkpoint holds the last finite weights and no NaN model is saved as the result.
 - `check_finite_logits` refuses metrics computed on NaN / inf logits (they would be a meaningless accuracy).
-- `safetensors_problem` / `torch_file_problem` / `checkpoint_files_problem` say why a weights or state file is
+- `checkpoint_files_problem` (over `utils.file_checks`) says why a weights or state file is
   truncated or damaged (read from its header, not loaded), so that resuming skips such a checkpoint.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import struct
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import TrainerCallback
+
+from ..utils.file_checks import safetensors_problem, torch_file_problem
 
 logger = logging.getLogger(__name__)
 
@@ -105,46 +104,6 @@ def check_finite_logits(logits) -> None:
 # --------------------------------------------------------------------------------------------- damaged files
 
 
-def safetensors_problem(path: str | os.PathLike) -> str | None:
-    """Why `path` is not a complete safetensors file (empty, truncated, bad header), or None. Reads the header."""
-    path = Path(path)
-    size = path.stat().st_size
-    if size == 0:
-        return f"{path.name} is empty (0 bytes)"
-    if size < 8:
-        return f"{path.name} is {size} bytes: too short for a safetensors header"
-    with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        if length > size - 8:
-            return f"{path.name} is truncated ({size} bytes; its header alone needs {length + 8})"
-        try:
-            header = json.loads(handle.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            return f"{path.name} has no valid safetensors header ({type(error).__name__})"
-    if not isinstance(header, dict):
-        return f"{path.name} has no valid safetensors header"
-    ends = [entry.get("data_offsets", [0, 0])[1] for key, entry in header.items() if key != "__metadata__"]
-    needed = 8 + length + max(ends, default=0)
-    if needed > size:
-        return f"{path.name} is truncated ({size} bytes of {needed})"
-    return None
-
-
-def torch_file_problem(path: str | os.PathLike) -> str | None:
-    """Why `path` is not a readable torch.save archive (empty, truncated, not a zip), or None. Reads the zip
-    directory, which sits at the end of the file, so a truncated file is found without loading it."""
-    path = Path(path)
-    if path.stat().st_size == 0:
-        return f"{path.name} is empty (0 bytes)"
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if not any(name.endswith("data.pkl") for name in archive.namelist()):
-                return f"{path.name} is not a torch.save archive (no data.pkl)"
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        return f"{path.name} is truncated or damaged ({error})"
-    return None
-
-
 def checkpoint_files_problem(folder: str | os.PathLike) -> str | None:
     """The first damaged weights or state file of a checkpoint folder, or None."""
     folder = Path(folder)
@@ -168,6 +127,4 @@ __all__ = [
     "check_finite_logits",
     "checkpoint_files_problem",
     "parameters_finite",
-    "safetensors_problem",
-    "torch_file_problem",
 ]

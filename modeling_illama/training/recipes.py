@@ -151,7 +151,7 @@ class ILlamaTrainingArguments(TrainingArguments):
     description: str | None = field(default=None, metadata={"help": "Free text shown in the model card."})
 
     # what to build
-    # what to build: `trainer.TASK_BUILDERS[(task, model_family)]` assembles the run
+    # what to build: `tasks.TASK_BUILDERS[(task, model_family)]` assembles the run
     task: str = field(default="image-classification", metadata={"help": "e.g. image-classification"})
     model_family: str = field(default="illama", metadata={"help": "e.g. illama"})
     model: str | None = field(default=None, metadata={"help": "Preset name (from scratch) or saved folder."})

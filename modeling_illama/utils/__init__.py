@@ -1,2 +1,3 @@
 """Helpers that are not model code and import nothing else of the package: matplotlib for the plots
-(`figures`) and the CPU model recorded with measurements (`machine`)."""
+(`figures`), the CPU model recorded with measurements (`machine`) and the completeness of weights files
+(`file_checks`)."""

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..guards import check_finite_logits
+
 METRICS_DIR = Path(__file__).resolve().parent
 METRIC_NAMES = ("top_k_accuracy", "expected_calibration_error", "mean_iou")
 
