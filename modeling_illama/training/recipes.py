@@ -62,6 +62,10 @@ class ILlamaTrainingArguments(TrainingArguments):
         default_factory=dict,
         metadata={"help": "semantic-segmentation: the training.segmentation.SegmentationSettings fields."},
     )
+    peft: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "LoRA fine-tuning of --model (training/peft.py): method, r, lora_alpha, lora_dropout, ..."},
+    )
     drop_path_rate: float = 0.0
     image_size: int | None = field(default=None, metadata={"help": "Training resolution; None keeps the model's."})
 
@@ -165,6 +169,10 @@ class ILlamaTrainingArguments(TrainingArguments):
             setattr(self, name, tuple(float(v) for v in value))
         if self.qat is not None and self.qat not in QAT_SCHEMES:
             raise ValueError(f"recipe field 'qat' must be null or one of {QAT_SCHEMES}, got {self.qat!r}")
+        if self.peft:
+            from .peft import check_peft_settings
+
+            self.peft = check_peft_settings(self.peft, self.task)
         if not isinstance(self.model_overrides, dict):
             raise ValueError(f"recipe field 'model_overrides' must be a mapping, got {self.model_overrides!r}")
         if self.global_batch_size is not None and self.global_batch_size % self.per_device_train_batch_size:
