@@ -78,7 +78,9 @@ MODEL_HELP = "model folder or Hub id"
 
 def add_model(parser, required: bool = True, what: str = "", **kwargs) -> argparse.Action:
     """`--model`: a saved model folder or a Hub id (`what` says which kind of model)."""
-    return parser.add_argument("--model", required=required, help=MODEL_HELP + (f" ({what})" if what else ""), **kwargs)
+    return parser.add_argument(
+        "--model", required=required, help=MODEL_HELP + (f" ({what})" if what else ""), **kwargs
+    )
 
 
 def add_device(parser) -> None:

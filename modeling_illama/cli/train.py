@@ -158,7 +158,7 @@ def unknown_field_error(overrides: dict, parser: argparse.ArgumentParser) -> str
     if not unknown:
         return None
     own = [o for o in parser._option_string_actions if o.startswith("--")]
-    candidates = [f"--{name}" for name in known] + own
+    candidates = sorted({f"--{name}" for name in known} | set(own))
     hints = []
     for name in unknown:
         close = difflib.get_close_matches(f"--{name}", candidates, n=3)

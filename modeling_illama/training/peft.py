@@ -120,7 +120,13 @@ def base_model_reference(model: str) -> str:
 
 def apply_peft(run, recipe) -> nn.Module:
     """Wrap the run's model in a PeftModel (LoRA per `recipe.peft`) before training; returns the wrapped model."""
-    from peft import get_peft_model
+    try:
+        from peft import get_peft_model
+    except ImportError:
+        raise ValueError(
+            "the recipe asks for LoRA (peft) but the peft package is not installed: pip install "
+            "'illama-transformers[train]' (or pip install peft)"
+        ) from None
 
     from .model_card import is_hub_id
     from .trainer import is_model_dir
@@ -131,7 +137,9 @@ def apply_peft(run, recipe) -> nn.Module:
         raise ValueError("peft and model_ema do not combine: set model_ema=false")
     model = run.trainer.model
     if recipe.task == "image-classification" and not (is_model_dir(recipe.model) or is_hub_id(recipe.model)):
-        raise ValueError(f"peft adapts a trained model: --model must be a model folder or Hub id, got {recipe.model!r}")
+        raise ValueError(
+            f"peft adapts a trained model: --model must be a model folder or Hub id, got {recipe.model!r}"
+        )
     config = lora_config(model, recipe.peft)
     wrapped = get_peft_model(model, config)
     if recipe.task == "image-classification":
@@ -179,7 +187,9 @@ def warn_if_base_preprocesses_otherwise(base: str, processor) -> None:
     with open(path, encoding="utf-8") as handle:
         saved = json.load(handle)
     ours = processor.to_dict()
-    differ = sorted(k for k in ("crop_pct", "size", "image_mean", "image_std") if k in saved and saved[k] != ours.get(k))
+    differ = sorted(
+        k for k in ("crop_pct", "size", "image_mean", "image_std") if k in saved and saved[k] != ours.get(k)
+    )
     if differ:
         logger.warning(
             "the base model's image processor differs from this run's in %s; pipeline(model=<adapter>) uses the "
@@ -233,7 +243,7 @@ def write_adapter_card(run, recipe) -> None:
         "```",
         "",
         "`adapter_labels` gives the adapter's classes (the base model's head has others); with the base model's "
-        f"classes `pipeline(model=\"{name}\")` is enough."
+        f'classes `pipeline(model="{name}")` is enough.'
         + (f" The merged full model is in `{MERGED_FOLDER}/`." if settings["save_merged"] else ""),
     ]
     start = body.find("```python")

@@ -90,7 +90,10 @@ def _train(recipe: Recipe, state, resume: bool, allow_changed_recipe: bool, plot
     if run.eval_data is not None:
         metrics.update(run.trainer.evaluate())
     logger.info(
-        "rank %d/%d finished at optimizer step %d", state.process_index, state.num_processes, run.trainer.state.global_step
+        "rank %d/%d finished at optimizer step %d",
+        state.process_index,
+        state.num_processes,
+        run.trainer.state.global_step,
     )
     run.trainer.save_metrics("all", metrics)
     run.trainer.save_state()
