@@ -4,6 +4,7 @@ AutoModelForImageClassification), merged with the same logits, and resumed from 
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from modeling_illama.training.run import train  # noqa: E402
 from tests.tiny_data import TINY_RUN_FIELDS, write_tiny_image_splits  # noqa: E402
 
 BASE = dict(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2)
+SEG_BACKBONE = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4, num_attention_heads=2)
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +169,40 @@ def test_mlp_targets_and_segmentation_heads_and_bad_settings():
         check_peft_settings({"r": 0}, "image-classification")
     with pytest.raises(ValueError, match="match no linear layer"):
         lora_config(model, check_peft_settings({"target_modules": ["q_proj"]}, "image-classification"))
+
+
+def test_segmentation_trains_lora_on_the_backbone_and_saves_the_merged_upernet(tmp_path):
+    from transformers import UperNetForSemanticSegmentation
+
+    from modeling_illama import ILlamaConfig
+    from modeling_illama.training.recipes import load_recipe
+
+    camvid = Path(__file__).resolve().parent / "data" / "camvid-tiny"
+    torch.manual_seed(0)
+    backbone = ILlamaForImageClassification(ILlamaConfig(**SEG_BACKBONE, num_labels=3))
+    backbone.save_pretrained(tmp_path / "classifier")
+    overrides = {
+        "dataset": str(camvid),
+        "backbone": str(tmp_path / "classifier"),
+        "max_steps": 2,
+        "warmup_epochs": 0,
+        "global_batch_size": 2,
+        "per_device_train_batch_size": 2,
+        "save_strategy": "no",
+        "segmentation": {
+            "crop_size": 64,
+            "eval_size": [48, 64],
+            "decoder_hidden_size": 16,
+            "out_indices": [1, 2, 3, 4],
+        },
+        "peft": {"r": 2, "lora_alpha": 4, "lora_dropout": 0.0},
+    }
+    run = train(load_recipe("camvid-mini", overrides, output_dir=str(tmp_path / "seg")), plot=False)
+    wrapped = run.trainer.model.eval()
+    trainable = {n for n, p in wrapped.named_parameters() if p.requires_grad}
+    assert any("lora_" in n and "qkv_proj" in n for n in trainable)
+    assert all("lora_" in n or "decode_head" in n or "auxiliary_head" in n for n in trainable)
+    merged = UperNetForSemanticSegmentation.from_pretrained(tmp_path / "seg" / MERGED_FOLDER).eval()
+    pixels = torch.randn(1, 3, 48, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(merged(pixel_values=pixels).logits, wrapped(pixel_values=pixels).logits)

@@ -106,7 +106,7 @@ def _train(recipe: Recipe, state, resume: bool, allow_changed_recipe: bool, plot
             path = plot_training_curves(run.trainer.state.log_history, os.path.join(output_dir, "training_curves.png"))
             logger.info("training curves: %s", path)
         run.trainer.create_model_card()
-        if recipe.peft:
+        if recipe.peft and recipe.task == "image-classification":  # segmentation: the merged model is the result
             from .peft import write_adapter_card
 
             write_adapter_card(run, recipe)
