@@ -4,8 +4,8 @@ Importing this package registers the model with the Auto classes and marks the c
 `save_pretrained` to copy their code next to the weights (so `trust_remote_code=True` loads a saved
 folder on a machine without this package).
 
-The one exception is a command of the package starting (an `illama` / `illama-*` console script or
-`python -m modeling_illama.cli...`): it parses its arguments without Transformers or torch (so `--help` is
+The one exception is a command of the package starting (an `illama` / `illama-*` console script,
+`python -m modeling_illama.cli...` or `python scripts/<tool>.py`): it parses its arguments without Transformers or torch (so `--help` is
 instant) and calls `register_auto_classes()` once it runs. The public names load on first access either way.
 """
 
@@ -93,7 +93,8 @@ def register_auto_classes() -> None:
 
 
 def _command_starting() -> bool:
-    """True while an `illama` / `illama-*` console script or `python -m modeling_illama.cli...` starts."""
+    """True while an `illama` / `illama-*` console script, `python -m modeling_illama.cli...` or a script of the
+    checkout's scripts/ folder starts."""
     words = list(getattr(sys, "orig_argv", sys.argv))[1:]
     index = 0
     while index < len(words):
@@ -104,7 +105,9 @@ def _command_starting() -> bool:
             return False
         index += 2 if word in ("-X", "-W") else 1
         if not word.startswith("-"):
-            return os.path.basename(word).startswith("illama")
+            name, scripts = os.path.basename(word), os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts")
+            console_script = name == "illama" or (name.startswith("illama-") and "." not in name)
+            return console_script or os.path.dirname(os.path.abspath(word)) == os.path.abspath(scripts)
     return False
 
 

@@ -162,6 +162,18 @@ def test_attach_refuses_a_non_empty_output_folder_without_overwrite(tmp_path, ca
     assert rms_norm_eps("checkpoint") is None and rms_norm_eps("null") is None and rms_norm_eps("1e-5") == 1e-5
 
 
+def test_importing_the_package_elsewhere_registers_the_auto_classes(tmp_path):
+    """Only a command of the package defers the registration; a user's script (even one named illama_*.py) and
+    `python -c` get the Auto classes on import."""
+    script = tmp_path / "illama_demo.py"
+    script.write_text(
+        "import modeling_illama\nfrom transformers import AutoConfig\nprint(type(AutoConfig.for_model('illama')).__name__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.stdout.strip() == "ILlamaConfig", done.stderr[-2000:]
+
+
 def test_the_illama_command_runs_each_tool(capsys):
     assert umbrella.main(["train", "--list-recipes"]) == 0
     assert "cifar10-mini-lora" in capsys.readouterr().out
@@ -208,11 +220,12 @@ def test_help_examples_parse_as_written(name):
 # ------------------------------------------------------------------------------------ 3. help without torch
 
 
-@pytest.mark.parametrize("name", list(TOOLS))
+@pytest.mark.parametrize("name", [*TOOLS, "scripts/train.py"])
 def test_help_imports_nothing_heavy(name):
+    command = ["scripts/train.py"] if name.endswith(".py") else ["-m", f"modeling_illama.cli.{TOOLS[name]}"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", f"modeling_illama.cli.{TOOLS[name]}", "--help"],
+        [sys.executable, "-X", "importtime", *command, "--help"],
         capture_output=True,
         text=True,
         cwd=REPO,
