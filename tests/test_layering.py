@@ -175,7 +175,7 @@ def test_every_module_has_a_layer_and_the_graph_is_read(graph):
     # the reader sees module-level, relative and function-level imports (spot checks on known imports)
     assert "modeling_illama.configuration_illama" in graph["modeling_illama.modeling_illama"]
     assert "modeling_illama.training.data" in graph["modeling_illama.analysis.loading"]  # inside a function
-    assert "modeling_illama.training.tasks" in graph["modeling_illama.cli.train"]
+    assert "modeling_illama.training.run" in graph["modeling_illama.cli.train"]
 
 
 def test_no_import_goes_up_a_layer(graph):

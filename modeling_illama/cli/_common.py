@@ -16,13 +16,58 @@ from pathlib import Path
 TRAIN_EXTRA_MODULES = ("accelerate", "datasets", "evaluate", "torchvision", "timm", "yaml", "matplotlib", "tqdm")
 
 
+DEFAULT_BATCH_SIZE = 64  # images per forward pass of every tool that evaluates
+SPLIT_PREFERENCE = ("validation", "val", "test")  # --split auto: the first of these the data set has
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the description's line breaks and appends `(default: X)` to options that have a real default."""
+    """Keeps the description's line breaks, appends `(default: X)` to options with a real default (once: not when
+    the help already names its default) and hides the underscore spellings of dashed options."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
         if action.default is None or action.default is False or action.help is argparse.SUPPRESS:
-            return action.help or ""
+            return text
+        if "default" in text or action.default == [] or isinstance(action, argparse._HelpAction):
+            return text
         return super()._get_help_string(action)
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        shown = [o for o in action.option_strings if o not in getattr(action, "aliases", ())]
+        if not shown or shown == action.option_strings:
+            return super()._format_action_invocation(action)
+        visible = argparse.Action(shown, action.dest, nargs=action.nargs, metavar=action.metavar)
+        return super()._format_action_invocation(visible)
+
+
+def _with_aliases(add_argument):
+    """Wrap `add_argument` so that every `--a-b` option also answers to `--a_b` (kept out of --help)."""
+
+    def add(*names, **kwargs):
+        aliases = ["--" + n[2:].replace("-", "_") for n in names if n.startswith("--") and "-" in n[2:]]
+        action = add_argument(*names, *aliases, **kwargs)
+        action.aliases = tuple(aliases)
+        return action
+
+    return add
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with Transformers' spellings: `--output-dir` and `--output_dir` are the same option."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument = _with_aliases(self.add_argument)
+
+    def add_argument_group(self, *args, **kwargs):
+        group = super().add_argument_group(*args, **kwargs)
+        group.add_argument = _with_aliases(group.add_argument)
+        return group
+
+    def add_mutually_exclusive_group(self, **kwargs):
+        group = super().add_mutually_exclusive_group(**kwargs)
+        group.add_argument = _with_aliases(group.add_argument)
+        return group
 
 
 # numeric options checked after parsing, by destination: (rule, test); 0 never means "all"
@@ -38,10 +83,10 @@ EXTRA_OF_MODULE.update({name: "train" for name in ("matplotlib", "tqdm", "tensor
 EXTRA_OF_MODULE.update({name: "analysis" for name in ("torchao", "onnx", "onnxruntime", "onnxscript")})
 
 
-class ILlamaArgumentParser(argparse.ArgumentParser):
+class ILlamaArgumentParser(ArgumentParser):
     """argparse with the package's checks: `--debug` on every (sub)command, numeric limits in range (a count of
     0 or less is an error, not "everything"), and an existing `--output` / `--json` file refused unless
-    `--overwrite` (added to any parser with such an option)."""
+    `--overwrite` (added to any parser with such an option); every `--a-b` option also answers to `--a_b`."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
@@ -65,7 +110,8 @@ class ILlamaArgumentParser(argparse.ArgumentParser):
     def _check_parsed(self, action, value, namespace):
         if value is None or isinstance(value, bool) or not action.option_strings:
             return
-        name, dest = action.option_strings[-1], action.dest
+        name = [o for o in action.option_strings if o not in getattr(action, "aliases", ())][-1]
+        dest = action.dest
         for one in value if isinstance(value, list) else [value]:
             if isinstance(one, (int, float)) and not math.isfinite(one):
                 self.error(f"argument {name}: must be a finite number, got {one}")
@@ -96,8 +142,11 @@ class ILlamaArgumentParser(argparse.ArgumentParser):
             self.error(f"argument {name}: {path} exists; pass --overwrite to replace it, or choose another file")
 
 
-def make_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
-    return ILlamaArgumentParser(prog=prog, description=description)
+def make_parser(prog: str, description: str | None, parser_class=None, **kwargs) -> ILlamaArgumentParser:
+    """The package's parser: help with defaults, the checks of ILlamaArgumentParser, Transformers' underscore
+    spellings of every dashed option."""
+    parser_class = parser_class or ILlamaArgumentParser
+    return parser_class(prog=prog, description=description, formatter_class=HelpFormatter, **kwargs)
 
 
 def describe_error(error: BaseException) -> str:
@@ -144,6 +193,72 @@ def one_line_errors(prog: str):
         return run
 
     return decorate
+
+
+MODEL_HELP = "model folder or Hub id"
+
+
+def add_model(parser, required: bool = True, what: str = "", **kwargs) -> argparse.Action:
+    """`--model`: a saved model folder or a Hub id (`what` says which kind of model)."""
+    return parser.add_argument(
+        "--model", required=required, help=MODEL_HELP + (f" ({what})" if what else ""), **kwargs
+    )
+
+
+def add_device(parser) -> None:
+    parser.add_argument(
+        "--device", default="auto", help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."
+    )
+
+
+def add_batch_size(parser, default: int = DEFAULT_BATCH_SIZE) -> None:
+    parser.add_argument("--batch-size", type=int, default=default, help="images per forward pass")
+
+
+def add_split(parser) -> None:
+    parser.add_argument(
+        "--split",
+        default="auto",
+        help=f"dataset split; auto: the first of {', '.join(SPLIT_PREFERENCE)} the data set has",
+    )
+
+
+def add_overwrite(parser, what: str) -> None:
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what}")
+
+
+def resolve_device(name: str) -> str:
+    """`auto` -> cuda when a GPU is visible, else cpu; anything else as given (torch checks it)."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_split(dataset: str, split: str) -> str:
+    """`auto` -> the first of SPLIT_PREFERENCE that `dataset` has (a folder without split sub-folders is one
+    'train' split); a named split is returned as given. Raises ValueError naming the splits there are."""
+    if split != "auto":
+        return split
+    from modeling_illama.training.data import available_splits
+
+    splits = available_splits(dataset)
+    if splits is None:  # a Hub id: the usual evaluation split
+        return SPLIT_PREFERENCE[0]
+    for name in SPLIT_PREFERENCE:
+        if name in splits:
+            return name
+    if splits == ["train"]:
+        return "train"
+    raise ValueError(f"{dataset} has the splits {splits}, none of {list(SPLIT_PREFERENCE)}: pass --split NAME")
+
+
+def load_package() -> None:
+    """After parsing: Transformers, torch and the Auto-class registration of the model (see modeling_illama)."""
+    import modeling_illama
+
+    modeling_illama.register_auto_classes()
 
 
 def add_allow_missing_weights(parser: argparse.ArgumentParser, verb: str) -> None:
@@ -203,13 +318,7 @@ def missing_extra(extra: str, modules: tuple[str, ...]) -> str | None:
 
 def missing_train_extra() -> str | None:
     """The install hint when a package of the [train] extra is missing (a core-only `pip install`), else None."""
-    missing = [name for name in TRAIN_EXTRA_MODULES if importlib.util.find_spec(name) is None]
-    if not missing:
-        return None
-    return (
-        f"{', '.join(missing)} not installed: this command needs the [train] extra; "
-        "install it with: pip install 'illama-transformers[train]' (in a checkout: pip install -e '.[train]')"
-    )
+    return missing_extra("train", TRAIN_EXTRA_MODULES)
 
 
 def looks_like_local_path(name: str) -> bool:

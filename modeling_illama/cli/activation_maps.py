@@ -1,7 +1,9 @@
 """`illama-activation-maps`: "information filtering" maps (token magnitude and FFT phase) of chosen layers, drawn
 over the image as a PNG.
 
-    illama-activation-maps --model runs/tiny-llama31 --image cat.jpg --layers 11 frozen_llm --output maps.png
+examples:
+  illama-activation-maps --model runs/demo --image docs/images/cat.jpg --output maps.png
+  illama-activation-maps --model runs/tiny-llama31 --image cat.jpg --layers 11 frozen_llm --output maps.png
 """
 
 from __future__ import annotations
@@ -10,16 +12,14 @@ import argparse
 import json
 import sys
 
-from ._common import add_allow_missing_weights, make_parser, one_line_errors, user_error
+from ._common import add_allow_missing_weights, add_model, load_package, make_parser, one_line_errors, user_error
 
 PROG = "illama-activation-maps"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(PROG, __doc__)
-    parser.add_argument(
-        "--model", required=True, help="saved model folder (iLLaMA, ViT, or either with frozen LLM layers)"
-    )
+    add_model(parser, what="iLLaMA, ViT, or either with frozen LLM layers")
     parser.add_argument("--image", required=True, help="image file")
     parser.add_argument(
         "--layers",
@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         "of the base model such as frozen_llm or frozen_llm.layers.0 (default: the last block, "
         "and frozen_llm when the model has one)",
     )
-    parser.add_argument("--output", required=True, help="PNG file to write")
-    parser.add_argument("--json", help="also write the maps (lists of lists) to this JSON file")
+    parser.add_argument("--output", required=True, metavar="FILE", help="PNG file to write")
+    parser.add_argument("--json", metavar="FILE", help="also write the maps (lists of lists) to this JSON file")
     add_allow_missing_weights(parser, "draw")
     return parser
 
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 @one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    import modeling_illama  # noqa: F401  (registers the Auto classes)
+    load_package()
     from modeling_illama.analysis.activation_maps import activation_maps, denormalize, draw_activation_maps
     from modeling_illama.image_processing_illama import to_rgb_image
     from modeling_illama.loading import load_classifier, load_image_processor

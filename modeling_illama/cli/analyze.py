@@ -6,7 +6,11 @@
   quantize        int8 post-training quantization (torchao): accuracy, file size and CPU latency vs fp32
   export-onnx     ONNX graph of the classifier (dynamic batch), checked against PyTorch with onnxruntime
 
-illama-analyze calibration --model runs/demo --dataset data/cifar10-mini --split test --output-dir analysis/
+examples:
+  illama-analyze calibration --model runs/demo --dataset data/cifar10-mini --output-dir analysis/
+  illama-analyze attention-rank --model runs/demo runs/vit --dataset data/cifar10-mini --num-images 16
+  illama-analyze quantize --model runs/demo --dataset data/cifar10-mini --split test --limit 200
+  illama-analyze export-onnx --model runs/demo --output-dir analysis/onnx
 """
 
 from __future__ import annotations
@@ -17,23 +21,38 @@ import logging
 import os
 import sys
 
-from ._common import HelpFormatter, add_allow_missing_weights, make_parser, missing_extra, one_line_errors, user_error
+from ._common import (
+    MODEL_HELP,
+    HelpFormatter,
+    add_allow_missing_weights,
+    add_batch_size,
+    add_device,
+    add_model,
+    add_split,
+    load_package,
+    make_parser,
+    missing_extra,
+    one_line_errors,
+    resolve_device,
+    resolve_split,
+    user_error,
+)
 
 PROG = "illama-analyze"
 
 
 def _output_args(parser: argparse.ArgumentParser, output: str) -> None:
     parser.add_argument("--output-dir", default=output, help="folder for the JSON and PNG files")
-    parser.add_argument("--device", default="cpu", help="torch device")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    add_device(parser)
+    add_batch_size(parser)
     add_allow_missing_weights(parser, "measure")
 
 
-def _dataset_args(parser: argparse.ArgumentParser, split: str = "validation") -> None:
+def _dataset_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="Hub id, local image folder, parquet folder or file")
-    parser.add_argument("--split", default=split, help="dataset split")
-    parser.add_argument("--image-column", help="image column (default: auto-detected)")
-    parser.add_argument("--label-column", help="label column (default: auto-detected)")
+    add_split(parser)
+    parser.add_argument("--image-column", help="image column; default: auto-detected")
+    parser.add_argument("--label-column", help="label column; default: auto-detected")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibration = commands.add_parser(
         "calibration", formatter_class=HelpFormatter, help="ECE, reliability diagram and confusion matrix"
     )
-    calibration.add_argument("--model", required=True, help="saved classifier folder")
+    add_model(calibration, what="an image classifier")
     _dataset_args(calibration)
     calibration.add_argument("--limit", type=int, help="only the first N images")
     calibration.add_argument("--num-bins", type=int, default=15, help="equal-width confidence bins")
@@ -52,22 +71,29 @@ def build_parser() -> argparse.ArgumentParser:
     shape = commands.add_parser(
         "shape-bias", formatter_class=HelpFormatter, help="shape bias on the cue-conflict stimuli"
     )
-    shape.add_argument("--model", required=True, nargs="+", help="one or more ImageNet-1K classifier folders")
-    shape.add_argument("--label", nargs="+", help="names for the plot legend (default: folder names)")
+    shape.add_argument(
+        "--model", required=True, nargs="+", help=f"one or more ImageNet-1K classifiers, each a {MODEL_HELP}"
+    )
+    shape.add_argument("--label", nargs="+", help="names for the plot legend; default: the folder names")
     shape.add_argument("--stimuli", required=True, help="cue-conflict folder: <shape>/<shape>N-<texture>M.png|jpg")
     shape.add_argument(
         "--categories",
-        help="category -> ImageNet indices TSV (default: the stimuli folder's categories.tsv, else the packaged copy)",
+        help="category -> ImageNet indices TSV; default: the stimuli folder's categories.tsv, else the packaged copy",
     )
     _output_args(shape, "analysis/shape-bias")
 
     rank = commands.add_parser(
         "attention-rank", formatter_class=HelpFormatter, help="rank of the attention maps per layer and head"
     )
-    rank.add_argument("--model", required=True, help="saved classifier folder (iLLaMA is measured at each --rates)")
-    rank.add_argument("--compare", nargs="*", default=[], help="other classifier folders (e.g. a ViT/DeiT)")
+    rank.add_argument(
+        "--model",
+        required=True,
+        nargs="+",
+        help=f"one or more image classifiers, each a {MODEL_HELP} (an iLLaMA is measured at each --rates)",
+    )
+    rank.add_argument("--compare", nargs="*", default=[], help="more classifiers, as further --model values")
     _dataset_args(rank)
-    rank.add_argument("--num-images", type=int, default=32)
+    rank.add_argument("--num-images", type=int, default=32, help="images whose attention maps are measured")
     rank.add_argument("--rates", type=float, nargs="+", default=[0.0, 1.0], help="iLLaMA soft-mask rates r")
     rank.add_argument("--threshold", type=float, default=0.8, help="fraction of the singular-value sum")
     _output_args(rank, "analysis/attention-rank")
@@ -75,20 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
     quantize = commands.add_parser(
         "quantize", formatter_class=HelpFormatter, help="int8 post-training quantization (torchao)"
     )
-    quantize.add_argument("--model", required=True, help="saved float classifier folder")
-    quantize.add_argument("--scheme", default="int8-dynamic", choices=("int8-weight-only", "int8-dynamic"))
+    add_model(quantize, what="a float image classifier")
+    quantize.add_argument(
+        "--scheme",
+        default="int8-dynamic",
+        choices=("int8-weight-only", "int8-dynamic"),
+        help="torchao scheme: int8 weights only, or int8 weights and dynamically quantized activations",
+    )
     _dataset_args(quantize)
     quantize.add_argument("--limit", type=int, help="evaluate only the first N images")
-    quantize.add_argument("--latency-batch-size", type=int, default=8)
-    quantize.add_argument("--latency-repeats", type=int, default=20)
+    quantize.add_argument("--latency-batch-size", type=int, default=8, help="images per timed forward pass")
+    quantize.add_argument("--latency-repeats", type=int, default=20, help="timed forward passes per model")
     _output_args(quantize, "analysis/quantize")
 
     onnx = commands.add_parser(
         "export-onnx", formatter_class=HelpFormatter, help="ONNX export checked with onnxruntime"
     )
-    onnx.add_argument("--model", required=True, help="saved classifier folder")
+    add_model(onnx, what="an image classifier")
     onnx.add_argument("--image-size", type=int, help="export at this resolution (iLLaMA: position table resized)")
-    onnx.add_argument("--opset", type=int, default=18)
+    onnx.add_argument("--opset", type=int, default=18, help="ONNX opset version")
     onnx.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX - PyTorch| logits accepted")
     _output_args(onnx, "analysis/onnx")
     return parser
@@ -165,7 +196,7 @@ def run_attention_rank(args) -> tuple[list[str], str]:
     from modeling_illama.analysis.loading import dataset_pixel_values, load_saved_classifier
 
     results = {}
-    for path in [args.model, *args.compare]:
+    for path in [*args.model, *args.compare]:
         model, processor = load_saved_classifier(path, "eager", args.allow_missing_weights)
         pixel_values, _ = dataset_pixel_values(
             args.dataset, args.split, processor, args.num_images, args.image_column, args.label_column
@@ -295,7 +326,11 @@ def main(argv=None) -> int:
     if missing := missing_extra("analysis", ANALYSIS_EXTRA_MODULES.get(args.command, ())):
         return user_error(f"{PROG} {args.command}", missing)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    load_package()
     try:
+        args.device = resolve_device(args.device)
+        if getattr(args, "split", None):
+            args.split = resolve_split(args.dataset, args.split)
         files, summary = COMMANDS[args.command](args)
     except (ValueError, OSError) as error:  # a model or dataset it cannot measure, a missing folder
         return user_error(f"{PROG} {args.command}", error)

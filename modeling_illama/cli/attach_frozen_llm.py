@@ -2,10 +2,13 @@
 after the last block of an iLLaMA (preset or folder) or of a Transformers ViT/DeiT folder, and save a folder that
 loads with from_pretrained / AutoModel*.
 
-    illama-attach-frozen-llm --llama llama/7B --model illama-tiny-224 --output-dir runs/tiny-llama31
-
 --llama takes Meta's format (params.json + consolidated.00.pth; Pang et al. use layer 31 of LLaMA-1 7B) or a
 Hugging Face LLaMA folder (any version, e.g. Llama-2-7b-hf).
+
+examples:
+  illama-attach-frozen-llm --llama llama/7B --model illama-tiny-224 --output-dir runs/tiny-llama31
+  illama-attach-frozen-llm --llama llama/Llama-2-7b-hf --model runs/demo --output-dir runs/demo-llama \\
+      --layers 31 --rms-norm-eps checkpoint --overwrite
 """
 
 from __future__ import annotations
@@ -14,9 +17,7 @@ import argparse
 import os
 import sys
 
-import torch
-
-from ._common import make_parser, one_line_errors, user_error
+from ._common import load_package, make_parser, one_line_errors, user_error
 
 PROG = "illama-attach-frozen-llm"
 
@@ -32,18 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--rms-norm-eps",
-        type=lambda value: None if value == "checkpoint" else float(value),
+        type=rms_norm_eps,
         default=1e-6,
         metavar="EPS|checkpoint",
-        help="epsilon of the LLaMA layers' RMSNorms (default: 1e-6, hard-coded by the authors; 'checkpoint': the "
-        "checkpoint's own value, e.g. 1e-5 for LLaMA-2)",
+        help="epsilon of the LLaMA layers' RMSNorms: a number (default 1e-6, hard-coded by the authors) or "
+        "'checkpoint' (also 'null', as the recipe field frozen_llm_rms_norm_eps): the checkpoint's own value, "
+        "e.g. 1e-5 for LLaMA-2",
     )
     parser.add_argument(
         "--model",
         required=True,
-        help="iLLaMA preset (e.g. illama-tiny-224), iLLaMA folder, or ViT/DeiT (ViT architecture) folder",
+        help="iLLaMA preset (e.g. illama-tiny-224), or model folder of an iLLaMA or a ViT/DeiT (ViT architecture)",
     )
     parser.add_argument("--output-dir", required=True, metavar="DIR", help="folder to write the model into")
+    parser.add_argument("--overwrite", action="store_true", help="write into an existing non-empty --output-dir")
     parser.add_argument("--layers", type=int, nargs="+", metavar="N", help="LLaMA layer indices (default: the last)")
     parser.add_argument(
         "--reference-only",
@@ -55,7 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def rms_norm_eps(value: str) -> float | None:
+    """`--rms-norm-eps`: a number, or `checkpoint` / `null` / `none` for the checkpoint's own value (None)."""
+    if value.lower() in ("checkpoint", "null", "none"):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number, 'checkpoint' or 'null'") from None
+
+
 def load_vision_model(model: str, num_labels: int | None):
+    import torch
     from transformers import AutoConfig, ViTForImageClassification
 
     from ..modeling_illama import ILlamaForImageClassification
@@ -89,6 +103,11 @@ def save_image_processor(source: str, config, output: str) -> None:
 @one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite:
+        return user_error(PROG, f"output folder {args.output_dir!r} is not empty (pass --overwrite)")
+    load_package()
+    import torch
+
     from ..llm.frozen import attach_frozen_llm, vit_with_frozen_llm
 
     try:

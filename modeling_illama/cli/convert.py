@@ -1,9 +1,10 @@
 """`illama-convert`: the authors' iLLaMA checkpoints (techmonsterwang/iLLaMA, .pth or .safetensors) -> Hugging Face
 folders (config.json, model.safetensors, preprocessor_config.json, remote code, README.md card).
 
-    illama-convert --checkpoint illama-tiny-in1k-75.0.pth --output-dir illama-tiny-224-in1k --verify
-    illama-convert --all downloads/ converted/
-    illama-convert --write-cards model_cards
+examples:
+  illama-convert --checkpoint illama-tiny-in1k-75.0.pth --output-dir illama-tiny-224-in1k --verify
+  illama-convert --all downloads/ --output-dir converted/
+  illama-convert --write-cards model_cards
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..conversion import VerificationError, convert_all, convert_checkpoint, write_released_cards
-from ._common import make_parser, one_line_errors, progress_on_stdout, user_error
+from ._common import load_package, make_parser, one_line_errors, progress_on_stdout, user_error
 
 PROG = "illama-convert"
 
@@ -23,15 +23,20 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--checkpoint", metavar="FILE", help="an authors' .pth (bare or training dict) or .safetensors")
     what.add_argument(
         "--all",
-        nargs=2,
-        metavar=("SRC_DIR", "OUT_DIR"),
-        help="convert every released file name found in SRC_DIR into OUT_DIR/<variant>",
+        nargs="+",
+        metavar="SRC_DIR",
+        help="convert every released file name found in SRC_DIR into <--output-dir>/<variant> "
+        "(`--all SRC_DIR OUT_DIR` also works)",
     )
     what.add_argument(
         "--write-cards", metavar="DIR", help="only write the model cards of the eight released checkpoints into DIR"
     )
-    parser.add_argument("--output-dir", metavar="DIR", help="output folder (with --checkpoint)")
-    parser.add_argument("--model", help="preset name (e.g. illama-base-384) instead of inferring the size from shapes")
+    parser.add_argument(
+        "--output-dir", metavar="DIR", help="output folder (of the model, or of the models with --all)"
+    )
+    parser.add_argument(
+        "--model", help="preset name (e.g. illama-base-384) instead of inferring the size from the shapes"
+    )
     parser.add_argument(
         "--image-size",
         type=int,
@@ -57,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
 @one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    load_package()
+    from ..conversion import VerificationError, convert_all, convert_checkpoint, write_released_cards
+
+    if args.all:
+        if len(args.all) > 2 or (len(args.all) == 2 and args.output_dir):
+            return user_error(PROG, "--all takes SRC_DIR (and --output-dir OUT_DIR), or SRC_DIR OUT_DIR")
+        if len(args.all) == 1 and not args.output_dir:
+            return user_error(PROG, "--all SRC_DIR needs --output-dir OUT_DIR")
+        args.all, args.output_dir = [args.all[0], args.all[-1] if len(args.all) == 2 else args.output_dir], None
     if args.write_cards:
         for path in write_released_cards(args.write_cards):
             print(path)
@@ -67,7 +81,7 @@ def main(argv=None) -> int:
             return user_error(PROG, "--image-size takes one value or HEIGHT WIDTH")
         image_size = args.image_size[0] if len(args.image_size) == 1 else tuple(args.image_size)
     if args.all and (args.output_dir or args.model or image_size or args.num_heads):
-        return user_error(PROG, "--all takes SRC_DIR OUT_DIR only (sizes come from the released file names)")
+        return user_error(PROG, "--all takes SRC_DIR and --output-dir only (sizes come from the released file names)")
     if args.checkpoint and not args.output_dir:
         return user_error(PROG, "--checkpoint needs --output-dir DIR")
     try:

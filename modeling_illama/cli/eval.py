@@ -1,6 +1,8 @@
 """`illama-eval`: top-1, top-5, ECE, loss and images/s of a saved classifier on a dataset split.
 
-illama-eval --model runs/demo --dataset data/cifar10-mini --split test
+examples:
+  illama-eval --model runs/demo --dataset data/cifar10-mini
+  illama-eval --model runs/demo --dataset data/cifar10-mini --split test --batch-size 128 --output eval.json
 """
 
 from __future__ import annotations
@@ -13,10 +15,17 @@ import sys
 
 from ._common import (
     add_allow_missing_weights,
+    add_batch_size,
+    add_device,
+    add_model,
+    add_split,
+    load_package,
     make_parser,
     missing_model_folder,
     missing_train_extra,
     one_line_errors,
+    resolve_device,
+    resolve_split,
     user_error,
 )
 
@@ -24,23 +33,22 @@ PROG = "illama-eval"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import torch
-
     parser = make_parser(PROG, __doc__)
-    parser.add_argument("--model", required=True, help="saved model folder (config.json + weights)")
+    add_model(parser, what="an image classifier")
     parser.add_argument("--dataset", required=True, help="Hub id, local image folder, parquet folder or file")
-    parser.add_argument("--split", default="validation", help="dataset split to evaluate")
+    add_split(parser)
     parser.add_argument("--streaming", action="store_true", help="stream the split (IterableDataset)")
-    parser.add_argument("--image-column", help="image column (default: auto-detected)")
-    parser.add_argument("--label-column", help="label column (default: auto-detected)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    parser.add_argument("--image-column", help="image column; default: auto-detected")
+    parser.add_argument("--label-column", help="label column; default: auto-detected")
+    add_batch_size(parser)
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    add_device(parser)
     parser.add_argument(
         "--output",
-        help="JSON file for the results (default: <model>/eval_<split>.json for a folder, "
-        "./eval_<org>--<name>_<split>.json for a Hub id)",
+        metavar="FILE",
+        help="JSON file for the results; default: <model>/eval_<split>.json for a folder, "
+        "./eval_<org>--<name>_<split>.json for a Hub id",
     )
     add_allow_missing_weights(parser, "evaluate")
     parser.add_argument(
@@ -62,9 +70,14 @@ def main(argv=None) -> int:
     if missing := missing_train_extra() or missing_model_folder(args.model):
         return user_error(PROG, missing)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import modeling_illama  # noqa: F401  (registers the Auto classes)
+    load_package()
     from modeling_illama.training.evaluation import evaluate_saved_model
 
+    try:
+        args.split = resolve_split(args.dataset, args.split)
+    except ValueError as error:
+        return user_error(PROG, error)
+    args.device = resolve_device(args.device)
     output = args.output or default_output(args.model, args.split)
     if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
         return user_error(PROG, f"no such folder for --output: {os.path.dirname(output)}")

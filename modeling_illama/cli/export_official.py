@@ -1,23 +1,30 @@
-"""`illama-export-official`: a Hugging Face iLLaMA folder -> the authors' state-dict layout."""
+"""`illama-export-official`: a Hugging Face iLLaMA folder -> the authors' state-dict layout.
+
+The file loads with the authors' code: model.load_state_dict(torch.load(FILE)).
+
+examples:
+  illama-export-official --model runs/demo --output runs/demo-official.pth
+  illama-export-official --model runs/demo --output runs/demo-official.safetensors --overwrite
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ..conversion import export_official
-from ._common import make_parser, missing_model_folder, one_line_errors, progress_on_stdout, user_error
+from ._common import load_package, make_parser, missing_model_folder, one_line_errors, progress_on_stdout, user_error
 
 PROG = "illama-export-official"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser(
-        PROG,
-        "Export a converted or fine-tuned iLLaMA classifier folder to the authors' state-dict layout, "
-        "loadable by their code (model.load_state_dict(torch.load(FILE))).",
+    parser = make_parser(PROG, __doc__)
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR",
+        help="model folder (config.json + model.safetensors) of a converted or fine-tuned iLLaMA classifier",
     )
-    parser.add_argument("--model", required=True, metavar="DIR", help="folder with config.json and model.safetensors")
     parser.add_argument("--output", required=True, metavar="FILE", help="FILE.pth (torch.save) or FILE.safetensors")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return parser
@@ -26,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 @one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    load_package()
+    from ..conversion import export_official
+
     if missing := missing_model_folder(args.model):
         return user_error(PROG, missing)
     try:

@@ -1,11 +1,13 @@
 """`illama-robustness`: ImageNet-C mCE, ImageNet-A / -R / -Sketch top-1 and FGSM / PGD top-1 of a saved ImageNet-1K
 classifier, as Pang et al. report them (see modeling_illama/analysis/robustness.py for the exact settings).
 
-    illama-robustness --model runs/vit-llama --imagenet-c /path/to/ImageNet-C --imagenet-a /path/to/imagenet-a \
-        --imagenet-r /path/to/imagenet-r --imagenet-sketch songweig/imagenet_sketch --adversarial ILSVRC/imagenet-1k
-
 Each source is a local folder (ImageFolder layout, or parquet) or a Hub id; --split names the split of Hub
 datasets and of folders that have split sub-folders (a folder of class folders is read whole).
+
+examples:
+  illama-robustness --model runs/vit-llama --imagenet-sketch songweig/imagenet_sketch --limit 500
+  illama-robustness --model runs/vit-llama --imagenet-c data/ImageNet-C --imagenet-a data/imagenet-a \\
+      --imagenet-r data/imagenet-r --imagenet-sketch songweig/imagenet_sketch --adversarial ILSVRC/imagenet-1k
 """
 
 from __future__ import annotations
@@ -15,25 +17,42 @@ import json
 import os
 import sys
 
-from ._common import make_parser, one_line_errors, user_error
+from ._common import (
+    add_batch_size,
+    add_device,
+    add_model,
+    add_split,
+    load_package,
+    make_parser,
+    one_line_errors,
+    resolve_device,
+    resolve_split,
+    user_error,
+)
 
 PROG = "illama-robustness"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(PROG, __doc__)
-    parser.add_argument("--model", required=True, help="saved ImageNet-1K classifier folder")
+    add_model(parser, what="an ImageNet-1K classifier")
     parser.add_argument("--imagenet-c", metavar="DIR", help="ImageNet-C root: <corruption>/<severity>/<wnid>/*")
     parser.add_argument("--imagenet-a", metavar="SRC", help="ImageNet-A (200 classes)")
     parser.add_argument("--imagenet-r", metavar="SRC", help="ImageNet-R (200 classes)")
     parser.add_argument("--imagenet-sketch", metavar="SRC", help="ImageNet-Sketch (1000 classes)")
     parser.add_argument("--adversarial", metavar="SRC", help="ImageNet-1K data for the FGSM / PGD evaluation")
-    parser.add_argument("--attacks", nargs="+", default=["fgsm", "pgd"], choices=["fgsm", "pgd"])
-    parser.add_argument("--split", default="validation", help="split of Hub datasets (default: validation)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--attacks",
+        nargs="+",
+        default=["fgsm", "pgd"],
+        choices=["fgsm", "pgd"],
+        help="adversarial attacks run on --adversarial data",
+    )
+    add_split(parser)
+    add_batch_size(parser)
     parser.add_argument("--limit", type=int, help="evaluate only the first N images of each set")
-    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--output", help="JSON file (default: <model>/robustness.json)")
+    add_device(parser)
+    parser.add_argument("--output", metavar="FILE", help="JSON file; default: <model>/robustness.json")
     return parser
 
 
@@ -41,6 +60,8 @@ def split_for(source: str, split: str) -> str:
     """The split to read: a local folder without split sub-folders is one 'train' split for `datasets`."""
     from modeling_illama.training.data import available_splits
 
+    if split == "auto":
+        return resolve_split(source, split)
     splits = available_splits(source)
     if splits is None or split in splits:
         return split
@@ -58,10 +79,11 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+    load_package()
     import modeling_illama
     from modeling_illama.analysis import robustness as rb
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     try:
         model = AutoModelForImageClassification.from_pretrained(args.model, dtype=torch.float32).to(device).eval()
         if model.config.num_labels != 1000:

@@ -1,4 +1,14 @@
-"""`illama-select-weights`: initialise an iLLaMA from a Hugging Face LLaMA checkpoint by weight selection."""
+"""`illama-select-weights`: initialise an iLLaMA from a Hugging Face LLaMA checkpoint by weight selection.
+
+Uniform weight selection (docs/DESIGN.md, 'Weight selection') reads only the needed tensors, one at a time, from
+the LLaMA checkpoint (safetensors, sharded or not) and writes a folder that loads with from_pretrained and trains
+with illama-train.
+
+examples:
+  illama-select-weights --llama llama/Llama-2-7b-hf --model illama-tiny-224 --output-dir runs/tiny-selected
+  illama-select-weights --llama llama/Llama-2-7b-hf --model illama-small-224 --num-labels 10 \\
+      --output-dir runs/small-selected --seed 1
+"""
 
 from __future__ import annotations
 
@@ -7,20 +17,13 @@ import json
 import os
 import sys
 
-import torch
-
-from ._common import make_parser, one_line_errors, user_error
+from ._common import load_package, make_parser, one_line_errors, user_error
 
 PROG = "illama-select-weights"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser(
-        PROG,
-        "Initialise an iLLaMA from a Hugging Face LLaMA checkpoint (safetensors, sharded or not) by uniform weight "
-        "selection (docs/DESIGN.md, 'Weight selection'). Reads only the needed tensors, one at a time, and writes "
-        "a folder that loads with from_pretrained and trains with illama-train.",
-    )
+    parser = make_parser(PROG, __doc__)
     parser.add_argument(
         "--llama", required=True, metavar="DIR", help="LLaMA checkpoint folder (config.json + safetensors)"
     )
@@ -30,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--num-labels", type=int, help="classes of the (randomly initialised) head")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random init of the non-selected parameters")
-    parser.add_argument("--overwrite", action="store_true", help="write into an existing non-empty output folder")
+    parser.add_argument("--overwrite", action="store_true", help="write into an existing non-empty --output-dir")
     return parser
 
 
@@ -52,6 +55,9 @@ def load_config(model: str, num_labels: int | None):
 @one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    load_package()
+    import torch
+
     from ..llm.weight_selection import init_model_from_llama
     from ..modeling_illama import ILlamaForImageClassification
 

@@ -165,6 +165,10 @@ class ILlamaTrainingArguments(TrainingArguments):
         default_factory=dict,
         metadata={"help": "semantic-segmentation: the training.segmentation.SegmentationSettings fields."},
     )
+    peft: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "LoRA fine-tuning of --model (training/peft.py): method, r, lora_alpha, lora_dropout, ..."},
+    )
     drop_path_rate: float = 0.0
     image_size: int | None = field(default=None, metadata={"help": "Training resolution; None keeps the model's."})
 
@@ -268,6 +272,10 @@ class ILlamaTrainingArguments(TrainingArguments):
             setattr(self, name, tuple(float(v) for v in value))
         if self.qat is not None and self.qat not in QAT_SCHEMES:
             raise ValueError(f"recipe field 'qat' must be null or one of {QAT_SCHEMES}, got {self.qat!r}")
+        if self.peft:
+            from .peft_settings import check_peft_settings
+
+            self.peft = check_peft_settings(self.peft, self.task)
         if not isinstance(self.model_overrides, dict):
             raise ValueError(f"recipe field 'model_overrides' must be a mapping, got {self.model_overrides!r}")
         check_model_overrides(self.model_overrides, self.model_family)

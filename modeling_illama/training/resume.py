@@ -17,7 +17,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 RECIPE_FILE = "recipe.json"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors")
 # recipe fields that change how a run is run or logged, not what it computes
 OPERATIONAL_FIELDS = frozenset(
     {
