@@ -24,8 +24,47 @@ from .configuration_illama import POST_SOFTMAX_PATHS, ILlamaConfig, _pair
 from .fused_attention_illama import post_softmax_attention
 
 
+def _rms_normalise(hidden_states: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x * rsqrt(mean(x^2) + eps) in float32, rsqrt(...)): LlamaRMSNorm's float32 arithmetic, one fp32 buffer."""
+    normed = hidden_states.to(torch.float32)
+    rstd = torch.rsqrt(normed.pow(2).mean(-1, keepdim=True) + eps)
+    if normed is hidden_states:
+        return normed * rstd, rstd
+    return normed.mul_(rstd), rstd  # the fp32 copy of a bf16/fp16 input is ours to scale in place
+
+
+class _ILlamaRMSNormFunction(torch.autograd.Function):
+    """RMSNorm keeping only its input and the per-token rsqrt for backward (autograd on the plain ops keeps
+    a full-size normalised copy too); the normalised values are recomputed there, the gradients are the
+    same formulas: dx = rstd * (g w - n * mean(g w * n)), dw = sum(g * n)."""
+
+    @staticmethod
+    def forward(ctx, hidden_states, weight, eps):
+        normed, rstd = _rms_normalise(hidden_states, eps)
+        ctx.save_for_backward(hidden_states, weight, rstd)
+        return weight * normed.to(hidden_states.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        hidden_states, weight, rstd = ctx.saved_tensors
+        normed = hidden_states.to(torch.float32) * rstd
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = (grad_output * normed.to(hidden_states.dtype)).sum_to_size(weight.shape)
+        grad_input = None
+        if ctx.needs_input_grad[0]:
+            grad_normed = (grad_output * weight).to(torch.float32)
+            mean_term = (grad_normed * normed).mean(-1, keepdim=True)
+            grad_input = (grad_normed - normed * mean_term).mul_(rstd).to(hidden_states.dtype)
+        return grad_input, grad_weight, None
+
+
 class ILlamaRMSNorm(nn.Module):
     """RMSNorm with Hugging Face's LlamaRMSNorm arithmetic (normalise in fp32, scale in the input dtype).
+
+    The output is bit-identical to `weight * (x.float() * rsqrt(mean(x^2) + eps)).to(x.dtype)` in every dtype
+    (fp32 is exactness-critical: the per-token statistics of a bf16 input are taken in fp32, as the authors'
+    code does). With gradients, backward keeps the input and the per-token rsqrt only.
 
     With `constant_weight` the weight is a non-persistent buffer of ones (never trained, saved or loaded), as the
     extra norm after the frozen LLaMA layers."""
@@ -39,11 +78,13 @@ class ILlamaRMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        input_dtype = hidden_states.dtype
-        hidden_states = hidden_states.to(torch.float32)
-        variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
-        return self.weight * hidden_states.to(input_dtype)
+        if torch.is_grad_enabled() and (hidden_states.requires_grad or self.weight.requires_grad):
+            return _ILlamaRMSNormFunction.apply(hidden_states, self.weight, self.variance_epsilon)
+        normed, _ = _rms_normalise(hidden_states, self.variance_epsilon)
+        normed = normed.to(hidden_states.dtype)
+        if normed.dtype == torch.promote_types(normed.dtype, self.weight.dtype):
+            return normed.mul_(self.weight)  # a fresh buffer: scaled in place (same products as weight * normed)
+        return self.weight * normed
 
     def extra_repr(self):
         return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
@@ -152,10 +193,13 @@ def apply_interleaved_rotary(states: torch.Tensor, cos: torch.Tensor, sin: torch
 
 
 class ILlamaRotaryEmbedding(nn.Module):
-    """1-D rotary table over the N = P + 1 sequence positions (class token at position P).
+    """1-D rotary table over the N = P + 1 sequence positions (class token at position P), in float32.
 
-    The table for the configured resolution is a non-persistent buffer (restored by `_init_weights` after
-    meta-device loading); other sequence lengths are computed on the fly.
+    `cos` / `sin` hold the table of the configured resolution (non-persistent buffers, restored by
+    `_init_weights` after meta-device loading). The forward hands out float32 tables computed by
+    `rotary_angles` and kept for one (N, device), never the buffers themselves: a model cast with
+    `model.to(torch.bfloat16)` (which casts buffers too) still rotates with the authors' float32 angles, and so
+    does one cast back to float32, with no hook on the cast.
     """
 
     def __init__(self, config: ILlamaConfig):
@@ -165,19 +209,17 @@ class ILlamaRotaryEmbedding(nn.Module):
         cos, sin = rotary_angles(config.num_patches + 1, self.head_dim, self.theta)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
-
-    def _apply(self, fn, recurse=True):
-        # `model.to(bfloat16)` would cast the table too: the authors keep it in float32 (and the complex rotary
-        # product has no bfloat16 kernel), so a cast table is recomputed once, on its new device.
-        super()._apply(fn, recurse)
-        if self.cos.dtype != torch.float32:
-            self.cos, self.sin = rotary_angles(self.cos.shape[0], self.head_dim, self.theta, device=self.cos.device)
-        return self
+        self._table = None  # ((num_tokens, device), (cos, sin)): plain attributes, untouched by casts
 
     def forward(self, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if num_tokens == self.cos.shape[0]:
-            return self.cos, self.sin
-        return rotary_angles(num_tokens, self.head_dim, self.theta, device=self.cos.device)
+        device = self.cos.device
+        if torch.compiler.is_compiling():  # traced as constants; no cache mutation inside a graph
+            return rotary_angles(num_tokens, self.head_dim, self.theta, device=device)
+        if self._table is None or self._table[0] != (num_tokens, device):
+            # built outside inference_mode so that a table cached there can still be saved for backward
+            with torch.inference_mode(False):
+                self._table = ((num_tokens, device), rotary_angles(num_tokens, self.head_dim, self.theta, device))
+        return self._table[1]
 
 
 def soft_attention_mask(
@@ -356,8 +398,31 @@ class ILlamaAttention(nn.Module):
         return self.o_proj(attn_output), attn_weights
 
 
+class _ILlamaSwiGLUFunction(torch.autograd.Function):
+    """silu(gate) * up keeping only gate and up for backward: silu(gate) is recomputed there, so the gradients
+    are autograd's own (silu_backward, the two products) with one full-width activation fewer held per block."""
+
+    @staticmethod
+    def forward(ctx, gate, up):
+        ctx.save_for_backward(gate, up)
+        return F.silu(gate) * up
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        gate, up = ctx.saved_tensors
+        grad_gate = grad_up = None
+        if ctx.needs_input_grad[0]:
+            grad_gate = torch.ops.aten.silu_backward(grad_output * up, gate)
+        if ctx.needs_input_grad[1]:
+            grad_up = grad_output * F.silu(gate)
+        return grad_gate, grad_up
+
+
 class ILlamaMLP(nn.Module):
-    """SwiGLU without biases: down(silu(gate x) * up x). gate/up/down are the authors' fc1/fc3/fc2."""
+    """SwiGLU without biases: down(silu(gate x) * up x). gate/up/down are the authors' fc1/fc3/fc2.
+
+    Without gradients silu and the product run in place on the gate projection's output; with gradients the
+    activation keeps gate x and up x only (see `_ILlamaSwiGLUFunction`)."""
 
     def __init__(self, config: ILlamaConfig):
         super().__init__()
@@ -366,7 +431,14 @@ class ILlamaMLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(hidden_states)) * self.up_proj(hidden_states))
+        gate, up = self.gate_proj(hidden_states), self.up_proj(hidden_states)
+        if torch.is_grad_enabled() and (gate.requires_grad or up.requires_grad):
+            activated = _ILlamaSwiGLUFunction.apply(gate, up)
+        elif gate.dtype == torch.promote_types(gate.dtype, up.dtype):
+            activated = F.silu(gate, inplace=True).mul_(up)
+        else:
+            activated = F.silu(gate) * up
+        return self.down_proj(activated)
 
 
 class ILlamaDropPath(nn.Module):
