@@ -428,3 +428,43 @@ def test_rotary_tables_stay_float32_through_casts_without_a_cast_hook():
         model.load_state_dict(weights)
         assert not torch.equal(model.illama.rotary_emb.cos, reference_cos)  # the cast did round the buffer
         assert torch.equal(model(images).logits, expected)
+
+
+def test_a_block_compiles_whole_with_fullgraph_forward_and_backward():
+    """fullgraph=True raises on any graph break: one ILlamaLayer (RMSNorm and SwiGLU autograd functions, rotary,
+    fused attention) compiled whole, its output and input gradient equal to eager."""
+    torch._dynamo.reset()
+    model = make_classifier(0.37).train()
+    base, layer = model.illama, model.illama.layers[1]
+    hidden = torch.randn(2, 17, 128, generator=torch.Generator().manual_seed(5))
+    position_embeddings = base.rotary_emb(17)
+    mask, is_causal = base._attention_mask(17, torch.float32, hidden.device)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    outputs = []
+    for run in (layer, compiled):
+        states = hidden.clone().requires_grad_()
+        out = run(states, position_embeddings, mask, is_causal, soft_mask_rate=0.37)
+        (grad,) = torch.autograd.grad(out.square().sum(), states)
+        outputs.append((out.detach(), grad))
+    torch.testing.assert_close(outputs[1][0], outputs[0][0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(outputs[1][1], outputs[0][1], atol=1e-4, rtol=0)
+
+
+def test_committed_attention_path_results_of_every_cpu_type_keep_auto_within_5_percent():
+    """benchmarks/results/attention_paths_by_cpu.json holds one run per CPU type (model name and bf16 hardware);
+    on each, the path marked "auto" is the rule table's choice now and within 5% of the fastest candidate."""
+    import modeling_illama.fused_attention_illama as fused
+
+    by_cpu = json.loads((ROOT / "benchmarks" / "results" / "attention_paths_by_cpu.json").read_text())
+    assert any("Xeon" in key for key in by_cpu)  # the first CPU type measured stays
+    for cpu, result in by_cpu.items():
+        flags = result["machine"]["cpu_flags"]
+        assert cpu.startswith(flags["model_name"]) and f"AMX bf16: {'yes' if flags['amx_bf16'] else 'no'}" in cpu
+        assert {"infer_fp32_224", "infer_bf16_224", "train_fp32_224", "train_bf16_224"} <= set(result["timing"])
+        for name, case in result["timing"].items():
+            dtype = torch.bfloat16 if case["precision"] == "bf16" else torch.float32
+            query = torch.empty(1, 1, (case["image"] // 16) ** 2 + 1, 64, dtype=dtype)
+            assert case["auto"] == fused.choose_post_softmax_path(query, case["mode"] == "train"), (cpu, name)
+            ratios = {path: entry["ratio_to_deit_median"] for path, entry in case["paths"].items()}
+            candidates = ("materialised", "fused") if case["mode"] == "infer" else ("fused", "recompute")
+            assert ratios[case["auto"]] >= 0.95 * max(ratios[path] for path in candidates), (cpu, name, ratios)
