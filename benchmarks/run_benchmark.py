@@ -691,6 +691,8 @@ def profile_default_path(precision, mode, image, batch, smoke, rows=12) -> str:
 def attention_paths_benchmark(args) -> dict:
     images = [int(i) for i in args.path_images.split(",")]
     cases = {n: c for n, c in PATH_CASES.items() if c[2] in images and not (args.quick and c[2] == 384)}
+    if args.compiled_only:
+        cases, args.skip_memory, args.skip_profile, args.compile = {}, True, True, True
     if args.smoke:
         cases = {n: (p, m, i, 2) for n, (p, m, i, b) in cases.items() if i == 224}
     kinds = ("deit",) + ATTENTION_PATHS
@@ -945,6 +947,11 @@ def parse_args(argv=None):
         "--compile",
         action="store_true",
         help="--attention-paths: add both models under torch.compile (fp32/bf16, inference/training)",
+    )
+    parser.add_argument(
+        "--compiled-only",
+        action="store_true",
+        help="--attention-paths: only the torch.compile rows (implies --compile)",
     )
     parser.add_argument("--path-images", default="224,384", help="--attention-paths: resolutions timed")
     parser.add_argument("--_path-memory-worker", nargs=2, metavar=("KIND", "IMAGE"), help=argparse.SUPPRESS)
