@@ -186,8 +186,14 @@ def apply_interleaved_rotary(states: torch.Tensor, cos: torch.Tensor, sin: torch
     states: (batch, heads, tokens, head_dim); cos, sin: (tokens, head_dim / 2). Computed in float32, as one
     complex multiplication (x_2i + i x_2i+1) * (cos + i sin): the same products and sums as the real form
     (even * cos - odd * sin, even * sin + odd * cos) in a single kernel, about 20x faster on CPU than
-    four strided multiplications and a stack.
+    four strided multiplications and a stack. Under torch.compile the real form, which inductor fuses.
     """
+    if torch.compiler.is_compiling():
+        # inductor generates no code for complex operators (it would fall back to eager kernels); the real form
+        # in fp32 is what it fuses into one kernel with the casts around it
+        even, odd = states.float().unflatten(-1, (-1, 2)).unbind(-1)
+        cos, sin = cos.float(), sin.float()
+        return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2).to(states.dtype)
     rotated = torch.view_as_real(_as_complex_pairs(states) * torch.complex(cos.float(), sin.float()))
     return rotated.flatten(-2).to(states.dtype)
 

@@ -468,3 +468,29 @@ def test_committed_attention_path_results_of_every_cpu_type_keep_auto_within_5_p
             ratios = {path: entry["ratio_to_deit_median"] for path, entry in case["paths"].items()}
             candidates = ("materialised", "fused") if case["mode"] == "infer" else ("fused", "recompute")
             assert ratios[case["auto"]] >= 0.95 * max(ratios[path] for path in candidates), (cpu, name, ratios)
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16))
+def test_compiled_rotary_uses_the_real_form_and_equals_the_definition(dtype):
+    """Under torch.compile the rotation is the real form in fp32 (inductor has no complex code generation)."""
+    torch._dynamo.reset()
+    cos, sin = modeling.rotary_angles(17, 64, 10000.0)
+    fused = torch.randn(2, 17, 3, 2, 64).to(dtype).requires_grad_()
+    key = fused.permute(2, 0, 3, 1, 4)[1]
+    graphs = []
+
+    def backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    compiled = torch.compile(modeling.apply_interleaved_rotary, backend=backend, fullgraph=True)
+    got = compiled(key, cos, sin)
+    expected = real_interleaved_rotary(key, cos, sin)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    traced_ops = {str(node.target) for g in graphs for node in g.graph.nodes if node.op == "call_function"}
+    assert not any("complex" in op for op in traced_ops), traced_ops
+    grad = torch.randn_like(got)
+    (g_got,) = torch.autograd.grad(got, fused, grad)
+    (g_expected,) = torch.autograd.grad(expected, fused, grad)
+    torch.testing.assert_close(g_got, g_expected, atol=1e-6, rtol=0)
