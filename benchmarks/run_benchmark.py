@@ -885,7 +885,7 @@ def git_commit() -> str:
 
 
 def run_attention_paths(args) -> int:
-    started = time.time()
+    started, commit = time.time(), git_commit()  # the tree measured: taken before the run
     machine = machine_description(torch.device("cpu"))
     machine["cpu_flags"] = cpu_flags()
     print(f"machine: {machine['cpu_flags']}, load {machine['load_average_at_start']}", flush=True)
@@ -895,7 +895,7 @@ def run_attention_paths(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / "attention_paths_cpu"
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
-    result["commit"] = git_commit()
+    result["commit"] = commit
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     table = attention_paths_markdown(result)
     stem.with_suffix(".md").write_text(table + "\n")
