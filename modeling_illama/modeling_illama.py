@@ -427,8 +427,8 @@ class _ILlamaSwiGLUFunction(torch.autograd.Function):
 class ILlamaMLP(nn.Module):
     """SwiGLU without biases: down(silu(gate x) * up x). gate/up/down are the authors' fc1/fc3/fc2.
 
-    Without gradients silu and the product run in place on the gate projection's output; with gradients the
-    activation keeps gate x and up x only (see `_ILlamaSwiGLUFunction`)."""
+    Without gradients the product runs in place on silu's output (one full-width temporary fewer); with
+    gradients the activation keeps gate x and up x only (see `_ILlamaSwiGLUFunction`)."""
 
     def __init__(self, config: ILlamaConfig):
         super().__init__()
@@ -441,7 +441,8 @@ class ILlamaMLP(nn.Module):
         if torch.is_grad_enabled() and (gate.requires_grad or up.requires_grad):
             activated = _ILlamaSwiGLUFunction.apply(gate, up)
         elif gate.dtype == torch.promote_types(gate.dtype, up.dtype):
-            activated = F.silu(gate, inplace=True).mul_(up)
+            # the product in place on silu's fresh output (never on gate: a hook may hold the projection's output)
+            activated = F.silu(gate).mul_(up)
         else:
             activated = F.silu(gate) * up
         return self.down_proj(activated)

@@ -405,8 +405,11 @@ def test_swiglu_output_and_gradients_are_bit_identical_to_plain_autograd(dtype):
     assert torch.equal(got, expected)
     for g, e in zip(torch.autograd.grad(got, parameters, grad), torch.autograd.grad(expected, parameters, grad)):
         assert torch.equal(g, e)
-    with torch.inference_mode():  # silu and the product in place
+    seen = []
+    mlp.gate_proj.register_forward_hook(lambda module, args, output: seen.append(output))
+    with torch.inference_mode():  # the product in place on silu's output, never on a submodule's output
         assert torch.equal(mlp(states), expected)
+        assert torch.equal(seen[-1], mlp.gate_proj(states))
 
 
 def test_rotary_tables_stay_float32_through_casts_without_a_cast_hook():
