@@ -995,6 +995,8 @@ def main(argv=None):
     workloads = _workloads(device, args.quick, args.smoke)
     started = time.time()
     machine = machine_description(device)
+    machine["cpu_flags"] = cpu_flags()
+    machine["commit"] = git_commit()
     print(
         f"machine: {machine['cpu']}, {machine['torch_threads']} threads, torch {machine['torch']}, device {device}",
         flush=True,
@@ -1043,6 +1045,11 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"benchmark_{device.type}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    if device.type == "cpu":  # one entry per CPU type, rows of other types kept
+        by_cpu_path = args.out / "benchmark_by_cpu.json"
+        by_cpu = json.loads(by_cpu_path.read_text()) if by_cpu_path.exists() else {}
+        by_cpu[cpu_key(machine["cpu_flags"])] = result
+        by_cpu_path.write_text(json.dumps(by_cpu, indent=1) + "\n")
     table = markdown_table(result)
     stem.with_suffix(".md").write_text(table + "\n")
     draw_chart(result, stem.with_suffix(".png"))

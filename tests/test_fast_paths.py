@@ -283,6 +283,10 @@ def test_benchmark_quick_mode_runs_on_a_tiny_config(tmp_path):
             assert entry["images_per_s_median"] > 0 and entry["gflops_per_image"] > 0
         assert workload["T/deit-timm"]["ratio_to_deit_median"] == 1.0
     assert (tmp_path / "benchmark_cpu.png").stat().st_size > 1000
+    by_cpu = json.loads((tmp_path / "benchmark_by_cpu.json").read_text())
+    flags = result["machine"]["cpu_flags"]
+    assert list(by_cpu) == [benchmark.cpu_key(flags)] and by_cpu[benchmark.cpu_key(flags)] == result
+    assert flags["model_name"] and isinstance(flags["avx512_bf16"], bool) and isinstance(flags["amx_bf16"], bool)
     assert "illama-sdpa T" in (tmp_path / "benchmark_cpu.md").read_text()
 
 
