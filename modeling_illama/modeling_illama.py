@@ -201,11 +201,11 @@ def apply_interleaved_rotary(states: torch.Tensor, cos: torch.Tensor, sin: torch
 class ILlamaRotaryEmbedding(nn.Module):
     """1-D rotary table over the N = P + 1 sequence positions (class token at position P), in float32.
 
-    `cos` / `sin` hold the table of the configured resolution (non-persistent buffers, restored by
-    `_init_weights` after meta-device loading). The forward hands out float32 tables computed by
-    `rotary_angles` and kept for one (N, device), never the buffers themselves: a model cast with
-    `model.to(torch.bfloat16)` (which casts buffers too) still rotates with the authors' float32 angles, and so
-    does one cast back to float32, with no hook on the cast.
+    The table of the configured resolution is kept as non-persistent int32 buffers holding the float32 bit
+    patterns (restored by `_init_weights` after meta-device loading), and `cos` / `sin` are float32 views of
+    them: casting the module (`model.to(torch.bfloat16)`, `.half()`, ...) touches floating-point tensors only,
+    so the authors' float32 angles survive every cast and round trip without a hook on the cast, while device
+    moves carry the table along. Other sequence lengths are computed on the fly.
     """
 
     def __init__(self, config: ILlamaConfig):
@@ -213,19 +213,29 @@ class ILlamaRotaryEmbedding(nn.Module):
         self.head_dim = config.head_dim
         self.theta = float(config.rope_parameters["rope_theta"])
         cos, sin = rotary_angles(config.num_patches + 1, self.head_dim, self.theta)
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
-        self._table = None  # ((num_tokens, device), (cos, sin)): plain attributes, untouched by casts
+        self.register_buffer("cos_bits", cos.view(torch.int32), persistent=False)
+        self.register_buffer("sin_bits", sin.view(torch.int32), persistent=False)
+
+    @property
+    def cos(self) -> torch.Tensor:
+        return self.cos_bits.view(torch.float32)
+
+    @cos.setter
+    def cos(self, value: torch.Tensor):
+        self.cos_bits = value.to(torch.float32).view(torch.int32)
+
+    @property
+    def sin(self) -> torch.Tensor:
+        return self.sin_bits.view(torch.float32)
+
+    @sin.setter
+    def sin(self, value: torch.Tensor):
+        self.sin_bits = value.to(torch.float32).view(torch.int32)
 
     def forward(self, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        device = self.cos.device
-        if torch.compiler.is_compiling():  # traced as constants; no cache mutation inside a graph
-            return rotary_angles(num_tokens, self.head_dim, self.theta, device=device)
-        if self._table is None or self._table[0] != (num_tokens, device):
-            # built outside inference_mode so that a table cached there can still be saved for backward
-            with torch.inference_mode(False):
-                self._table = ((num_tokens, device), rotary_angles(num_tokens, self.head_dim, self.theta, device))
-        return self._table[1]
+        if num_tokens == self.cos_bits.shape[0]:
+            return self.cos, self.sin
+        return rotary_angles(num_tokens, self.head_dim, self.theta, device=self.cos_bits.device)
 
 
 def soft_attention_mask(
