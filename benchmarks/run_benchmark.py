@@ -552,20 +552,35 @@ PATH_MEMORY_CASES = {224: 32, 384: 8}
 
 
 def cpu_flags() -> dict:
-    """CPU model and the lscpu flags that decide bf16 speed (AMX tiles, AVX-512 bf16)."""
+    """CPU model and the flags that decide bf16 speed (AMX tiles, AVX-512 bf16), from /proc/cpuinfo (lscpu
+    where there is none)."""
+    from modeling_illama.utils.machine import cpu_model
+
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return {"lscpu": None}
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        flags = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
+    except (OSError, StopIteration):
+        try:
+            out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return {"model_name": cpu_model(), "lscpu": None}
+        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+        flags = fields.get("Flags", "").split()
     return {
-        "model_name": fields.get("Model name", "").strip(),
+        "model_name": cpu_model(),
         "amx_bf16": "amx_bf16" in flags,
         "amx_tile": "amx_tile" in flags,
         "avx512_bf16": "avx512_bf16" in flags,
         "avx512f": "avx512f" in flags,
     }
+
+
+def cpu_key(flags: dict) -> str:
+    """The results key of a CPU type: model name and its bf16 hardware."""
+    return (
+        f"{flags.get('model_name')} (AMX bf16: {'yes' if flags.get('amx_bf16') else 'no'}, "
+        f"AVX-512 bf16: {'yes' if flags.get('avx512_bf16') else 'no'})"
+    )
 
 
 def build_path_model(kind: str, image: int, smoke: bool = False) -> nn.Module:
@@ -684,6 +699,8 @@ def profile_default_path(precision, mode, image, batch, smoke, rows=12) -> str:
 def attention_paths_benchmark(args) -> dict:
     images = [int(i) for i in args.path_images.split(",")]
     cases = {n: c for n, c in PATH_CASES.items() if c[2] in images and not (args.quick and c[2] == 384)}
+    if args.compiled_only:
+        cases, args.skip_memory, args.skip_profile, args.compile = {}, True, True, True
     if args.smoke:
         cases = {n: (p, m, i, 2) for n, (p, m, i, b) in cases.items() if i == 224}
     kinds = ("deit",) + ATTENTION_PATHS + tuple(OTHER_BACKENDS)
@@ -737,7 +754,7 @@ def attention_paths_benchmark(args) -> dict:
             deit = next((m for m in memory if m["kind"] == "deit" and m["image"] == row["image"]), None)
             if deit and "error" not in row and "error" not in deit and row["peak_mb"] and deit["peak_mb"]:
                 row["ratio_to_deit"] = row["peak_mb"] / deit["peak_mb"]
-    compiled = compiled_bf16_inference(args) if args.compile else None
+    compiled = compiled_rows(args) if args.compile else None
     profiles = {}
     if not args.skip_profile:
         for name in ("infer_bf16_224", "train_fp32_224"):
@@ -746,7 +763,7 @@ def attention_paths_benchmark(args) -> dict:
     return {
         "timing": timing,
         "memory": memory,
-        "compiled_bf16_inference": compiled,
+        "compiled": compiled,
         "profiles": profiles,
         "rounds": rounds,
         "load_per_round": loads,
@@ -769,22 +786,47 @@ def mark_auto_and_best(entry: dict, auto: str) -> dict:
     return entry
 
 
-def compiled_bf16_inference(args) -> dict:
-    """bf16 inference at 224 px with both models under torch.compile (default inductor), interleaved rounds."""
-    precision, mode, image, batch = PATH_CASES["infer_bf16_224"]
-    batch = 2 if args.smoke else batch
-    runners = {kind: PathRunner(kind, image, args.smoke) for kind in ("deit", "auto")}
-    for runner in runners.values():
-        runner.run(precision, mode, batch)  # makes the bf16 copy
-        runner.bf16 = torch.compile(runner.bf16)
-        runner.run(precision, mode, batch)  # compiles
-    seconds = {kind: [] for kind in runners}
-    for index in range(args.min_rounds):
-        for kind in list(runners)[index % 2 :] + list(runners)[: index % 2]:
-            seconds[kind].append(runners[kind].timed(precision, mode, batch))
-    ratio = statistics.median(d / s for d, s in zip(seconds["deit"], seconds["auto"]))
-    print(f"  compiled bf16 inference: iLLaMA-T auto / deit_tiny = {ratio:.2f}x", flush=True)
-    return {"batch": batch, "seconds_per_round": seconds, "ratio_to_deit_median": ratio}
+COMPILED_CASES = ("infer_fp32_224", "infer_bf16_224", "train_fp32_224", "train_bf16_224")
+
+
+def compiled_rows(args) -> dict:
+    """deit_tiny and iLLaMA-T (auto path) both under torch.compile (default inductor), fp32 and bf16, inference
+    and training step at 224 px, interleaved rounds; the first call of each case compiles (not timed)."""
+    rows = {}
+    for name in COMPILED_CASES:
+        precision, mode, image, batch = PATH_CASES[name]
+        batch = 2 if args.smoke else batch
+        runners = {kind: PathRunner(kind, image, args.smoke) for kind in ("deit", "auto")}
+        for runner in runners.values():
+            if mode == "infer" and precision == "bf16":
+                runner.run(precision, mode, batch)  # makes the bf16 copy
+                runner.bf16 = torch.compile(runner.bf16)
+            else:
+                runner.model = torch.compile(runner.model)
+            started = time.perf_counter()
+            runner.run(precision, mode, batch)  # compiles
+            runner.compile_s = time.perf_counter() - started
+        seconds, loads = {kind: [] for kind in runners}, []
+        for index in range(args.min_rounds):
+            for kind in list(runners)[index % 2 :] + list(runners)[: index % 2]:
+                seconds[kind].append(runners[kind].timed(precision, mode, batch))
+            loads.append(os.getloadavg()[0])
+        ratio = statistics.median(d / s for d, s in zip(seconds["deit"], seconds["auto"]))
+        rows[name] = {
+            "precision": precision,
+            "mode": mode,
+            "image": image,
+            "batch": batch,
+            "images_per_s_median": {kind: batch / statistics.median(v) for kind, v in seconds.items()},
+            "compile_s": {kind: runner.compile_s for kind, runner in runners.items()},
+            "seconds_per_round": seconds,
+            "load_per_round": loads,
+            "ratio_to_deit_median": ratio,
+        }
+        print(f"  compiled {name}: iLLaMA-T auto / deit_tiny = {ratio:.2f}x, load {loads[-1]:.1f}", flush=True)
+        del runners
+        gc.collect()
+    return rows
 
 
 def attention_paths_markdown(result) -> str:
@@ -832,20 +874,35 @@ def attention_paths_markdown(result) -> str:
                 ratio = f" ({row['ratio_to_deit']:.2f}x)" if "ratio_to_deit" in row else ""
                 cells.append(f"{row['peak_mb']:.0f} MB{ratio}" if row.get("peak_mb") else "error")
             lines.append("| " + " | ".join(cells) + " |")
-    compiled = result.get("compiled_bf16_inference")
+    compiled = result.get("compiled")
     if compiled:
         lines += [
             "",
-            f"bf16 inference at 224 px, b{compiled['batch']}, both models under torch.compile: iLLaMA-T (auto) "
-            f"{compiled['ratio_to_deit_median']:.2f}x deit_tiny.",
+            "Both models under torch.compile (default inductor; compile time not timed):",
+            "",
+            "| case | deit img/s | iLLaMA-T (auto) img/s (x deit) | compile s (deit / iLLaMA) |",
+            "|---|---|---|---|",
         ]
+        for name, row in compiled.items():
+            speed, took = row["images_per_s_median"], row["compile_s"]
+            lines.append(
+                f"| {name} (b{row['batch']}) | {speed['deit']:.1f} | {speed['auto']:.1f} "
+                f"({row['ratio_to_deit_median']:.2f}x) | {took['deit']:.0f} / {took['auto']:.0f} |"
+            )
     for name, table in result["profiles"].items():
         lines += ["", f"Profile of the default (auto) path, {name}:", "", "```", table.rstrip(), "```"]
     return "\n".join(lines)
 
 
+def git_commit() -> str:
+    """The measured tree: short commit, "+dirty" with uncommitted changes."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE.parent)
+    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=HERE.parent)
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def run_attention_paths(args) -> int:
-    started = time.time()
+    started, commit = time.time(), git_commit()  # the tree measured: taken before the run
     machine = machine_description(torch.device("cpu"))
     machine["cpu_flags"] = cpu_flags()
     print(f"machine: {machine['cpu_flags']}, load {machine['load_average_at_start']}", flush=True)
@@ -854,9 +911,23 @@ def run_attention_paths(args) -> int:
     result["wall_time_s"] = time.time() - started
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / "attention_paths_cpu"
+    result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
+    result["commit"] = commit
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     table = attention_paths_markdown(result)
     stem.with_suffix(".md").write_text(table + "\n")
+    by_cpu_path = args.out / "attention_paths_by_cpu.json"
+    by_cpu = json.loads(by_cpu_path.read_text()) if by_cpu_path.exists() else {}
+    by_cpu[cpu_key(machine["cpu_flags"])] = result  # rows of other CPU types kept
+    by_cpu_path.write_text(json.dumps(by_cpu, indent=1) + "\n")
+    by_cpu_path.with_suffix(".md").write_text(
+        "\n\n".join(
+            f"## {key}\n\n{entry.get('date', 'date not recorded')}, commit {entry.get('commit', 'not recorded')}.\n\n"
+            + attention_paths_markdown(entry)
+            for key, entry in by_cpu.items()
+        )
+        + "\n"
+    )
     print(table)
     print(f"wrote {stem}.json/.md in {result['wall_time_s']:.0f} s")
     return 0
@@ -889,7 +960,16 @@ def parse_args(argv=None):
         "(writes attention_paths_cpu.json/.md to --out)",
     )
     parser.add_argument("--skip-profile", action="store_true", help="--attention-paths: no profiler tables")
-    parser.add_argument("--compile", action="store_true", help="--attention-paths: add compiled bf16 inference")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="--attention-paths: add both models under torch.compile (fp32/bf16, inference/training)",
+    )
+    parser.add_argument(
+        "--compiled-only",
+        action="store_true",
+        help="--attention-paths: only the torch.compile rows (implies --compile)",
+    )
     parser.add_argument("--path-images", default="224,384", help="--attention-paths: resolutions timed")
     parser.add_argument("--_path-memory-worker", nargs=2, metavar=("KIND", "IMAGE"), help=argparse.SUPPRESS)
     parser.add_argument("--_path-memory-batch", type=int, default=32, help=argparse.SUPPRESS)
@@ -932,6 +1012,8 @@ def main(argv=None):
     workloads = _workloads(device, args.quick, args.smoke)
     started = time.time()
     machine = machine_description(device)
+    machine["cpu_flags"] = cpu_flags()
+    machine["commit"] = git_commit()
     print(
         f"machine: {machine['cpu']}, {machine['torch_threads']} threads, torch {machine['torch']}, device {device}",
         flush=True,
@@ -980,6 +1062,11 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"benchmark_{device.type}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    if device.type == "cpu":  # one entry per CPU type, rows of other types kept
+        by_cpu_path = args.out / "benchmark_by_cpu.json"
+        by_cpu = json.loads(by_cpu_path.read_text()) if by_cpu_path.exists() else {}
+        by_cpu[cpu_key(machine["cpu_flags"])] = result
+        by_cpu_path.write_text(json.dumps(by_cpu, indent=1) + "\n")
     table = markdown_table(result)
     stem.with_suffix(".md").write_text(table + "\n")
     draw_chart(result, stem.with_suffix(".png"))

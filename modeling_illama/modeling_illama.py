@@ -21,11 +21,16 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_illama import POST_SOFTMAX_PATHS, ILlamaConfig, to_pair
 from .fused_attention_illama import post_softmax_attention_paths, soft_attention_mask
+from .fused_elementwise_illama import rms_norm, swiglu
 from .modeling_frozen_llm import FrozenLLMHostMixin, ILlamaFrozenLLM
 
 
 class ILlamaRMSNorm(nn.Module):
     """RMSNorm with Hugging Face's LlamaRMSNorm arithmetic (normalise in fp32, scale in the input dtype).
+
+    The output is bit-identical to `weight * (x.float() * rsqrt(mean(x^2) + eps)).to(x.dtype)` in every dtype
+    (fp32 is exactness-critical: the per-token statistics of a bf16 input are taken in fp32, as the authors'
+    code does). With gradients, backward keeps the input and the per-token rsqrt only.
 
     With `constant_weight` the weight is a non-persistent buffer of ones (never trained, saved or loaded), as the
     extra norm after the frozen LLaMA layers."""
@@ -39,11 +44,7 @@ class ILlamaRMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        input_dtype = hidden_states.dtype
-        hidden_states = hidden_states.to(torch.float32)
-        variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
-        return self.weight * hidden_states.to(input_dtype)
+        return rms_norm(hidden_states, self.weight, self.variance_epsilon)
 
     def extra_repr(self):
         return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
@@ -145,17 +146,26 @@ def apply_interleaved_rotary(states: torch.Tensor, cos: torch.Tensor, sin: torch
     states: (batch, heads, tokens, head_dim); cos, sin: (tokens, head_dim / 2). Computed in float32, as one
     complex multiplication (x_2i + i x_2i+1) * (cos + i sin): the same products and sums as the real form
     (even * cos - odd * sin, even * sin + odd * cos) in a single kernel, about 20x faster on CPU than
-    four strided multiplications and a stack.
+    four strided multiplications and a stack. Under torch.compile the real form, which inductor fuses.
     """
+    if torch.compiler.is_compiling():
+        # inductor generates no code for complex operators (it would fall back to eager kernels); the real form
+        # in fp32 is what it fuses into one kernel with the casts around it
+        even, odd = states.float().unflatten(-1, (-1, 2)).unbind(-1)
+        cos, sin = cos.float(), sin.float()
+        return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2).to(states.dtype)
     rotated = torch.view_as_real(_as_complex_pairs(states) * torch.complex(cos.float(), sin.float()))
     return rotated.flatten(-2).to(states.dtype)
 
 
 class ILlamaRotaryEmbedding(nn.Module):
-    """1-D rotary table over the N = P + 1 sequence positions (class token at position P).
+    """1-D rotary table over the N = P + 1 sequence positions (class token at position P), in float32.
 
-    The table for the configured resolution is a non-persistent buffer (restored by `_init_weights` after
-    meta-device loading); other sequence lengths are computed on the fly.
+    The table of the configured resolution is kept as non-persistent int32 buffers holding the float32 bit
+    patterns (restored by `_init_weights` after meta-device loading), and `cos` / `sin` are float32 views of
+    them: casting the module (`model.to(torch.bfloat16)`, `.half()`, ...) touches floating-point tensors only,
+    so the authors' float32 angles survive every cast and round trip without a hook on the cast, while device
+    moves carry the table along. Other sequence lengths are computed on the fly.
     """
 
     def __init__(self, config: ILlamaConfig):
@@ -163,21 +173,29 @@ class ILlamaRotaryEmbedding(nn.Module):
         self.head_dim = config.head_dim
         self.theta = float(config.rope_parameters["rope_theta"])
         cos, sin = rotary_angles(config.num_patches + 1, self.head_dim, self.theta)
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
+        self.register_buffer("cos_bits", cos.view(torch.int32), persistent=False)
+        self.register_buffer("sin_bits", sin.view(torch.int32), persistent=False)
 
-    def _apply(self, fn, recurse=True):
-        # `model.to(bfloat16)` would cast the table too: the authors keep it in float32 (and the complex rotary
-        # product has no bfloat16 kernel), so a cast table is recomputed once, on its new device.
-        super()._apply(fn, recurse)
-        if self.cos.dtype != torch.float32:
-            self.cos, self.sin = rotary_angles(self.cos.shape[0], self.head_dim, self.theta, device=self.cos.device)
-        return self
+    @property
+    def cos(self) -> torch.Tensor:
+        return self.cos_bits.view(torch.float32)
+
+    @cos.setter
+    def cos(self, value: torch.Tensor):
+        self.cos_bits = value.to(torch.float32).view(torch.int32)
+
+    @property
+    def sin(self) -> torch.Tensor:
+        return self.sin_bits.view(torch.float32)
+
+    @sin.setter
+    def sin(self, value: torch.Tensor):
+        self.sin_bits = value.to(torch.float32).view(torch.int32)
 
     def forward(self, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if num_tokens == self.cos.shape[0]:
+        if num_tokens == self.cos_bits.shape[0]:
             return self.cos, self.sin
-        return rotary_angles(num_tokens, self.head_dim, self.theta, device=self.cos.device)
+        return rotary_angles(num_tokens, self.head_dim, self.theta, device=self.cos_bits.device)
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, soft_mask_rate=1.0, **kwargs):
@@ -264,7 +282,9 @@ class ILlamaAttention(nn.Module):
 
 
 class ILlamaMLP(nn.Module):
-    """SwiGLU without biases: down(silu(gate x) * up x). gate/up/down are the authors' fc1/fc3/fc2."""
+    """SwiGLU without biases: down(silu(gate x) * up x). gate/up/down are the authors' fc1/fc3/fc2.
+
+    With gradients the activation keeps gate x and up x only for backward (see `swiglu`)."""
 
     def __init__(self, config: ILlamaConfig):
         super().__init__()
@@ -273,7 +293,7 @@ class ILlamaMLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(hidden_states)) * self.up_proj(hidden_states))
+        return self.down_proj(swiglu(self.gate_proj(hidden_states), self.up_proj(hidden_states)))
 
 
 class ILlamaDropPath(nn.Module):

@@ -14,6 +14,7 @@ import torch
 import modeling_illama.fused_attention_illama as fused_attention
 import modeling_illama.modeling_illama as modeling
 from modeling_illama import ILlamaForImageClassification, ILlamaModel, load_preset
+from modeling_illama.fused_elementwise_illama import swiglu
 
 RATES = (0.0, 0.37, 1.0)
 STYLES = ("post_softmax", "renormalized")
@@ -282,6 +283,10 @@ def test_benchmark_quick_mode_runs_on_a_tiny_config(tmp_path):
             assert entry["images_per_s_median"] > 0 and entry["gflops_per_image"] > 0
         assert workload["T/deit-timm"]["ratio_to_deit_median"] == 1.0
     assert (tmp_path / "benchmark_cpu.png").stat().st_size > 1000
+    by_cpu = json.loads((tmp_path / "benchmark_by_cpu.json").read_text())
+    flags = result["machine"]["cpu_flags"]
+    assert list(by_cpu) == [benchmark.cpu_key(flags)] and by_cpu[benchmark.cpu_key(flags)] == result
+    assert flags["model_name"] and isinstance(flags["avx512_bf16"], bool) and isinstance(flags["amx_bf16"], bool)
     assert "illama-sdpa T" in (tmp_path / "benchmark_cpu.md").read_text()
 
 
@@ -303,3 +308,195 @@ def test_benchmark_memory_worker_reports_a_positive_peak():
     row = json.loads(done.stdout.strip().splitlines()[-1])
     assert row["parameters"] > 0 and row["rss_after_imports_mb"] > 0
     assert row["infer_b4"]["peak_mb"] > 0 and row["train_b4"]["peak_mb"] > 0
+
+
+# ------------------------------------------------------------------------------- elementwise kernels
+def written_rms_norm(hidden_states, weight, eps):
+    """LlamaRMSNorm as Transformers writes it (normalise in fp32, scale in the input dtype)."""
+    normed = hidden_states.to(torch.float32)
+    normed = normed * torch.rsqrt(normed.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * normed.to(hidden_states.dtype)
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16, torch.float16))
+def test_rms_norm_is_bit_identical_to_the_written_arithmetic_with_and_without_grad(dtype):
+    generator = torch.Generator().manual_seed(11)
+    norm = modeling.ILlamaRMSNorm(96, eps=1e-6).to(dtype)
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.3 * torch.randn(96, generator=generator))
+    states = (3 * torch.randn(4, 29, 96, generator=generator)).to(dtype)
+    expected = written_rms_norm(states, norm.weight.detach(), 1e-6)
+    with torch.inference_mode():
+        assert torch.equal(norm(states), expected)
+    with torch.no_grad():
+        assert torch.equal(norm(states), expected)
+    assert torch.equal(norm(states.clone().requires_grad_()).detach(), expected)
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16))
+def test_rms_norm_gradients_equal_autograd_on_the_written_arithmetic(dtype):
+    generator = torch.Generator().manual_seed(12)
+    weight = (1 + 0.3 * torch.randn(64, generator=generator)).to(dtype).requires_grad_()
+    states = (2 * torch.randn(3, 17, 64, generator=generator)).to(dtype).requires_grad_()
+    grad = torch.randn(3, 17, 64, generator=generator).to(dtype)
+    norm = modeling.ILlamaRMSNorm(64, eps=1e-6).to(dtype)
+    norm.weight = torch.nn.Parameter(weight.detach().clone())
+    got = torch.autograd.grad(norm(states), (states, norm.weight), grad)
+    expected = torch.autograd.grad(written_rms_norm(states, weight, 1e-6), (states, weight), grad)
+    tolerance = 2e-6 if dtype == torch.float32 else 2e-2
+    for g, e in zip(got, expected):
+        assert g.dtype == e.dtype
+        torch.testing.assert_close(g.float(), e.float(), atol=tolerance * e.abs().max().item(), rtol=0)
+
+
+def test_rms_norm_gradients_under_autocast_and_in_a_training_step_match_the_written_form():
+    """fp32 weights and residual stream under bf16 autocast (the training default): same output and grads."""
+    generator = torch.Generator().manual_seed(13)
+    states = torch.randn(2, 9, 32, generator=generator, requires_grad=True)
+    norm = modeling.ILlamaRMSNorm(32)
+    with torch.no_grad():
+        norm.weight.mul_(1 + 0.2 * torch.randn(32, generator=generator))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = norm(states)
+        expected = written_rms_norm(states, norm.weight, 1e-6)
+    assert torch.equal(got, expected)
+    grad = torch.randn(2, 9, 32, generator=generator)
+    got_grads = torch.autograd.grad(got, (states, norm.weight), grad)
+    expected_grads = torch.autograd.grad(expected, (states, norm.weight), grad)
+    for g, e in zip(got_grads, expected_grads):
+        torch.testing.assert_close(g, e, atol=2e-6 * e.abs().max().item(), rtol=0)
+
+
+def _saved_bytes(function, *inputs):
+    """Bytes of distinct storages autograd keeps for backward while `function(*inputs)` runs."""
+    storages = {}
+
+    def pack(tensor):
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        function(*inputs)
+    return sum(storages.values())
+
+
+def test_rms_norm_and_swiglu_keep_only_their_inputs_for_backward():
+    """RMSNorm keeps x and one rsqrt per token (no normalised copy); SwiGLU keeps gate x and up x (no silu)."""
+    states = torch.randn(4, 50, 64, requires_grad=True)
+    norm = modeling.ILlamaRMSNorm(64)
+    assert _saved_bytes(norm, states) == states.nbytes + 4 * 50 * 4 + norm.weight.nbytes
+    written = _saved_bytes(lambda s: written_rms_norm(s, norm.weight, 1e-6), states)
+    assert written >= 2 * states.nbytes  # the plain ops keep a normalised copy besides x
+
+    gate, up = (torch.randn(4, 50, 256, requires_grad=True) for _ in range(2))
+    assert _saved_bytes(swiglu, gate, up) == gate.nbytes + up.nbytes
+    assert _saved_bytes(lambda g, u: torch.nn.functional.silu(g) * u, gate, up) == 3 * gate.nbytes
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16))
+def test_swiglu_output_and_gradients_are_bit_identical_to_plain_autograd(dtype):
+    torch.manual_seed(14)
+    mlp = modeling.ILlamaMLP(make_config()).to(dtype)
+    states = torch.randn(2, 17, 128).to(dtype).requires_grad_()
+    grad = torch.randn(2, 17, 128).to(dtype)
+
+    def plain(x):
+        return mlp.down_proj(torch.nn.functional.silu(mlp.gate_proj(x)) * mlp.up_proj(x))
+
+    parameters = (states, *mlp.parameters())
+    got = mlp(states)
+    expected = plain(states)
+    assert torch.equal(got, expected)
+    for g, e in zip(torch.autograd.grad(got, parameters, grad), torch.autograd.grad(expected, parameters, grad)):
+        assert torch.equal(g, e)
+    seen = []
+    mlp.gate_proj.register_forward_hook(lambda module, args, output: seen.append(output))
+    with torch.inference_mode():  # the product in place on silu's output, never on a submodule's output
+        assert torch.equal(mlp(states), expected)
+        assert torch.equal(seen[-1], mlp.gate_proj(states))
+
+
+def test_rotary_tables_stay_float32_through_casts_without_a_cast_hook():
+    """model.to(bfloat16) casts the rotary buffers; the rotation still uses the float32 angles, and a model cast
+    back to float32 (its weights reloaded: the round trip rounds them) gives its original logits bit for bit
+    (no `_apply` override involved: the table is stored as int32 bit patterns, which casts leave alone)."""
+    assert "_apply" not in vars(modeling.ILlamaRotaryEmbedding)
+    model = make_classifier(0.37)
+    images = pixels()
+    weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with torch.no_grad():
+        expected = model(images).logits
+        model.to(torch.bfloat16)
+        cos, sin = model.illama.rotary_emb(17)
+        reference_cos, reference_sin = modeling.rotary_angles(17, 64, 10000.0)
+        assert cos.dtype == torch.float32 and torch.equal(cos, reference_cos) and torch.equal(sin, reference_sin)
+        model(images.to(torch.bfloat16))
+        model.float()
+        model.load_state_dict(weights)
+        assert torch.equal(model.illama.rotary_emb.cos, reference_cos)  # the stored table was never rounded
+        assert torch.equal(model(images).logits, expected)
+
+
+def test_a_block_compiles_whole_with_fullgraph_forward_and_backward():
+    """fullgraph=True raises on any graph break: one ILlamaLayer (RMSNorm and SwiGLU autograd functions, rotary,
+    fused attention) compiled whole, its output and input gradient equal to eager."""
+    torch._dynamo.reset()
+    model = make_classifier(0.37).train()
+    base, layer = model.illama, model.illama.layers[1]
+    hidden = torch.randn(2, 17, 128, generator=torch.Generator().manual_seed(5))
+    position_embeddings = base.rotary_emb(17)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    outputs = []
+    for run in (layer, compiled):
+        states = hidden.clone().requires_grad_()
+        out = run(states, position_embeddings, soft_mask_rate=0.37)
+        (grad,) = torch.autograd.grad(out.square().sum(), states)
+        outputs.append((out.detach(), grad))
+    torch.testing.assert_close(outputs[1][0], outputs[0][0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(outputs[1][1], outputs[0][1], atol=1e-4, rtol=0)
+
+
+def test_committed_attention_path_results_of_every_cpu_type_keep_auto_within_5_percent():
+    """benchmarks/results/attention_paths_by_cpu.json holds one run per CPU type (model name and bf16 hardware);
+    on each, the path marked "auto" is the rule table's choice now and within 5% of the fastest candidate."""
+    import modeling_illama.fused_attention_illama as fused
+
+    by_cpu = json.loads((ROOT / "benchmarks" / "results" / "attention_paths_by_cpu.json").read_text())
+    assert any("Xeon" in key for key in by_cpu)  # the first CPU type measured stays
+    for cpu, result in by_cpu.items():
+        flags = result["machine"]["cpu_flags"]
+        assert cpu.startswith(flags["model_name"]) and f"AMX bf16: {'yes' if flags['amx_bf16'] else 'no'}" in cpu
+        assert {"infer_fp32_224", "infer_bf16_224", "train_fp32_224", "train_bf16_224"} <= set(result["timing"])
+        for name, case in result["timing"].items():
+            dtype = torch.bfloat16 if case["precision"] == "bf16" else torch.float32
+            query = torch.empty(1, 1, (case["image"] // 16) ** 2 + 1, 64, dtype=dtype)
+            assert case["auto"] == fused.choose_post_softmax_path(query, case["mode"] == "train"), (cpu, name)
+            ratios = {path: entry["ratio_to_deit_median"] for path, entry in case["paths"].items()}
+            candidates = ("materialised", "fused") if case["mode"] == "infer" else ("fused", "recompute")
+            assert ratios[case["auto"]] >= 0.95 * max(ratios[path] for path in candidates), (cpu, name, ratios)
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16))
+def test_compiled_rotary_uses_the_real_form_and_equals_the_definition(dtype):
+    """Under torch.compile the rotation is the real form in fp32 (inductor has no complex code generation)."""
+    torch._dynamo.reset()
+    cos, sin = modeling.rotary_angles(17, 64, 10000.0)
+    fused = torch.randn(2, 17, 3, 2, 64).to(dtype).requires_grad_()
+    key = fused.permute(2, 0, 3, 1, 4)[1]
+    graphs = []
+
+    def backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    compiled = torch.compile(modeling.apply_interleaved_rotary, backend=backend, fullgraph=True)
+    got = compiled(key, cos, sin)
+    expected = real_interleaved_rotary(key, cos, sin)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    traced_ops = {str(node.target) for g in graphs for node in g.graph.nodes if node.op == "call_function"}
+    assert not any("complex" in op for op in traced_ops), traced_ops
+    grad = torch.randn_like(got)
+    (g_got,) = torch.autograd.grad(got, fused, grad)
+    (g_expected,) = torch.autograd.grad(expected, fused, grad)
+    torch.testing.assert_close(g_got, g_expected, atol=1e-6, rtol=0)
