@@ -30,13 +30,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from modeling_illama import load_preset  # noqa: E402
-from modeling_illama.utils.machine import cpu_model  # noqa: E402
 from modeling_illama.modeling_illama import (  # noqa: E402
     ILlamaMLP,
     ILlamaRMSNorm,
     apply_interleaved_rotary,
     rotary_angles,
 )
+from modeling_illama.utils.machine import cpu_model  # noqa: E402
 
 RESULTS = HERE / "results" / "elementwise_kernels.json"
 SCRATCH = HERE.parent / "outputs" / "benchmarks" / "elementwise_kernels.json"
