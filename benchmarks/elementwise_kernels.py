@@ -222,11 +222,15 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds per variant")
     parser.add_argument("--update-results", action="store_true", help="merge into benchmarks/results/")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(1)
     path = RESULTS if args.update_results else SCRATCH
     results = json.loads(path.read_text()) if path.exists() else {}
