@@ -13,7 +13,6 @@ Results are keyed by CPU model (with its AMX / AVX-512 bf16 flags): rows of othe
 """
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -36,7 +35,7 @@ from modeling_illama.modeling_illama import (  # noqa: E402
     apply_interleaved_rotary,
     rotary_angles,
 )
-from modeling_illama.utils.machine import cpu_model  # noqa: E402
+from modeling_illama.utils.machine import cpu_model, merge_result  # noqa: E402
 
 RESULTS = HERE / "results" / "elementwise_kernels.json"
 SCRATCH = HERE.parent / "outputs" / "benchmarks" / "elementwise_kernels.json"
@@ -233,7 +232,6 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(1)
     path = RESULTS if args.update_results else SCRATCH
-    results = json.loads(path.read_text()) if path.exists() else {}
     entry = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit(),
@@ -243,9 +241,7 @@ def main(argv=None) -> int:
         "max_abs_diff": {"fp32": exactness(torch.float32), "bf16": exactness(torch.bfloat16)},
     }
     entry.update(measure(args.rounds))
-    results[cpu_model()] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1) + "\n")
+    results = merge_result(path, cpu_model(), entry)
     path.with_suffix(".md").write_text(markdown(results))
     print(markdown({cpu_model(): entry}))
     return 0

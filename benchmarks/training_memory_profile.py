@@ -12,7 +12,6 @@ the same step is what benchmarks/run_benchmark.py --attention-paths reports.
 """
 
 import argparse
-import json
 import re
 import sys
 from collections import defaultdict
@@ -26,6 +25,8 @@ sys.path.insert(0, str(HERE.parent))
 RESULTS = HERE / "results" / "training_memory_profile.json"
 SCRATCH = HERE.parent / "outputs" / "benchmarks" / "training_memory_profile.json"
 CASES = {224: 32, 384: 8}
+
+from modeling_illama.utils.machine import merge_result  # noqa: E402
 
 
 def build(kind: str, image: int):
@@ -123,10 +124,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(1)
     path = RESULTS if args.update_results else SCRATCH
-    results = json.loads(path.read_text()) if path.exists() else {}
-    results[args.label] = profile()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1) + "\n")
+    results = merge_result(path, args.label, profile())
     text = "\n".join(f"### {label}\n\n{markdown(result)}" for label, result in results.items())
     path.with_suffix(".md").write_text(text)
     print(markdown(results[args.label]))

@@ -161,41 +161,35 @@ def apply_interleaved_rotary(states: torch.Tensor, cos: torch.Tensor, sin: torch
 class ILlamaRotaryEmbedding(nn.Module):
     """1-D rotary table over the N = P + 1 sequence positions (class token at position P), in float32.
 
-    The table of the configured resolution is kept as non-persistent int32 buffers holding the float32 bit
-    patterns (restored by `_init_weights` after meta-device loading), and `cos` / `sin` are float32 views of
-    them: casting the module (`model.to(torch.bfloat16)`, `.half()`, ...) touches floating-point tensors only,
-    so the authors' float32 angles survive every cast and round trip without a hook on the cast, while device
-    moves carry the table along. Other sequence lengths are computed on the fly.
+    The table of the configured resolution is one non-persistent int32 buffer holding the float32 bit patterns of
+    (cos, sin) (restored by `_init_weights` after meta-device loading); `cos` / `sin` are float32 views of it.
+    Casting the module (`model.to(torch.bfloat16)`, `.half()`, ...) touches floating-point tensors only, so the
+    authors' float32 angles survive every cast and round trip with no hook on the cast, while device moves carry
+    the table along. Other sequence lengths are computed on the fly.
     """
 
     def __init__(self, config: ILlamaConfig):
         super().__init__()
         self.head_dim = config.head_dim
         self.theta = float(config.rope_parameters["rope_theta"])
-        cos, sin = rotary_angles(config.num_patches + 1, self.head_dim, self.theta)
-        self.register_buffer("cos_bits", cos.view(torch.int32), persistent=False)
-        self.register_buffer("sin_bits", sin.view(torch.int32), persistent=False)
+        self.set_table(*rotary_angles(config.num_patches + 1, self.head_dim, self.theta))
+
+    def set_table(self, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        bits = torch.stack((cos, sin)).to(torch.float32).view(torch.int32)
+        self.register_buffer("table_bits", bits, persistent=False)
 
     @property
     def cos(self) -> torch.Tensor:
-        return self.cos_bits.view(torch.float32)
-
-    @cos.setter
-    def cos(self, value: torch.Tensor):
-        self.cos_bits = value.to(torch.float32).view(torch.int32)
+        return self.table_bits[0].view(torch.float32)
 
     @property
     def sin(self) -> torch.Tensor:
-        return self.sin_bits.view(torch.float32)
-
-    @sin.setter
-    def sin(self, value: torch.Tensor):
-        self.sin_bits = value.to(torch.float32).view(torch.int32)
+        return self.table_bits[1].view(torch.float32)
 
     def forward(self, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if num_tokens == self.cos_bits.shape[0]:
+        if num_tokens == self.table_bits.shape[1]:
             return self.cos, self.sin
-        return rotary_angles(num_tokens, self.head_dim, self.theta, device=self.cos_bits.device)
+        return rotary_angles(num_tokens, self.head_dim, self.theta, device=self.table_bits.device)
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, soft_mask_rate=1.0, **kwargs):
@@ -383,9 +377,8 @@ class ILlamaPreTrainedModel(FrozenLLMHostMixin, PreTrainedModel):
             init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
             init.trunc_normal_(module.cls_token, mean=0.0, std=std)
         elif isinstance(module, ILlamaRotaryEmbedding):
-            cos, sin = rotary_angles(module.cos.shape[0], module.head_dim, module.theta)
-            init.copy_(module.cos, cos)
-            init.copy_(module.sin, sin)
+            cos, sin = rotary_angles(module.table_bits.shape[1], module.head_dim, module.theta)
+            init.copy_(module.table_bits, torch.stack((cos, sin)).view(torch.int32))
         elif hasattr(module, "_illama_init_weights"):
             module._illama_init_weights()
 
@@ -452,7 +445,7 @@ class ILlamaPreTrainedModel(FrozenLLMHostMixin, PreTrainedModel):
         base.embeddings.position_embeddings = nn.Parameter(resized, requires_grad=table.requires_grad)
         self.config.image_size = new_size if new_size[0] != new_size[1] else new_size[0]
         cos, sin = rotary_angles(resized.shape[1], base.rotary_emb.head_dim, base.rotary_emb.theta, table.device)
-        base.rotary_emb.cos, base.rotary_emb.sin = cos, sin
+        base.rotary_emb.set_table(cos, sin)
 
 
 class ILlamaModel(ILlamaPreTrainedModel):

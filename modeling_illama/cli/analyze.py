@@ -21,58 +21,43 @@ import logging
 import os
 import sys
 
-from ._common import (
-    MODEL_HELP,
-    HelpFormatter,
-    add_allow_missing_weights,
-    add_batch_size,
-    add_device,
-    add_model,
-    add_split,
-    load_package,
-    make_parser,
-    missing_extra,
-    one_line_errors,
-    resolve_device,
-    resolve_split,
-    user_error,
-)
+from . import _common as common
 
 PROG = "illama-analyze"
 
 
 def _output_args(parser: argparse.ArgumentParser, output: str) -> None:
     parser.add_argument("--output-dir", default=output, help="folder for the JSON and PNG files")
-    add_device(parser)
-    add_batch_size(parser)
-    add_allow_missing_weights(parser, "measure")
+    common.add_device(parser)
+    common.add_batch_size(parser)
+    common.add_allow_missing_weights(parser, "measure")
 
 
 def _dataset_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="Hub id, local image folder, parquet folder or file")
-    add_split(parser)
+    common.add_split(parser)
     parser.add_argument("--image-column", help="image column; default: auto-detected")
     parser.add_argument("--label-column", help="label column; default: auto-detected")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser(PROG, __doc__)
+    parser = common.make_parser(PROG, __doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     calibration = commands.add_parser(
-        "calibration", formatter_class=HelpFormatter, help="ECE, reliability diagram and confusion matrix"
+        "calibration", formatter_class=common.HelpFormatter, help="ECE, reliability diagram and confusion matrix"
     )
-    add_model(calibration, what="an image classifier")
+    common.add_model(calibration, what="an image classifier")
     _dataset_args(calibration)
     calibration.add_argument("--limit", type=int, help="only the first N images")
     calibration.add_argument("--num-bins", type=int, default=15, help="equal-width confidence bins")
     _output_args(calibration, "analysis/calibration")
 
     shape = commands.add_parser(
-        "shape-bias", formatter_class=HelpFormatter, help="shape bias on the cue-conflict stimuli"
+        "shape-bias", formatter_class=common.HelpFormatter, help="shape bias on the cue-conflict stimuli"
     )
     shape.add_argument(
-        "--model", required=True, nargs="+", help=f"one or more ImageNet-1K classifiers, each a {MODEL_HELP}"
+        "--model", required=True, nargs="+", help=f"one or more ImageNet-1K classifiers, each a {common.MODEL_HELP}"
     )
     shape.add_argument("--label", nargs="+", help="names for the plot legend; default: the folder names")
     shape.add_argument("--stimuli", required=True, help="cue-conflict folder: <shape>/<shape>N-<texture>M.png|jpg")
@@ -83,13 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     _output_args(shape, "analysis/shape-bias")
 
     rank = commands.add_parser(
-        "attention-rank", formatter_class=HelpFormatter, help="rank of the attention maps per layer and head"
+        "attention-rank", formatter_class=common.HelpFormatter, help="rank of the attention maps per layer and head"
     )
     rank.add_argument(
         "--model",
         required=True,
         nargs="+",
-        help=f"one or more image classifiers, each a {MODEL_HELP} (an iLLaMA is measured at each --rates)",
+        help=f"one or more image classifiers, each a {common.MODEL_HELP} (an iLLaMA is measured at each --rates)",
     )
     rank.add_argument("--compare", nargs="*", default=[], help="more classifiers, as further --model values")
     _dataset_args(rank)
@@ -99,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     _output_args(rank, "analysis/attention-rank")
 
     quantize = commands.add_parser(
-        "quantize", formatter_class=HelpFormatter, help="int8 post-training quantization (torchao)"
+        "quantize", formatter_class=common.HelpFormatter, help="int8 post-training quantization (torchao)"
     )
-    add_model(quantize, what="a float image classifier")
+    common.add_model(quantize, what="a float image classifier")
     quantize.add_argument(
         "--scheme",
         default="int8-dynamic",
@@ -115,9 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     _output_args(quantize, "analysis/quantize")
 
     onnx = commands.add_parser(
-        "export-onnx", formatter_class=HelpFormatter, help="ONNX export checked with onnxruntime"
+        "export-onnx", formatter_class=common.HelpFormatter, help="ONNX export checked with onnxruntime"
     )
-    add_model(onnx, what="an image classifier")
+    common.add_model(onnx, what="an image classifier")
     onnx.add_argument("--image-size", type=int, help="export at this resolution (iLLaMA: position table resized)")
     onnx.add_argument("--opset", type=int, default=18, help="ONNX opset version")
     onnx.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX - PyTorch| logits accepted")
@@ -320,20 +305,20 @@ COMMANDS = {
 }
 
 
-@one_line_errors(PROG)
+@common.one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if missing := missing_extra("analysis", ANALYSIS_EXTRA_MODULES.get(args.command, ())):
-        return user_error(f"{PROG} {args.command}", missing)
+    if missing := common.missing_extra("analysis", ANALYSIS_EXTRA_MODULES.get(args.command, ())):
+        return common.user_error(f"{PROG} {args.command}", missing)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    load_package()
+    common.load_package()
     try:
-        args.device = resolve_device(args.device)
+        args.device = common.resolve_device(args.device)
         if getattr(args, "split", None):
-            args.split = resolve_split(args.dataset, args.split)
+            args.split = common.resolve_split(args.dataset, args.split)
         files, summary = COMMANDS[args.command](args)
     except (ValueError, OSError) as error:  # a model or dataset it cannot measure, a missing folder
-        return user_error(f"{PROG} {args.command}", error)
+        return common.user_error(f"{PROG} {args.command}", error)
     print(summary)
     for path in files:
         print(f"wrote {path}")

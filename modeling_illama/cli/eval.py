@@ -13,44 +13,30 @@ import logging
 import os
 import sys
 
-from ._common import (
-    add_allow_missing_weights,
-    add_batch_size,
-    add_device,
-    add_model,
-    add_split,
-    load_package,
-    make_parser,
-    missing_model_folder,
-    missing_train_extra,
-    one_line_errors,
-    resolve_device,
-    resolve_split,
-    user_error,
-)
+from . import _common as common
 
 PROG = "illama-eval"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser(PROG, __doc__)
-    add_model(parser, what="an image classifier")
+    parser = common.make_parser(PROG, __doc__)
+    common.add_model(parser, what="an image classifier")
     parser.add_argument("--dataset", required=True, help="Hub id, local image folder, parquet folder or file")
-    add_split(parser)
+    common.add_split(parser)
     parser.add_argument("--streaming", action="store_true", help="stream the split (IterableDataset)")
     parser.add_argument("--image-column", help="image column; default: auto-detected")
     parser.add_argument("--label-column", help="label column; default: auto-detected")
-    add_batch_size(parser)
+    common.add_batch_size(parser)
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
-    add_device(parser)
+    common.add_device(parser)
     parser.add_argument(
         "--output",
         metavar="FILE",
         help="JSON file for the results; default: <model>/eval_<split>.json for a folder, "
         "./eval_<org>--<name>_<split>.json for a Hub id",
     )
-    add_allow_missing_weights(parser, "evaluate")
+    common.add_allow_missing_weights(parser, "evaluate")
     parser.add_argument(
         "--plots", metavar="DIR", help="also draw reliability_diagram.png and confusion_matrix.png into DIR"
     )
@@ -64,29 +50,29 @@ def default_output(model: str, split: str) -> str:
     return f"eval_{model.replace('/', '--')}_{split}.json"
 
 
-@one_line_errors(PROG)
+@common.one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if missing := missing_train_extra() or missing_model_folder(args.model):
-        return user_error(PROG, missing)
+    if missing := common.missing_train_extra() or common.missing_model_folder(args.model):
+        return common.user_error(PROG, missing)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    load_package()
+    common.load_package()
     from modeling_illama.training.evaluation import evaluate_saved_model
 
     try:
-        args.split = resolve_split(args.dataset, args.split)
+        args.split = common.resolve_split(args.dataset, args.split)
     except ValueError as error:
-        return user_error(PROG, error)
-    args.device = resolve_device(args.device)
+        return common.user_error(PROG, error)
+    args.device = common.resolve_device(args.device)
     output = args.output or default_output(args.model, args.split)
     if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
-        return user_error(PROG, f"no such folder for --output: {os.path.dirname(output)}")
+        return common.user_error(PROG, f"no such folder for --output: {os.path.dirname(output)}")
     try:
         # every flag but --output and --plots is a parameter of evaluate_saved_model with the same name
         flags = {name: value for name, value in vars(args).items() if name not in ("output", "plots", "overwrite")}
         results = evaluate_saved_model(**flags, keep_predictions=bool(args.plots))
     except (OSError, ValueError) as error:  # missing model/weights, bad dataset/split/columns/labels
-        return user_error(PROG, error)
+        return common.user_error(PROG, error)
     if args.plots:
         from modeling_illama.analysis.calibration import calibration_report, draw_calibration_figures
 

@@ -12,19 +12,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import load_package, make_parser, missing_model_folder, one_line_errors, progress_on_stdout, user_error
+from ._common import (
+    add_model,
+    load_package,
+    make_parser,
+    missing_model_folder,
+    one_line_errors,
+    progress_on_stdout,
+    user_error,
+)
 
 PROG = "illama-export-official"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(PROG, __doc__)
-    parser.add_argument(
-        "--model",
-        required=True,
-        metavar="DIR",
-        help="model folder (config.json + model.safetensors) of a converted or fine-tuned iLLaMA classifier",
-    )
+    add_model(parser, what="a converted or fine-tuned iLLaMA classifier")
     parser.add_argument("--output", required=True, metavar="FILE", help="FILE.pth (torch.save) or FILE.safetensors")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return parser

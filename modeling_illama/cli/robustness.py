@@ -17,25 +17,14 @@ import json
 import os
 import sys
 
-from ._common import (
-    add_batch_size,
-    add_device,
-    add_model,
-    add_split,
-    load_package,
-    make_parser,
-    one_line_errors,
-    resolve_device,
-    resolve_split,
-    user_error,
-)
+from . import _common as common
 
 PROG = "illama-robustness"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser(PROG, __doc__)
-    add_model(parser, what="an ImageNet-1K classifier")
+    parser = common.make_parser(PROG, __doc__)
+    common.add_model(parser, what="an ImageNet-1K classifier")
     parser.add_argument("--imagenet-c", metavar="DIR", help="ImageNet-C root: <corruption>/<severity>/<wnid>/*")
     parser.add_argument("--imagenet-a", metavar="SRC", help="ImageNet-A (200 classes)")
     parser.add_argument("--imagenet-r", metavar="SRC", help="ImageNet-R (200 classes)")
@@ -48,10 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["fgsm", "pgd"],
         help="adversarial attacks run on --adversarial data",
     )
-    add_split(parser)
-    add_batch_size(parser)
+    common.add_split(parser)
+    common.add_batch_size(parser)
     parser.add_argument("--limit", type=int, help="evaluate only the first N images of each set")
-    add_device(parser)
+    common.add_device(parser)
     parser.add_argument("--output", metavar="FILE", help="JSON file; default: <model>/robustness.json")
     return parser
 
@@ -61,7 +50,7 @@ def split_for(source: str, split: str) -> str:
     from modeling_illama.training.data import available_splits
 
     if split == "auto":
-        return resolve_split(source, split)
+        return common.resolve_split(source, split)
     splits = available_splits(source)
     if splits is None or split in splits:
         return split
@@ -70,20 +59,20 @@ def split_for(source: str, split: str) -> str:
     raise ValueError(f"{source} has splits {splits}, not {split!r}; pass --split")
 
 
-@one_line_errors(PROG)
+@common.one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     sets = (args.imagenet_c, args.imagenet_a, args.imagenet_r, args.imagenet_sketch, args.adversarial)
     if not any(sets):
-        return user_error(PROG, "give at least one of --imagenet-c/-a/-r/-sketch or --adversarial")
+        return common.user_error(PROG, "give at least one of --imagenet-c/-a/-r/-sketch or --adversarial")
     import torch
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    load_package()
+    common.load_package()
     import modeling_illama
     from modeling_illama.analysis import robustness as rb
 
-    device = resolve_device(args.device)
+    device = common.resolve_device(args.device)
     try:
         model = AutoModelForImageClassification.from_pretrained(args.model, dtype=torch.float32).to(device).eval()
         if model.config.num_labels != 1000:
@@ -98,11 +87,11 @@ def main(argv=None) -> int:
         def transform(image):
             return processor(image, return_tensors="pt")["pixel_values"][0]
 
-        common = {"device": device, "batch_size": args.batch_size, "limit": args.limit}
+        shared = {"device": device, "batch_size": args.batch_size, "limit": args.limit}
         results = {"model": args.model, "device": device}
         if args.imagenet_c:
             c_transform = rb.center_crop_transform(size, mean, std)
-            results["imagenet_c"] = rb.evaluate_imagenet_c(model, args.imagenet_c, c_transform, **common)
+            results["imagenet_c"] = rb.evaluate_imagenet_c(model, args.imagenet_c, c_transform, **shared)
         for key, source, subset in (
             ("imagenet_a", args.imagenet_a, "imagenet-a"),
             ("imagenet_r", args.imagenet_r, "imagenet-r"),
@@ -110,14 +99,14 @@ def main(argv=None) -> int:
         ):
             if source:
                 split = split_for(source, args.split)
-                results[key] = rb.evaluate_subset(model, source, split, subset, transform, **common)
+                results[key] = rb.evaluate_subset(model, source, split, subset, transform, **shared)
         if args.adversarial:
             split = split_for(args.adversarial, args.split)
             results["adversarial"] = rb.evaluate_attacks(
-                model, args.adversarial, split, transform, mean, std, args.attacks, **common
+                model, args.adversarial, split, transform, mean, std, args.attacks, **shared
             )
     except (OSError, ValueError, KeyError) as error:
-        return user_error(PROG, error)
+        return common.user_error(PROG, error)
     output = args.output or os.path.join(args.model, "robustness.json")
     with open(output, "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=2)

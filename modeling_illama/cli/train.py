@@ -33,6 +33,12 @@ from ._common import (
 )
 
 PROG = "illama-train"
+SWITCHES = {  # the tool's on/off options about the output folder and the run around training
+    "--resume": "continue from the last checkpoint in --output-dir",
+    "--overwrite": "replace the run or model already in --output-dir (only files a training run writes are removed)",
+    "--allow-changed-recipe": "with --resume: accept another data set, model or recipe than the run's recipe.json",
+    "--no-plot": "do not write training_curves.png",
+}
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # key=value (key may be dotted: model_overrides.depth=6)
 
 
@@ -113,18 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="auto", help="auto (a GPU when there is one, else cpu) or cpu (TrainingArguments use_cpu)"
     )
     parser.add_argument("--output-dir", metavar="DIR", help="checkpoints, logs and the final model (required)")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the run or model already in --output-dir (only files a training run writes are removed)",
-    )
-    parser.add_argument(
-        "--allow-changed-recipe",
-        action="store_true",
-        help="with --resume: accept another data set, model or recipe than the run's recipe.json",
-    )
-    parser.add_argument("--no-plot", action="store_true", help="do not write training_curves.png")
+    for flag, text in SWITCHES.items():
+        parser.add_argument(flag, action="store_true", help=text)
     parser.add_argument(
         "overrides",
         nargs="*",

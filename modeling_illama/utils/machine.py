@@ -1,7 +1,9 @@
-"""What a measurement ran on, recorded next to its results: the CPU model."""
+"""What a measurement ran on, recorded next to its results: the CPU model, and results files keyed by it."""
 
+import json
 import platform
 import subprocess
+from pathlib import Path
 
 
 def cpu_model() -> str:
@@ -14,3 +16,13 @@ def cpu_model() -> str:
         if line.startswith("Model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown"
+
+
+def merge_result(path: Path, key: str, entry: dict) -> dict:
+    """Set `key` (a CPU type, a label) to `entry` in the JSON results file at `path`, keeping the other keys;
+    returns every result now in the file."""
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results[key] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    return results
