@@ -12,22 +12,31 @@ from tiny_data import TINY_MODEL_OVERRIDES, tiny_recipe_fields, write_tiny_image
 
 from modeling_illama.cli.activation_maps import build_parser as activation_maps_parser
 from modeling_illama.cli.train import main as train_main
-from modeling_illama.training.output_dir import claim_output_dir, prepare_output_dir, remove_run_outputs
+from modeling_illama.training.output_dir import (
+    CARD_MARKER,
+    claim_output_dir,
+    is_run_card,
+    prepare_output_dir,
+    remove_run_outputs,
+)
 from modeling_illama.training.resume import last_checkpoint
 from modeling_illama.utils.file_checks import safetensors_problem, torch_file_problem
 
+PREVIOUS_CARD = f"---\nlibrary_name: transformers\n---\n\n{CARD_MARKER}\n\n# run\n\nold run\n"
+
 
 def old_run(folder):
-    """A previous run's outputs plus the user's own files that only look like them."""
+    """A previous run's outputs (its model card included) plus the user's own files that only look like them."""
     folder.mkdir(parents=True)
     for name in ("config.json", "model.safetensors", "trainer_state.json", "all_results.json", "train.log"):
         (folder / name).write_text("old run")
+    (folder / "README.md").write_text(PREVIOUS_CARD)
     (folder / "checkpoint-4").mkdir()
     mine = (
         "my_results.json",
         "results_eval.json",
         "pytorch_model.bin",
-        "README.md",
+        "README.txt",
         "labels.py",
         "model-v2.safetensors",
     )
@@ -42,6 +51,7 @@ def test_overwrite_removes_exact_run_outputs_and_keeps_look_alikes(tmp_path):
     assert set(removed) == {"config.json", "model.safetensors", "trainer_state.json", "all_results.json"} | {
         "train.log",
         "checkpoint-4",
+        "README.md",
     }
     assert sorted(os.listdir(tmp_path / "run")) == sorted(mine)
 
@@ -102,8 +112,48 @@ def test_illama_train_overwrite_replaces_the_previous_run_and_keeps_the_users_fi
         "old run" not in (folder / "train.log").read_text() and "final metrics" in (folder / "train.log").read_text()
     )
     for name in mine:
-        if name != "README.md":  # the run writes its model card there
-            assert (folder / name).read_text() == "mine", name
+        assert (folder / name).read_text() == "mine", name
+    card = (folder / "README.md").read_text()  # the previous run's card, replaced by this run's
+    assert "old run" not in card and CARD_MARKER in card and is_run_card(folder / "README.md")
+
+
+@pytest.mark.parametrize("previous_run", [False, True])
+def test_illama_train_refuses_a_readme_of_the_users_before_training_even_with_overwrite(
+    tmp_path, capsys, previous_run
+):
+    import yaml
+
+    data = write_tiny_image_splits(tmp_path / "data", n_train=6, n_test=3)
+    fields = tiny_recipe_fields(TINY_MODEL_OVERRIDES, dataset=str(data), max_steps=1, save_strategy="no")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({**fields, "eval_strategy": "no"}))
+    folder = tmp_path / "run"
+    if previous_run:
+        old_run(folder)
+    else:
+        folder.mkdir()
+    (folder / "README.md").write_text("# My notes\n\nwhat I keep about these runs\n")
+    before = {name: (folder / name).stat().st_mtime_ns for name in os.listdir(folder)}
+    argv = ["--recipe", str(tmp_path / "r.yaml"), "--output-dir", str(folder), "--no-plot"]
+    assert train_main(argv + ["--overwrite"] * previous_run) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("illama-train: error: ")]
+    assert len(err) == 1 and f"{folder / 'README.md'} is not a model card written by illama-train" in err[0], err
+    assert "move it away or choose another --output-dir" in err[0]
+    assert (folder / "README.md").read_text() == "# My notes\n\nwhat I keep about these runs\n"
+    assert {name: (folder / name).stat().st_mtime_ns for name in os.listdir(folder)} == before  # nothing written
+
+
+def test_a_card_of_this_package_is_told_from_the_users_readme(tmp_path):
+    from modeling_illama.training.model_card import render_training_card
+
+    card = render_training_card("run", {}, {}, [], model="illama-tiny-224", dataset="data/mini", eval_split=None)
+    for name, text, ours in [
+        ("card.md", card, True),
+        ("old_card.md", card.replace(CARD_MARKER, ""), True),  # written before the marker existed
+        ("notes.md", "# run\n\ntrained with `illama-train`.\n", False),
+        ("hub.md", "---\nlibrary_name: transformers\n---\n\n# someone's model\n", False),
+    ]:
+        (tmp_path / name).write_text(text)
+        assert is_run_card(tmp_path / name) is ours, name
 
 
 def test_single_output_files_are_not_written_over_without_overwrite(tmp_path, capsys):
