@@ -11,6 +11,9 @@ from safetensors.torch import save_file
 from tiny_data import TINY_MODEL_OVERRIDES, tiny_recipe_fields, write_tiny_image_splits
 
 from modeling_illama.cli.activation_maps import build_parser as activation_maps_parser
+from modeling_illama.cli.analyze import main as analyze_main
+from modeling_illama.cli.eval import main as eval_main
+from modeling_illama.cli.robustness import main as robustness_main
 from modeling_illama.cli.train import main as train_main
 from modeling_illama.training.output_dir import (
     CARD_MARKER,
@@ -175,6 +178,150 @@ def test_single_output_files_are_not_written_over_without_overwrite(tmp_path, ca
         assert message in capsys.readouterr().err
     args = parser.parse_args(base + ["--output", str(existing), "--overwrite"])
     assert args.output == str(existing) and existing.read_bytes() == b"earlier maps"
+
+
+# ------------------------------------------------------------------ files a command names itself
+
+
+def one_error_line(capsys, prog):
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith(f"{prog}: error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    return lines[0]
+
+
+@pytest.fixture
+def model_loads(monkeypatch):
+    """Every model load of the evaluating tools, recorded (and stopped): a refusal must come before any."""
+    from transformers import AutoModelForImageClassification
+
+    import modeling_illama.loading
+
+    loads = []
+
+    def load(model, *args, **kwargs):
+        loads.append(model)
+        raise AssertionError(f"{model} loaded before the output files were checked")
+
+    monkeypatch.setattr(modeling_illama.loading, "load_classifier", load)
+    monkeypatch.setattr(AutoModelForImageClassification, "from_pretrained", load)
+    return loads
+
+
+@pytest.fixture
+def tiny_classifier(tmp_path):
+    """A saved one-block iLLaMA over the classes of write_tiny_image_splits, and that data."""
+    from modeling_illama import ILlamaConfig, ILlamaForImageClassification
+
+    config = ILlamaConfig(
+        image_size=16, patch_size=8, hidden_size=32, num_attention_heads=1, num_hidden_layers=1, num_labels=3,
+        id2label=dict(enumerate("abc")), label2id={name: i for i, name in enumerate("abc")},
+    )  # fmt: skip
+    ILlamaForImageClassification(config).save_pretrained(tmp_path / "model")
+    return tmp_path / "model", write_tiny_image_splits(tmp_path / "data", n_train=3, n_test=3)
+
+
+def test_illama_eval_refuses_its_default_file_before_evaluating(
+    tiny_classifier, model_loads, tmp_path, capsys, monkeypatch
+):
+    model, data = tiny_classifier
+    default = model / "eval_test.json"
+    default.write_text("earlier evaluation")
+    mtime = default.stat().st_mtime_ns
+    argv = ["--model", str(model), "--dataset", str(data), "--split", "test"]
+    assert eval_main(argv) == 2
+    line = one_error_line(capsys, "illama-eval")
+    assert f"{default} exists; pass --overwrite to replace it, or give --output FILE to write elsewhere" in line
+    assert default.read_text() == "earlier evaluation" and default.stat().st_mtime_ns == mtime
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "confusion_matrix.png").write_text("earlier plot")
+    assert eval_main(argv + ["--output", str(tmp_path / "new.json"), "--plots", str(tmp_path / "plots")]) == 2
+    assert "confusion_matrix.png exists; pass --overwrite" in one_error_line(capsys, "illama-eval")
+    assert model_loads == [] and not (tmp_path / "new.json").exists()
+    monkeypatch.undo()
+    assert eval_main(argv + ["--overwrite"]) == 0, capsys.readouterr().err[-2000:]
+    assert json.loads(default.read_text())["num_images"] == 3
+
+
+ANALYSES = {  # subcommand: its options besides --model / --output-dir, and one file it writes
+    "calibration": (["--split", "test"], "reliability_diagram.png"),
+    "shape-bias": (["--stimuli", "."], "shape_bias.png"),
+    "attention-rank": (["--split", "test", "--num-images", "2"], "attention_rank.json"),
+    "quantize": (["--split", "test", "--latency-repeats", "1"], "model"),  # the quantized model's folder
+    "export-onnx": ([], "onnx_16.png"),  # named by the model's resolution
+}
+
+
+@pytest.mark.parametrize("command", ANALYSES)
+def test_illama_analyze_refuses_an_earlier_runs_files_before_measuring(
+    tiny_classifier, model_loads, tmp_path, capsys, monkeypatch, command
+):
+    import modeling_illama.cli.analyze as analyze
+
+    monkeypatch.setattr(analyze, "missing_extra", lambda *args: None)  # the check comes before any use of an extra
+    model, data = tiny_classifier
+    options, existing = ANALYSES[command]
+    out = tmp_path / "out"
+    out.mkdir()
+    if existing == "model":
+        (out / existing).mkdir()
+    else:
+        (out / existing).write_text("earlier")
+    dataset = ["--dataset", str(data)] if "--split" in options else []
+    argv = [command, "--model", str(model), *dataset, *options, "--output-dir", str(out)]
+    assert analyze_main(argv) == 2
+    line = one_error_line(capsys, f"illama-analyze {command}")
+    assert f"{out / existing} exists; pass --overwrite to replace it, or give --output-dir another folder" in line
+    assert model_loads == [] and os.listdir(out) == [existing]
+    assert existing == "model" or (out / existing).read_text() == "earlier"
+
+
+@pytest.mark.parametrize("command", ["calibration", "attention-rank", "quantize"])
+def test_illama_analyze_overwrite_replaces_exactly_the_files_it_checks(tiny_classifier, tmp_path, capsys, command):
+    from modeling_illama.cli.analyze import build_parser, output_files
+
+    model, data = tiny_classifier
+    out = tmp_path / "out"
+    dataset = ["--dataset", str(data)] if "--split" in ANALYSES[command][0] else []
+    argv = [command, "--model", str(model), *dataset, *ANALYSES[command][0], "--output-dir", str(out)]
+    planned = output_files(build_parser().parse_args(argv))
+    out.mkdir()
+    earlier = [os.path.join(path, "config.json") if path.endswith("model") else path for path in planned]
+    for path in earlier:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "w").write("earlier")
+    assert analyze_main(argv) == 2 and "exist; pass --overwrite to replace them" in capsys.readouterr().err
+    assert analyze_main(argv + ["--overwrite"]) == 0, capsys.readouterr().err[-2000:]
+    assert sorted(os.listdir(out)) == sorted(os.path.basename(path) for path in planned)
+    assert all(open(path, "rb").read() != b"earlier" for path in earlier)
+
+
+def test_illama_robustness_refuses_its_default_file_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+    from tiny_models import tiny_vit_classifier
+    from transformers import AutoModelForImageClassification
+
+    from modeling_illama.analysis.robustness import subset_wnids
+
+    model = tmp_path / "model"
+    tiny_vit_classifier(num_labels=1000, hidden_size=32, num_hidden_layers=1, intermediate_size=64).save_pretrained(
+        model
+    )
+    for i, wnid in enumerate(subset_wnids("imagenet-a")[:2]):
+        (tmp_path / "a" / wnid).mkdir(parents=True)
+        Image.new("RGB", (32, 32), (40 * i, 90, 200)).save(tmp_path / "a" / wnid / f"{i}.png")
+    default = model / "robustness.json"
+    default.write_text("earlier results")
+    loads = []
+    monkeypatch.setattr(AutoModelForImageClassification, "from_pretrained", lambda *args, **kw: loads.append(args))
+    argv = ["--model", str(model), "--imagenet-a", str(tmp_path / "a")]
+    assert robustness_main(argv) == 2
+    line = one_error_line(capsys, "illama-robustness")
+    assert f"{default} exists; pass --overwrite to replace it, or give --output FILE to write elsewhere" in line
+    assert loads == [] and default.read_text() == "earlier results"
+    monkeypatch.undo()
+    assert robustness_main(argv + ["--overwrite"]) == 0, capsys.readouterr().err[-2000:]
+    assert json.loads(default.read_text())["imagenet_a"]["images"] == 2
 
 
 # ------------------------------------------------------------------ damaged checkpoint files
