@@ -47,7 +47,8 @@ def run(command: list[str], output: Path | None = None) -> float:
 
 
 def analyze(*arguments: str) -> list[str]:
-    return [sys.executable, "-m", "modeling_illama.cli.analyze", *arguments]
+    """An illama-analyze command; --overwrite: a rerun measures the retrained models into the same folders."""
+    return [sys.executable, "-m", "modeling_illama.cli.analyze", *arguments, "--overwrite"]
 
 
 def trained(folder: Path) -> bool:

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 pytest.importorskip("peft")
 
 from modeling_illama import ILlamaForImageClassification, build_image_processor  # noqa: E402
+from modeling_illama.training.output_dir import is_run_card  # noqa: E402
 from modeling_illama.training.peft import (  # noqa: E402
     MERGED_FOLDER,
     adapter_labels,
@@ -86,6 +87,7 @@ def test_the_adapter_folder_holds_the_adapter_the_labels_and_a_card_naming_the_b
     assert json.loads((out / "labels.json").read_text())["id2label"] == {"0": "a", "1": "b", "2": "c"}
     card = (out / "README.md").read_text()
     assert "library_name: peft" in card and "- lora" in card and f"of the base model `{base.resolve()}`" in card
+    assert is_run_card(out / "README.md")  # the next run into the folder may replace it (training/output_dir.py)
     weights = load_file(out / "adapter_model.safetensors")
     lora_b = [v for k, v in weights.items() if "lora_B" in k]
     assert lora_b and all(t.abs().sum() > 0 for t in lora_b)  # trained: B starts at zero

@@ -178,18 +178,23 @@ def draw_confusion_matrix(report: dict, path: str | os.PathLike, title: str | No
     return save_figure(figure, path, dpi=110, bbox_inches="tight")
 
 
+CALIBRATION_FIGURES = ("reliability_diagram.png", "confusion_matrix.png")  # the names draw_calibration_figures writes
+
+
 def draw_calibration_figures(report: dict, folder: str | os.PathLike, name: str | None = None) -> list[str]:
     """reliability_diagram.png and confusion_matrix.png in `folder`; with `name` ("model on data (split)") the
     titles lead with it and the ECE / top-1, otherwise each drawing's own title."""
     reliability_title = f"{name}: ECE {report['ece']:.4f} ({report['num_bins']} bins)" if name else None
     confusion_title = f"{name}: top-1 {100 * report['top1']:.2f}%" if name else None
+    reliability, confusion = CALIBRATION_FIGURES
     return [
-        draw_reliability_diagram(report, os.path.join(folder, "reliability_diagram.png"), reliability_title),
-        draw_confusion_matrix(report, os.path.join(folder, "confusion_matrix.png"), confusion_title),
+        draw_reliability_diagram(report, os.path.join(folder, reliability), reliability_title),
+        draw_confusion_matrix(report, os.path.join(folder, confusion), confusion_title),
     ]
 
 
 __all__ = [
+    "CALIBRATION_FIGURES",
     "DEFAULT_NUM_BINS",
     "ReliabilityBins",
     "calibration_report",

@@ -227,6 +227,17 @@ def add_overwrite(parser, what: str) -> None:
     parser.add_argument("--overwrite", action="store_true", help=f"replace {what}")
 
 
+def existing_outputs_error(paths, overwrite: bool, elsewhere: str) -> str | None:
+    """The one-line refusal when a file (or folder) a command is about to write already exists and `overwrite`
+    is not set, else None: names the existing paths and both fixes, `--overwrite` or `elsewhere` (e.g.
+    "--output FILE"). Called before the command loads a model or does any work, so that nothing is lost."""
+    found = [str(path) for path in paths if os.path.lexists(path)]
+    if overwrite or not found:
+        return None
+    verb, pronoun = ("exists", "it") if len(found) == 1 else ("exist", "them")
+    return f"{', '.join(found)} {verb}; pass --overwrite to replace {pronoun}, or {elsewhere}"
+
+
 def resolve_device(name: str) -> str:
     """`auto` -> cuda when a GPU is visible, else cpu; anything else as given (torch checks it)."""
     if name != "auto":

@@ -28,6 +28,9 @@ PROG = "illama-analyze"
 
 def _output_args(parser: argparse.ArgumentParser, output: str) -> None:
     parser.add_argument("--output-dir", default=output, help="folder for the JSON and PNG files")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an earlier run of this analysis in --output-dir"
+    )
     common.add_device(parser)
     common.add_batch_size(parser)
     common.add_allow_missing_weights(parser, "measure")
@@ -295,6 +298,32 @@ def run_export_onnx(args) -> tuple[list[str], str]:
     return files, f"{path}: max |ONNX - PyTorch| logits {worst:.2e} (batch sizes {list(report['max_abs_difference'])})"
 
 
+def _onnx_size(args) -> int:
+    """The resolution export-onnx writes at (its file names hold it): --image-size, else the model's."""
+    if args.image_size:
+        return args.image_size
+    from transformers import AutoConfig
+
+    size = AutoConfig.from_pretrained(args.model).image_size
+    return size if isinstance(size, int) else size[0]
+
+
+def output_files(args) -> list[str]:
+    """Every file (or folder) the subcommand writes into --output-dir, as the run_* functions name them."""
+    if args.command == "calibration":
+        from modeling_illama.analysis.calibration import CALIBRATION_FIGURES
+
+        names = ["calibration.json", *CALIBRATION_FIGURES]
+    elif args.command == "export-onnx":
+        size = _onnx_size(args)
+        names = [f"model_{size}.onnx", f"onnx_{size}.json", f"onnx_{size}.png"]
+    else:
+        stem = {"shape-bias": "shape_bias", "attention-rank": "attention_rank", "quantize": "quantization"}
+        names = [f"{stem[args.command]}.json", f"{stem[args.command]}.png"]
+        names += ["model"] if args.command == "quantize" else []  # the quantized model's folder
+    return [os.path.join(args.output_dir, name) for name in names]
+
+
 ANALYSIS_EXTRA_MODULES = {"quantize": ("torchao",), "export-onnx": ("onnx", "onnxruntime", "onnxscript")}
 COMMANDS = {
     "calibration": run_calibration,
@@ -316,6 +345,11 @@ def main(argv=None) -> int:
         args.device = common.resolve_device(args.device)
         if getattr(args, "split", None):
             args.split = common.resolve_split(args.dataset, args.split)
+        # before any model loads: an earlier run's results are not replaced without --overwrite
+        if error := common.existing_outputs_error(
+            output_files(args), args.overwrite, "give --output-dir another folder"
+        ):
+            return common.user_error(f"{PROG} {args.command}", error)
         files, summary = COMMANDS[args.command](args)
     except (ValueError, OSError) as error:  # a model or dataset it cannot measure, a missing folder
         return common.user_error(f"{PROG} {args.command}", error)

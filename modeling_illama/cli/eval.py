@@ -50,6 +50,13 @@ def default_output(model: str, split: str) -> str:
     return f"eval_{model.replace('/', '--')}_{split}.json"
 
 
+def plot_files(folder: str) -> list[str]:
+    """The files `--plots DIR` writes (draw_calibration_figures)."""
+    from modeling_illama.analysis.calibration import CALIBRATION_FIGURES
+
+    return [os.path.join(folder, name) for name in CALIBRATION_FIGURES]
+
+
 @common.one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
@@ -67,6 +74,15 @@ def main(argv=None) -> int:
     output = args.output or default_output(args.model, args.split)
     if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
         return common.user_error(PROG, f"no such folder for --output: {os.path.dirname(output)}")
+    # the files this command names itself (an explicit --output is checked by the parser): before any work
+    if not args.output and (
+        error := common.existing_outputs_error([output], args.overwrite, "give --output FILE to write elsewhere")
+    ):
+        return common.user_error(PROG, error)
+    if args.plots and (
+        error := common.existing_outputs_error(plot_files(args.plots), args.overwrite, "give --plots another folder")
+    ):
+        return common.user_error(PROG, error)
     try:
         # every flag but --output and --plots is a parameter of evaluate_saved_model with the same name
         flags = {name: value for name, value in vars(args).items() if name not in ("output", "plots", "overwrite")}

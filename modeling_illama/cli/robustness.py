@@ -41,8 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_batch_size(parser)
     parser.add_argument("--limit", type=int, help="evaluate only the first N images of each set")
     common.add_device(parser)
-    parser.add_argument("--output", metavar="FILE", help="JSON file; default: <model>/robustness.json")
+    parser.add_argument(
+        "--output",
+        metavar="FILE",
+        help="JSON file; default: <model>/robustness.json for a folder, ./robustness_<org>--<name>.json for a Hub id",
+    )
     return parser
+
+
+def default_output(model: str) -> str:
+    """<model>/robustness.json for a local folder; ./robustness_<org>--<name>.json for a Hub id."""
+    if os.path.isdir(model):
+        return os.path.join(model, "robustness.json")
+    return f"robustness_{model.replace('/', '--')}.json"
 
 
 def split_for(source: str, split: str) -> str:
@@ -65,6 +76,12 @@ def main(argv=None) -> int:
     sets = (args.imagenet_c, args.imagenet_a, args.imagenet_r, args.imagenet_sketch, args.adversarial)
     if not any(sets):
         return common.user_error(PROG, "give at least one of --imagenet-c/-a/-r/-sketch or --adversarial")
+    output = args.output or default_output(args.model)
+    # the default file is checked here, before the model loads (an explicit --output is checked by the parser)
+    if not args.output and (
+        error := common.existing_outputs_error([output], args.overwrite, "give --output FILE to write elsewhere")
+    ):
+        return common.user_error(PROG, error)
     import torch
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -107,7 +124,6 @@ def main(argv=None) -> int:
             )
     except (OSError, ValueError, KeyError) as error:
         return common.user_error(PROG, error)
-    output = args.output or os.path.join(args.model, "robustness.json")
     with open(output, "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=2)
     lines = []

@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .output_dir import CARD_MARKER
+
 PAPER_URL = "https://arxiv.org/abs/2404.06773"
 LICENSE = "apache-2.0"  # this package's license; converted weights keep their own card's terms
 
@@ -112,7 +114,8 @@ def render_training_card(
     lines = _usage(model_name, f"{_family_description(recipe)} {origin} on `{dataset}` with `illama-train`.")
     lines += _results(shown, log_history, eval_split, curves)
     lines += _recipe_and_metrics(recipe, shown)
-    return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"
+    # the marker tells the next run into the folder that this card is its to replace (training/output_dir.py)
+    return f"---\n{data.to_yaml()}\n---\n\n{CARD_MARKER}\n\n" + "\n".join(lines) + "\n"
 
 
 def _usage(model_name: str, description: str) -> list[str]:

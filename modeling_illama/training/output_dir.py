@@ -2,10 +2,11 @@
 
 `prepare_output_dir` refuses a folder that already holds a model or checkpoints unless the run resumes or was
 started with `overwrite=True`; overwriting removes only what a training run writes (weights, config, states,
-metrics, logs, checkpoint-* folders, remote code), never other files. `OutputDirLock` is an exclusive lock
-(`fcntl.flock` on `<output_dir>/.illama-train.lock`, which names the holder's pid, host and start time): a
-second run into the same folder is refused, naming the first. The kernel drops the lock when its process
-ends, however it ends, so a lock left by a killed run is taken over, not waited for.
+metrics, logs, checkpoint-* folders, remote code, the model card), never other files. A README.md that is not a
+run's model card (`CARD_MARKER`) is refused in every case: the run would write its card over it. `OutputDirLock`
+is an exclusive lock (`fcntl.flock` on `<output_dir>/.illama-train.lock`, which names the holder's pid, host and
+start time): a second run into the same folder is refused, naming the first. The kernel drops the lock when its
+process ends, however it ends, so a lock left by a killed run is taken over, not waited for.
 """
 
 from __future__ import annotations
@@ -58,6 +59,34 @@ RUN_OUTPUT_PATTERNS = (
     )
 )
 CHECKPOINT_PATTERN = "checkpoint-*"
+# the model card a run writes (model_card.py, peft.py): replaced only when this marker says the package wrote it,
+# never a README.md of the user's own
+CARD_FILE = "README.md"
+CARD_MARKER = "<!-- model card written by illama-train: the next training run into this folder replaces it -->"
+_OLD_CARD_LINE = " with `illama-train`."  # what every card held before the marker (render_training_card's summary)
+
+
+def is_run_card(path: str | os.PathLike) -> bool:
+    """True when `path` is a model card a training run of this package wrote (its marker, or the front matter and
+    summary line of the cards written before the marker existed)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read(1 << 20)
+    except OSError:
+        return False
+    return CARD_MARKER in text or (text.startswith("---\n") and _OLD_CARD_LINE in text)
+
+
+def foreign_card_error(output_dir: str | os.PathLike) -> str | None:
+    """The refusal when `output_dir` holds a README.md that no training run wrote (a run would replace it with its
+    model card; `--overwrite` removes only what a run writes), else None."""
+    path = Path(output_dir) / CARD_FILE
+    if not os.path.lexists(path) or (path.is_file() and is_run_card(path)):
+        return None
+    return (
+        f"{path} is not a model card written by illama-train and a run writes its card there: move it away or "
+        "choose another --output-dir (--overwrite does not replace it)"
+    )
 
 
 class OutputDirError(FileExistsError):
@@ -97,6 +126,8 @@ def prepare_output_dir(
     """
     if overwrite and resume:
         raise OutputDirError("--overwrite and --resume exclude each other: resume continues the run in the folder")
+    if error := foreign_card_error(output_dir):
+        raise OutputDirError(error)
     models, checkpoints = existing_outputs(output_dir)
     if resume or not (models or checkpoints):
         return []
@@ -139,6 +170,8 @@ def remove_run_outputs(output_dir: str | os.PathLike, keep: tuple[str, ...] = ()
         if _is_checkpoint_name(name) and path.is_dir():
             shutil.rmtree(path)
         elif path.is_file() and any(fnmatch.fnmatchcase(name, pattern) for pattern in RUN_OUTPUT_PATTERNS):
+            path.unlink()
+        elif name == CARD_FILE and path.is_file() and is_run_card(path):  # the previous run's card
             path.unlink()
         else:
             continue
