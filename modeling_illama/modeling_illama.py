@@ -187,7 +187,8 @@ class ILlamaRotaryEmbedding(nn.Module):
         return self.table_bits[1].view(torch.float32)
 
     def forward(self, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if num_tokens == self.table_bits.shape[1]:
+        # traced graphs (torch.compile, torch.export / ONNX) compute the table: a dtype view is not exportable
+        if num_tokens == self.table_bits.shape[1] and not torch.compiler.is_compiling():
             return self.cos, self.sin
         return rotary_angles(num_tokens, self.head_dim, self.theta, device=self.table_bits.device)
 

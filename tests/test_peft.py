@@ -15,9 +15,11 @@ from safetensors.torch import load_file
 pytest.importorskip("peft")
 
 from modeling_illama import ILlamaForImageClassification, build_image_processor  # noqa: E402
-from modeling_illama.training.output_dir import is_run_card  # noqa: E402
+from modeling_illama.training.output_dir import (
+    MERGED_FOLDER,  # noqa: E402
+    is_run_card,  # noqa: E402
+)
 from modeling_illama.training.peft import (  # noqa: E402
-    MERGED_FOLDER,
     adapter_labels,
     lora_config,
 )

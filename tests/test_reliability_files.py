@@ -17,6 +17,7 @@ from modeling_illama.cli.robustness import main as robustness_main
 from modeling_illama.cli.train import main as train_main
 from modeling_illama.training.output_dir import (
     CARD_MARKER,
+    OutputDirError,
     claim_output_dir,
     is_run_card,
     prepare_output_dir,
@@ -57,6 +58,25 @@ def test_overwrite_removes_exact_run_outputs_and_keeps_look_alikes(tmp_path):
         "README.md",
     }
     assert sorted(os.listdir(tmp_path / "run")) == sorted(mine)
+
+
+def test_overwrite_removes_a_lora_runs_adapter_and_merged_model_and_keeps_a_users_merged_notes(tmp_path):
+    """A LoRA run's folder (adapter, labels, merged model) counts as a model and is replaced whole by --overwrite:
+    a stale adapter_config.json would make Transformers load the new full model as an adapter."""
+    run = tmp_path / "run"
+    (run / "merged").mkdir(parents=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors", "labels.json", "merged/config.json"):
+        (run / name).write_text("old adapter run")
+    (tmp_path / "other" / "merged").mkdir(parents=True)
+    (tmp_path / "other" / "merged" / "notes.txt").write_text("the user's")
+    (tmp_path / "other" / "config.json").write_text("{}")
+    with pytest.raises(OutputDirError, match="--overwrite"):
+        prepare_output_dir(run, overwrite=False)
+    removed = prepare_output_dir(run, overwrite=True)
+    assert set(removed) == {"adapter_config.json", "adapter_model.safetensors", "labels.json", "merged"}
+    assert os.listdir(run) == []
+    assert "merged" not in prepare_output_dir(tmp_path / "other", overwrite=True)  # no model inside: not a run's
+    assert (tmp_path / "other" / "merged" / "notes.txt").read_text() == "the user's"
 
 
 def test_overwrite_claims_first_and_removes_last_cutting_the_old_lines_from_train_log(tmp_path):
@@ -258,7 +278,7 @@ def test_illama_analyze_refuses_an_earlier_runs_files_before_measuring(
 ):
     import modeling_illama.cli.analyze as analyze
 
-    monkeypatch.setattr(analyze, "missing_extra", lambda *args: None)  # the check comes before any use of an extra
+    monkeypatch.setattr(analyze.common, "missing_extra", lambda *args: None)  # the check comes before any use of an extra
     model, data = tiny_classifier
     options, existing = ANALYSES[command]
     out = tmp_path / "out"

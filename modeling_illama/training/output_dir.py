@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 LOCK_FILE = ".illama-train.lock"
 # files that make a folder "hold a model" (a finished or running training run, a converted model)
 MODEL_FILES = (
+    "adapter_config.json",
     "config.json",
     "model.safetensors",
     "model.safetensors.index.json",
@@ -35,6 +36,7 @@ MODEL_FILES = (
 )
 # everything a training run (and illama-eval's default output) writes at the top of its output folder: exact
 # names, the Trainer's shard names, illama-eval's eval_<split>.json and the remote code save_pretrained copies
+MERGED_FOLDER = "merged"  # a LoRA run's merged full model (training/peft.py)
 RUN_OUTPUT_PATTERNS = (
     "config.json",
     "model.safetensors",
@@ -51,6 +53,9 @@ RUN_OUTPUT_PATTERNS = (
     "eval_*.json",
     "training_curves.png",
     "train.log",
+    "adapter_config.json",  # a LoRA run (training/peft.py)
+    "adapter_model.safetensors",
+    "labels.json",
 ) + tuple(
     sorted(
         path.name
@@ -167,7 +172,7 @@ def remove_run_outputs(output_dir: str | os.PathLike, keep: tuple[str, ...] = ()
         if name in keep:
             continue
         path = Path(output_dir) / name
-        if _is_checkpoint_name(name) and path.is_dir():
+        if (_is_checkpoint_name(name) or name == MERGED_FOLDER and (path / "config.json").is_file()) and path.is_dir():
             shutil.rmtree(path)
         elif path.is_file() and any(fnmatch.fnmatchcase(name, pattern) for pattern in RUN_OUTPUT_PATTERNS):
             path.unlink()

@@ -24,10 +24,11 @@ from typing import Any
 
 from torch import nn
 
+from .output_dir import MERGED_FOLDER
+
 logger = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.json"
-MERGED_FOLDER = "merged"
 
 
 def target_names(model: nn.Module, settings: dict[str, Any]) -> list[str]:
