@@ -278,7 +278,8 @@ def test_illama_analyze_refuses_an_earlier_runs_files_before_measuring(
 ):
     import modeling_illama.cli.analyze as analyze
 
-    monkeypatch.setattr(analyze.common, "missing_extra", lambda *args: None)  # the check comes before any use of an extra
+    # the check comes before any use of an extra
+    monkeypatch.setattr(analyze.common, "missing_extra", lambda *args: None)
     model, data = tiny_classifier
     options, existing = ANALYSES[command]
     out = tmp_path / "out"
