@@ -203,24 +203,35 @@ class ILlamaImageProcessor(ConvNextImageProcessorPil):
         return image[..., top : top + crop, left : left + crop]
 
 
+def _decodes_with_to_rgb_image(pipe) -> bool:
+    """A classifier with a processor of this file, or a segmentation model on an iLLaMA backbone (its processor
+    is Transformers' own Segformer one, so that the folder loads without remote code)."""
+    backbone = getattr(pipe.model.config, "backbone_config", None)
+    return getattr(pipe.image_processor, "decodes_with_to_rgb_image", False) or (
+        getattr(backbone, "model_type", None) == "illama"
+    )
+
+
 def _decode_pipeline_inputs_with_to_rgb_image():
-    """`pipeline("image-classification")` opens files with Transformers' `load_image`, which converts to RGB by
-    clipping (16-bit images turn white) and drops transparency: for a processor of this file, decode paths and
-    PIL images with `to_rgb_image` first, so the pipeline gives the pixels the processor gives. Other
-    processors are untouched."""
+    """`pipeline("image-classification")` and `pipeline("image-segmentation")` open files with Transformers'
+    `load_image`, which converts to RGB by clipping (16-bit images turn white) and drops transparency: for an
+    iLLaMA model, decode paths and PIL images with `to_rgb_image` first, so the pipeline gives the pixels the
+    processor and the data loops give. Other models' pipelines are untouched."""
     from transformers.pipelines.image_classification import ImageClassificationPipeline
+    from transformers.pipelines.image_segmentation import ImageSegmentationPipeline
 
-    original = ImageClassificationPipeline.preprocess
-    if getattr(original, "decodes_with_to_rgb_image", False):
-        return
+    for pipeline_class in (ImageClassificationPipeline, ImageSegmentationPipeline):
+        original = pipeline_class.preprocess
+        if getattr(original, "decodes_with_to_rgb_image", False):
+            continue
 
-    def preprocess(self, image, *args, **kwargs):
-        if getattr(self.image_processor, "decodes_with_to_rgb_image", False) and not hasattr(image, "shape"):
-            image = to_rgb_image(image)
-        return original(self, image, *args, **kwargs)
+        def preprocess(self, image, *args, _original=original, **kwargs):
+            if _decodes_with_to_rgb_image(self) and not hasattr(image, "shape"):
+                image = to_rgb_image(image)
+            return _original(self, image, *args, **kwargs)
 
-    preprocess.decodes_with_to_rgb_image = True
-    ImageClassificationPipeline.preprocess = preprocess
+        preprocess.decodes_with_to_rgb_image = True
+        pipeline_class.preprocess = preprocess
 
 
 _decode_pipeline_inputs_with_to_rgb_image()

@@ -110,6 +110,33 @@ def test_pipeline_processor_and_data_loop_decode_every_file_kind_alike(saved, ph
         assert torch.allclose(torch.tensor([scores[f"class{i}"] for i in range(5)]), probs, atol=1e-6), name
 
 
+def test_segmentation_pipeline_decodes_like_the_data_loop(photo, tmp_path):
+    """pipeline("image-segmentation") of an UperNet on an iLLaMA backbone (its processor: Transformers' own
+    Segformer one) decodes files with to_rgb_image too: a 16-bit PNG is scaled, not clipped to white."""
+    from transformers import UperNetConfig, UperNetForSemanticSegmentation
+    from transformers.image_utils import load_image
+
+    from modeling_illama.image_processing_illama import build_segmentation_image_processor
+
+    torch.manual_seed(0)
+    backbone = ILlamaConfig(**{**TINY_ILLAMA, "out_indices": [1, 2]})
+    config = UperNetConfig(backbone_config=backbone, hidden_size=8, use_auxiliary_head=False, num_labels=3)
+    folder = tmp_path / "seg"
+    UperNetForSemanticSegmentation(config).eval().save_pretrained(folder)
+    build_segmentation_image_processor(32).save_pretrained(folder)
+    segmenter = pipeline("image-segmentation", model=str(folder), subtask="semantic")
+    processor = segmenter.image_processor
+    for name, (path, expected) in write_files(photo, tmp_path).items():
+        got = segmenter.preprocess(str(path))["pixel_values"]
+        decoded = np.asarray(decode_image({"path": str(path), "bytes": None}))  # the training / eval data loop
+        assert torch.equal(got, processor(Image.fromarray(decoded), return_tensors="pt")["pixel_values"]), name
+        assert (got - processor(expected, return_tensors="pt")["pixel_values"]).abs().max().item() <= LEVEL, name
+        if name == "16-bit grayscale PNG":  # what Transformers' own decoding gives: clipped to white
+            clipped = processor(load_image(str(path)), return_tensors="pt")["pixel_values"]
+            assert (got - clipped).abs().max().item() > 1.0
+    assert segmenter(str(path))  # and the pipeline runs on them
+
+
 def test_float_arrays_in_0_1_are_the_uint8_image(saved, photo):
     folder, model = saved
     classifier = pipeline("image-classification", model=str(folder))
