@@ -52,12 +52,30 @@ def _with_aliases(add_argument):
     return add
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with Transformers' spellings: `--output-dir` and `--output_dir` are the same option."""
+# numeric options checked after parsing, by destination: (rule, test); 0 never means "all"
+POSITIVE_INTS = ("limit", "batch_size", "num_bins", "num_images", "latency_batch_size", "latency_repeats")
+POSITIVE_INTS += ("verify_inputs", "num_heads", "num_labels", "image_size", "opset", "hidden_size")
+NON_NEGATIVE_INTS = ("num_workers", "seed")
+FRACTIONS = ("threshold",)  # in (0, 1]
+POSITIVE_FLOATS = ("tolerance",)
+OUTPUT_FILES = ("output", "json")  # single files a command writes: never written over without --overwrite
+# import name -> the extra that installs it
+EXTRA_OF_MODULE = {name: "train" for name in (*TRAIN_EXTRA_MODULES, "tensorboardX")}
+EXTRA_OF_MODULE.update({name: "analysis" for name in ("torchao", "onnx", "onnxruntime", "onnxscript")})
+
+
+class ILlamaArgumentParser(argparse.ArgumentParser):
+    """argparse with the package's checks: `--debug` on every (sub)command, numeric limits in range (a count of
+    0 or less is an error, not "everything"), and an existing `--output` / `--json` file refused unless
+    `--overwrite` (added to any parser with such an option); every `--a-b` option also answers to `--a_b`, as
+    Transformers' scripts spell them (kept out of --help)."""
 
     def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("conflict_handler", "resolve")
         super().__init__(*args, **kwargs)
         self.add_argument = _with_aliases(self.add_argument)
+        self.add_argument("--debug", action="store_true", help="show the traceback of an error (or ILLAMA_DEBUG=1)")
 
     def add_argument_group(self, *args, **kwargs):
         group = super().add_argument_group(*args, **kwargs)
@@ -68,31 +86,6 @@ class ArgumentParser(argparse.ArgumentParser):
         group = super().add_mutually_exclusive_group(**kwargs)
         group.add_argument = _with_aliases(group.add_argument)
         return group
-
-
-# numeric options checked after parsing, by destination: (rule, test); 0 never means "all"
-POSITIVE_INTS = ("limit", "batch_size", "num_bins", "num_images", "latency_batch_size", "latency_repeats")
-POSITIVE_INTS += ("verify_inputs", "num_heads", "num_labels", "image_size", "opset", "hidden_size")
-NON_NEGATIVE_INTS = ("num_workers", "seed")
-FRACTIONS = ("threshold",)  # in (0, 1]
-POSITIVE_FLOATS = ("tolerance",)
-OUTPUT_FILES = ("output", "json")  # single files a command writes: never written over without --overwrite
-# import name -> the extra that installs it
-EXTRA_OF_MODULE = {name: "train" for name in ("accelerate", "datasets", "evaluate", "torchvision", "timm", "yaml")}
-EXTRA_OF_MODULE.update({name: "train" for name in ("matplotlib", "tqdm", "tensorboardX")})
-EXTRA_OF_MODULE.update({name: "analysis" for name in ("torchao", "onnx", "onnxruntime", "onnxscript")})
-
-
-class ILlamaArgumentParser(ArgumentParser):
-    """argparse with the package's checks: `--debug` on every (sub)command, numeric limits in range (a count of
-    0 or less is an error, not "everything"), and an existing `--output` / `--json` file refused unless
-    `--overwrite` (added to any parser with such an option); every `--a-b` option also answers to `--a_b`."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", HelpFormatter)
-        kwargs.setdefault("conflict_handler", "resolve")
-        super().__init__(*args, **kwargs)
-        self.add_argument("--debug", action="store_true", help="show the traceback of an error (or ILLAMA_DEBUG=1)")
 
     def add_argument(self, *names, **kwargs):
         action = super().add_argument(*names, **kwargs)
@@ -138,15 +131,14 @@ class ILlamaArgumentParser(ArgumentParser):
             if other != dest and isinstance(value, str) and os.path.exists(value):
                 if os.path.samefile(value, path):
                     self.error(f"argument {name}: {path} is the input --{other.replace('_', '-')}; write elsewhere")
-        if not getattr(namespace, "overwrite", False):
-            self.error(f"argument {name}: {path} exists; pass --overwrite to replace it, or choose another file")
+        if error := existing_outputs_error([path], getattr(namespace, "overwrite", False), "choose another file"):
+            self.error(f"argument {name}: {error}")
 
 
 def make_parser(prog: str, description: str | None, parser_class=None, **kwargs) -> ILlamaArgumentParser:
     """The package's parser: help with defaults, the checks of ILlamaArgumentParser, Transformers' underscore
     spellings of every dashed option."""
-    parser_class = parser_class or ILlamaArgumentParser
-    return parser_class(prog=prog, description=description, formatter_class=HelpFormatter, **kwargs)
+    return (parser_class or ILlamaArgumentParser)(prog=prog, description=description, **kwargs)
 
 
 def describe_error(error: BaseException) -> str:
@@ -156,10 +148,7 @@ def describe_error(error: BaseException) -> str:
         top = error.name.split(".")[0]
         extra = EXTRA_OF_MODULE.get(top)
         if extra:
-            return (
-                f"{top} not installed: this command needs the [{extra}] extra; install it with: "
-                f"pip install 'illama-transformers[{extra}]' (in a checkout: pip install -e '.[{extra}]')"
-            )
+            return install_hint([top], extra)
     if type(error).__name__.startswith("StrictDataclass") and isinstance(error.__cause__, (ValueError, TypeError)):
         error = error.__cause__  # a config field's own check: its message is the line
     text = " ".join(str(error).split()) or "no details"
@@ -221,10 +210,6 @@ def add_split(parser) -> None:
         default="auto",
         help=f"dataset split; auto: the first of {', '.join(SPLIT_PREFERENCE)} the data set has",
     )
-
-
-def add_overwrite(parser, what: str) -> None:
-    parser.add_argument("--overwrite", action="store_true", help=f"replace {what}")
 
 
 def existing_outputs_error(paths, overwrite: bool, elsewhere: str) -> str | None:
@@ -319,8 +304,11 @@ def user_error(prog: str, error: object) -> int:
 def missing_extra(extra: str, modules: tuple[str, ...]) -> str | None:
     """The install hint when one of `modules` (of the `extra` in setup.cfg) is not installed, else None."""
     missing = [name for name in modules if importlib.util.find_spec(name) is None]
-    if not missing:
-        return None
+    return install_hint(missing, extra) if missing else None
+
+
+def install_hint(missing: list[str], extra: str) -> str:
+    """`X not installed: this command needs the [extra] extra; install it with: ...`"""
     return (
         f"{', '.join(missing)} not installed: this command needs the [{extra}] extra; install it with: "
         f"pip install 'illama-transformers[{extra}]' (in a checkout: pip install -e '.[{extra}]')"

@@ -47,18 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = common.make_parser(PROG, __doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    calibration = commands.add_parser(
-        "calibration", formatter_class=common.HelpFormatter, help="ECE, reliability diagram and confusion matrix"
-    )
+    calibration = commands.add_parser("calibration", help="ECE, reliability diagram and confusion matrix")
     common.add_model(calibration, what="an image classifier")
     _dataset_args(calibration)
     calibration.add_argument("--limit", type=int, help="only the first N images")
     calibration.add_argument("--num-bins", type=int, default=15, help="equal-width confidence bins")
     _output_args(calibration, "analysis/calibration")
 
-    shape = commands.add_parser(
-        "shape-bias", formatter_class=common.HelpFormatter, help="shape bias on the cue-conflict stimuli"
-    )
+    shape = commands.add_parser("shape-bias", help="shape bias on the cue-conflict stimuli")
     shape.add_argument(
         "--model", required=True, nargs="+", help=f"one or more ImageNet-1K classifiers, each a {common.MODEL_HELP}"
     )
@@ -70,9 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _output_args(shape, "analysis/shape-bias")
 
-    rank = commands.add_parser(
-        "attention-rank", formatter_class=common.HelpFormatter, help="rank of the attention maps per layer and head"
-    )
+    rank = commands.add_parser("attention-rank", help="rank of the attention maps per layer and head")
     rank.add_argument(
         "--model",
         required=True,
@@ -86,9 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--threshold", type=float, default=0.8, help="fraction of the singular-value sum")
     _output_args(rank, "analysis/attention-rank")
 
-    quantize = commands.add_parser(
-        "quantize", formatter_class=common.HelpFormatter, help="int8 post-training quantization (torchao)"
-    )
+    quantize = commands.add_parser("quantize", help="int8 post-training quantization (torchao)")
     common.add_model(quantize, what="a float image classifier")
     quantize.add_argument(
         "--scheme",
@@ -102,9 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--latency-repeats", type=int, default=20, help="timed forward passes per model")
     _output_args(quantize, "analysis/quantize")
 
-    onnx = commands.add_parser(
-        "export-onnx", formatter_class=common.HelpFormatter, help="ONNX export checked with onnxruntime"
-    )
+    onnx = commands.add_parser("export-onnx", help="ONNX export checked with onnxruntime")
     common.add_model(onnx, what="an image classifier")
     onnx.add_argument("--image-size", type=int, help="export at this resolution (iLLaMA: position table resized)")
     onnx.add_argument("--opset", type=int, default=18, help="ONNX opset version")
