@@ -122,15 +122,18 @@ def check_model_overrides(overrides: dict[str, Any], model_family: str) -> None:
     config_class = model_config_class(model_family)
     known = set(config_class().to_dict()) | {"out_features", "out_indices", "num_labels", "id2label", "label2id"}
     known -= {"transformers_version", "architectures", "auto_map", "model_type", "_name_or_path"}
-    unknown = sorted(set(overrides) - known)
+    name = config_class.__name__
+    check_known(overrides, known, "model_overrides field(s)", f" for {name}", f"valid fields are those of {name}")
+
+
+def check_known(names, known: set[str], label: str, where: str, valid: str) -> None:
+    """ValueError for the `names` not in `known`: `unknown <label> [names]<where>`, the closest known names, then
+    `valid`."""
+    unknown = sorted(set(names) - known)
     if unknown:
         hints = {k: difflib.get_close_matches(k, known, n=3) for k in unknown}
         hint = "; ".join(f"{k!r}: did you mean {v}?" for k, v in hints.items() if v)
-        raise ValueError(
-            f"unknown model_overrides field(s) {unknown} for {config_class.__name__}"
-            + (f" ({hint})" if hint else "")
-            + f"; valid fields are those of {config_class.__name__}"
-        )
+        raise ValueError(f"unknown {label} {unknown}{where}" + (f" ({hint})" if hint else "") + f"; {valid}")
 
 
 def check_soft_mask_schedule(schedule: str, what: str = "soft-mask schedule") -> None:
@@ -429,15 +432,8 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<dict>") -> ILlamaTrai
 def check_fields(data: dict[str, Any], source: str) -> None:
     """Unknown keys -> an error naming where they came from and the closest valid names."""
     known = {f.name for f in dataclasses.fields(ILlamaTrainingArguments) if f.init}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        hints = {k: difflib.get_close_matches(k, known, n=3) for k in unknown}
-        hint = "; ".join(f"{k!r}: did you mean {v}?" for k, v in hints.items() if v)
-        raise ValueError(
-            f"unknown recipe field(s) {unknown} in {source}"
-            + (f" ({hint})" if hint else "")
-            + "; valid fields are the iLLaMA fields of ILlamaTrainingArguments and every TrainingArguments field"
-        )
+    valid = "valid fields are the iLLaMA fields of ILlamaTrainingArguments and every TrainingArguments field"
+    check_known(data, known, "recipe field(s)", f" in {source}", valid)
 
 
 _STRATEGY_FIELDS = ("eval_strategy", "save_strategy", "logging_strategy", "hub_strategy")
