@@ -24,43 +24,42 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".illama-train.lock"
-# files that make a folder "hold a model" (a finished or running training run, a converted model)
-MODEL_FILES = (
+LOG_FILE = "train.log"
+# files a training run writes that make a folder "hold a model" (a finished, running or LoRA run)
+RUN_MODEL_FILES = (
     "adapter_config.json",
     "config.json",
     "model.safetensors",
     "model.safetensors.index.json",
-    "pytorch_model.bin",
     "trainer_state.json",
     "recipe.json",
 )
+MODEL_FILES = RUN_MODEL_FILES + ("pytorch_model.bin",)  # also a converted or older model, which a run never writes
 # everything a training run (and illama-eval's default output) writes at the top of its output folder: exact
 # names, the Trainer's shard names, illama-eval's eval_<split>.json and the remote code save_pretrained copies
 MERGED_FOLDER = "merged"  # a LoRA run's merged full model (training/peft.py)
 RUN_OUTPUT_PATTERNS = (
-    "config.json",
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "model-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].safetensors",
-    "trainer_state.json",
-    "recipe.json",
-    "recipe.resumed-[0-9]*.json",
-    "preprocessor_config.json",
-    "training_args.bin",
-    "all_results.json",
-    "train_results.json",
-    "eval_results.json",
-    "eval_*.json",
-    "training_curves.png",
-    "train.log",
-    "adapter_config.json",  # a LoRA run (training/peft.py)
-    "adapter_model.safetensors",
-    "labels.json",
-) + tuple(
-    sorted(
-        path.name
-        for path in Path(__file__).resolve().parents[1].glob("*.py")
-        if "illama" in path.name or "frozen_llm" in path.name
+    RUN_MODEL_FILES
+    + (
+        "model-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].safetensors",
+        "recipe.resumed-[0-9]*.json",
+        "preprocessor_config.json",
+        "training_args.bin",
+        "all_results.json",
+        "train_results.json",
+        "eval_results.json",
+        "eval_*.json",
+        "training_curves.png",
+        LOG_FILE,
+        "adapter_model.safetensors",  # a LoRA run (training/peft.py)
+        "labels.json",
+    )
+    + tuple(
+        sorted(
+            path.name
+            for path in Path(__file__).resolve().parents[1].glob("*.py")
+            if "illama" in path.name or "frozen_llm" in path.name
+        )
     )
 )
 CHECKPOINT_PATTERN = "checkpoint-*"
@@ -148,17 +147,16 @@ def prepare_output_dir(
 # output folder -> size of its train.log when a run claimed it to overwrite it without removing yet: the new run
 # appends to that file from then on, so removal drops the old head instead of the file
 _LOG_SIZE_AT_CLAIM: dict[str, int] = {}
-LOG_FILE = "train.log"
 
 
-def remove_run_outputs(output_dir: str | os.PathLike, keep: tuple[str, ...] = ()) -> list[str]:
-    """Remove what a training run writes (`RUN_OUTPUT_PATTERNS`, checkpoint-* folders) from `output_dir`, except
-    the names in `keep`; every other file stays. Returns the names removed. After `claim_output_dir(...,
-    overwrite=True, remove=False)` the previous run's lines are cut from train.log, which the new run extends."""
-    removed = []
+def remove_run_outputs(output_dir: str | os.PathLike) -> list[str]:
+    """Remove what a training run writes (`RUN_OUTPUT_PATTERNS`, checkpoint-* folders) from `output_dir`; every
+    other file stays. Returns the names removed. After `claim_output_dir(..., overwrite=True, remove=False)` the
+    previous run's lines are cut from train.log, which the new run extends."""
+    removed, keep = [], ()
     head = _LOG_SIZE_AT_CLAIM.pop(os.path.realpath(output_dir), None)
     if head is not None:
-        keep = (*keep, LOG_FILE)
+        keep = (LOG_FILE,)
         log = Path(output_dir) / LOG_FILE
         if head and log.is_file():
             with open(log, "r+b") as handle:  # the run's handler appends (O_APPEND): it follows the new end

@@ -22,13 +22,12 @@ import os
 import time
 
 from .assembly import TrainingRun, distributed_state, save_final_model
-from .output_dir import claim_output_dir, remove_run_outputs
+from .output_dir import LOG_FILE, claim_output_dir, remove_run_outputs
 from .recipes import Recipe
 from .resume import check_resume_record, last_checkpoint
 from .tasks import build_training
 
 logger = logging.getLogger(__name__)
-LOG_FILE = "train.log"
 
 
 def train(
