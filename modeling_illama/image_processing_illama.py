@@ -1,8 +1,9 @@
 """Image processing for iLLaMA: the one image decoding, the authors' (timm's) evaluation transform, and the
 processor saved with a segmentation model.
 
-Decoding (`to_rgb_image`) is shared by the image processor, `pipeline("image-classification")`, illama-eval
-and the training data, so a file or array gives the same pixels on every path:
+Decoding (`to_rgb_image`) is shared by the image processor, `pipeline("image-classification")` and
+`pipeline("image-segmentation")` of iLLaMA models, illama-eval and the training data, so a file or array gives the
+same pixels on every path:
 
 - files and PIL images are turned upright by their EXIF orientation;
 - 16-bit ("I;16", "I") images are scaled by 255 / 65535 and float ("F") images by 255 (values in [0, 1]),

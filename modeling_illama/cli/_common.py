@@ -212,6 +212,14 @@ def add_split(parser) -> None:
     )
 
 
+def default_output(model: str, prefix: str, suffix: str = "") -> str:
+    """The JSON file a tool writes when no --output is given: `<model>/<prefix><suffix>.json` next to a local
+    model; `./<prefix>_<org>--<name><suffix>.json` for a Hub id (never inside a path named like the id)."""
+    if os.path.isdir(model):
+        return os.path.join(model, f"{prefix}{suffix}.json")
+    return f"{prefix}_{model.replace('/', '--')}{suffix}.json"
+
+
 def existing_outputs_error(paths, overwrite: bool, elsewhere: str) -> str | None:
     """The one-line refusal when a file (or folder) a command is about to write already exists and `overwrite`
     is not set, else None: names the existing paths and both fixes, `--overwrite` or `elsewhere` (e.g.

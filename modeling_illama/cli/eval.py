@@ -43,13 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def default_output(model: str, split: str) -> str:
-    """Next to a local model; in the current folder for a Hub id (never inside a path named like the id)."""
-    if os.path.isdir(model):
-        return os.path.join(model, f"eval_{split}.json")
-    return f"eval_{model.replace('/', '--')}_{split}.json"
-
-
 def plot_files(folder: str) -> list[str]:
     """The files `--plots DIR` writes (draw_calibration_figures)."""
     from modeling_illama.analysis.calibration import CALIBRATION_FIGURES
@@ -71,7 +64,7 @@ def main(argv=None) -> int:
     except ValueError as error:
         return common.user_error(PROG, error)
     args.device = common.resolve_device(args.device)
-    output = args.output or default_output(args.model, args.split)
+    output = args.output or common.default_output(args.model, "eval", f"_{args.split}")
     if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
         return common.user_error(PROG, f"no such folder for --output: {os.path.dirname(output)}")
     # the files this command names itself (an explicit --output is checked by the parser): before any work

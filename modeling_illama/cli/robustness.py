@@ -49,13 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def default_output(model: str) -> str:
-    """<model>/robustness.json for a local folder; ./robustness_<org>--<name>.json for a Hub id."""
-    if os.path.isdir(model):
-        return os.path.join(model, "robustness.json")
-    return f"robustness_{model.replace('/', '--')}.json"
-
-
 def split_for(source: str, split: str) -> str:
     """The split to read: a local folder without split sub-folders is one 'train' split for `datasets`."""
     from modeling_illama.training.data import available_splits
@@ -76,7 +69,7 @@ def main(argv=None) -> int:
     sets = (args.imagenet_c, args.imagenet_a, args.imagenet_r, args.imagenet_sketch, args.adversarial)
     if not any(sets):
         return common.user_error(PROG, "give at least one of --imagenet-c/-a/-r/-sketch or --adversarial")
-    output = args.output or default_output(args.model)
+    output = args.output or common.default_output(args.model, "robustness")
     # the default file is checked here, before the model loads (an explicit --output is checked by the parser)
     if not args.output and (
         error := common.existing_outputs_error([output], args.overwrite, "give --output FILE to write elsewhere")
