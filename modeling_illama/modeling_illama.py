@@ -20,7 +20,11 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_illama import POST_SOFTMAX_PATHS, ILlamaConfig, to_pair
-from .fused_attention_illama import post_softmax_attention_paths, soft_attention_mask
+from .fused_attention_illama import (
+    post_softmax_attention_paths,
+    release_soft_attention_masks,
+    soft_attention_mask,
+)
 from .fused_elementwise_illama import rms_norm, swiglu
 from .modeling_frozen_llm import FrozenLLMHostMixin, ILlamaFrozenLLM
 
@@ -208,18 +212,16 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling, 
 
 
 def sdpa_attention_forward(module, query, key, value, attention_mask, scaling, soft_mask_rate=1.0, **kwargs):
-    """The fastest exact path, no weights: plain SDPA at r = 1 (and SDPA's causal kernel for the renormalized
-    style at r = 0, log M as its float mask otherwise); for the post-softmax style the path
-    `config.post_softmax_path` of fused_attention_illama.py ("auto": the measured rule table)."""
+    """The fastest exact path, no weights: for the post-softmax style at r < 1 the path
+    `config.post_softmax_path` of fused_attention_illama.py ("auto": the measured rule table); otherwise SDPA
+    (its causal kernel at r = 0, log M as its float mask for 0 < r < 1, no mask at r = 1)."""
     if soft_mask_rate < 1.0 and module.config.mask_style == "post_softmax":
         path = module.config.post_softmax_path
         attn_output = post_softmax_attention_paths(query, key, value, soft_mask_rate, scaling, path)
     else:
-        mask = None
-        if 0.0 < soft_mask_rate < 1.0:
-            mask = soft_attention_mask(key.shape[-2], soft_mask_rate, "renormalized", query.dtype, query.device)
-        is_causal = soft_mask_rate == 0.0
-        attn_output = F.scaled_dot_product_attention(query, key, value, mask, is_causal=is_causal, scale=scaling)
+        rate, tokens = soft_mask_rate, key.shape[-2]
+        mask = soft_attention_mask(tokens, rate, "renormalized", query.dtype, query.device) if rate > 0 else None
+        attn_output = F.scaled_dot_product_attention(query, key, value, mask, is_causal=rate == 0.0, scale=scaling)
     return attn_output.transpose(1, 2).contiguous(), None
 
 
@@ -234,7 +236,10 @@ ALL_ATTENTION_FUNCTIONS = ILlamaAttentionInterface()
 
 
 class ILlamaAttention(nn.Module):
-    """Multi-head self-attention with a fused qkv projection ([q heads | k heads | v heads] rows) and rotary q, k."""
+    """Multi-head self-attention with a fused qkv projection ([q heads | k heads | v heads] rows) and rotary q, k.
+
+    `soft_mask_rate` is r; with `last_token_only` only the last (class) token queries, and since M's last row is
+    all ones that is plain attention (r = 1)."""
 
     def __init__(self, config: ILlamaConfig, layer_idx: int = 0):
         super().__init__()
@@ -243,20 +248,10 @@ class ILlamaAttention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
         self.scaling = self.head_dim**-0.5
-        self.is_causal = False
         self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor],
-        soft_mask_rate: float = 1.0,
-        last_token_only: bool = False,
-        **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`soft_mask_rate` is r; with `last_token_only` only the last (class) token queries, and since M's
-        last row is all ones that is plain attention (r = 1)."""
+    def forward(self, hidden_states, position_embeddings, soft_mask_rate=1.0, last_token_only=False, **kwargs):
         batch_size, num_tokens, _ = hidden_states.shape
         qkv = self.qkv_proj(hidden_states).view(batch_size, num_tokens, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
@@ -272,8 +267,7 @@ class ILlamaAttention(nn.Module):
         attn_output, attn_weights = attention_interface(
             self, query, key, value, None, scaling=self.scaling, soft_mask_rate=soft_mask_rate, **kwargs
         )
-        attn_output = attn_output.reshape(batch_size, query.shape[2], -1)
-        return self.o_proj(attn_output), attn_weights
+        return self.o_proj(attn_output.reshape(batch_size, query.shape[2], -1)), attn_weights
 
 
 class ILlamaMLP(nn.Module):
@@ -506,6 +500,7 @@ class ILlamaModel(ILlamaPreTrainedModel):
             )
         if self.frozen_llm is not None:
             hidden_states = self.frozen_llm(hidden_states)
+        release_soft_attention_masks(keep_tokens=self.config.num_patches + 1)  # M at other sizes is not kept
 
         sequence_output = self.norm(hidden_states)
         return BaseModelOutputWithPooling(last_hidden_state=sequence_output, pooler_output=sequence_output[:, -1])

@@ -29,3 +29,24 @@ def imagenet_sample_files(imagenet_sample_dir) -> list[Path]:
     files = sorted(imagenet_sample_dir.glob("*.JPEG"))
     assert len(files) >= 8, f"test images missing from {imagenet_sample_dir}"
     return files
+
+
+@pytest.fixture
+def mask_builds(monkeypatch) -> list[tuple]:
+    """(N, r, style, dtype, device) of every N x N soft mask the model's attention functions build: a call that
+    gets the kept mask back (the same tensor) is not a build. Starts with no mask kept."""
+    import modeling_illama.fused_attention_illama as fused
+    import modeling_illama.modeling_illama as modeling
+
+    fused.release_soft_attention_masks()
+    builds, returned, original = [], [], modeling.soft_attention_mask
+
+    def counting(*args):
+        mask = original(*args)
+        if mask is not None and not any(mask is seen for seen in returned):
+            returned.append(mask)
+            builds.append(args)
+        return mask
+
+    monkeypatch.setattr(modeling, "soft_attention_mask", counting)
+    return builds

@@ -24,6 +24,11 @@ SUBPACKAGE_LAYERS = {
     "cli": "cli",
 }
 MAX_FUNCTION_LINES = 60  # in training/: no function a reader must hold in mind is longer
+# docs/DESIGN.md "Attention": the attention functions, their table and ILlamaAttention (modeling_illama.py) plus
+# fused_attention_illama.py, at most half of the ~550 lines the attention took over 13 paths; the model file
+MAX_ATTENTION_LINES = 275
+MAX_MODEL_FILE_LINES = 610
+ATTENTION_NAMES = ("eager_attention_forward", "sdpa_attention_forward", "ILlamaAttentionInterface", "ILlamaAttention")
 
 
 def layer_of(module: str) -> str:
@@ -194,6 +199,26 @@ def test_no_training_function_runs_past_60_lines():
     assert long_functions(ROOT / "training", MAX_FUNCTION_LINES) == []
 
 
+def attention_lines(model_file: Path, fused_file: Path) -> int:
+    """Lines from the first to the last attention definition of the model file (blank lines and the table
+    between them included) plus every line of the fused attention file."""
+    nodes = [
+        node
+        for node in ast.parse(model_file.read_text(encoding="utf-8")).body
+        if getattr(node, "name", None) in ATTENTION_NAMES
+        or any(getattr(target, "id", None) == "ALL_ATTENTION_FUNCTIONS" for target in getattr(node, "targets", ()))
+    ]
+    assert len(nodes) == len(ATTENTION_NAMES) + 1, [getattr(node, "name", "table") for node in nodes]
+    in_model = max(node.end_lineno for node in nodes) - min(node.lineno for node in nodes) + 1
+    return in_model + len(fused_file.read_text(encoding="utf-8").splitlines())
+
+
+def test_attention_and_the_model_file_stay_reviewable():
+    model_file = ROOT / "modeling_illama.py"
+    assert attention_lines(model_file, ROOT / "fused_attention_illama.py") <= MAX_ATTENTION_LINES
+    assert len(model_file.read_text(encoding="utf-8").splitlines()) <= MAX_MODEL_FILE_LINES
+
+
 # ----------------------------------------------------------------------------------------------- the checker
 
 
@@ -267,6 +292,20 @@ def test_layer_of_places_the_model_root_files():
     ] == ["config", "model", "model", "model", "utils", "llm, conversion"]
     with pytest.raises(ValueError, match="subpackage 'plugins' has no layer"):
         layer_of(f"{PACKAGE}.plugins.extra")
+
+
+def test_attention_line_count_spans_the_definitions_and_the_fused_file(tmp_path):
+    functions = "".join(f"def {name}():\n    pass\n\n\n" for name in ATTENTION_NAMES[:3])
+    model = tmp_path / "model.py"
+    model.write_text(
+        f"import torch\n\n\n{functions}ALL_ATTENTION_FUNCTIONS = {{}}\n\n\nclass ILlamaAttention:\n    x = 1\n"
+    )
+    fused = tmp_path / "fused.py"
+    fused.write_text("a = 1\nb = 2\n")
+    assert attention_lines(model, fused) == 3 * 4 + 1 + 2 + 2 + 2  # functions, table, blanks, class, fused
+    model.write_text("def eager_attention_forward():\n    pass\n")
+    with pytest.raises(AssertionError):
+        attention_lines(model, fused)
 
 
 def test_long_function_check_counts_lines(tmp_path):

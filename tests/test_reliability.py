@@ -577,12 +577,10 @@ def test_illama_train_resume_checks_the_record_it_wrote(tmp_path, capsys):
 # ------------------------------------------------------------------ 10. masks at large inputs
 
 
-def test_post_softmax_sdpa_builds_no_mask_at_any_size_or_grad_mode_and_eager_keeps_none(monkeypatch):
-    """Post-softmax attention on "sdpa" takes r as a number and builds M inside its path (fused_attention_illama),
-    so the model builds no mask for it: not at a large input, not in training. Eager reads M: each block builds
-    it for the call and nothing is kept on the model."""
-    import modeling_illama.modeling_illama as modeling
-
+def test_post_softmax_sdpa_builds_no_mask_at_any_size_or_grad_mode_and_eager_keeps_only_its_own_size(mask_builds):
+    """Post-softmax attention on "sdpa" takes r as a number and never asks for M (fused_attention_illama), so the
+    model builds no mask for it: not at a large input, not in training. Eager reads M: one mask per forward (not
+    one per layer), kept only for the model's own token count."""
     torch.manual_seed(0)
     config = load_preset("illama-tiny-224", **{**TINY_MODEL_OVERRIDES, "num_hidden_layers": 2}, num_labels=3)
     model = ILlamaForImageClassification(config).eval()
@@ -590,17 +588,13 @@ def test_post_softmax_sdpa_builds_no_mask_at_any_size_or_grad_mode_and_eager_kee
     model.set_soft_mask_rate(0.37)
     eager = copy.deepcopy(model)
     eager.set_attn_implementation("eager")
-    built = []
-    original = modeling.soft_attention_mask
-    monkeypatch.setattr(
-        modeling, "soft_attention_mask", lambda n, *args, **kwargs: built.append(n) or original(n, *args, **kwargs)
-    )
+    built = mask_builds  # (N, r, style, dtype, device) of each mask built
     pixels = torch.randn(2, 3, 128, 128)  # 16 x 16 patches + the class token = 257 tokens
     with torch.no_grad():
         fused = model(pixel_values=pixels, interpolate_pos_encoding=True).logits
         assert built == []  # never built
         reference = eager(pixel_values=pixels, interpolate_pos_encoding=True).logits  # materialises M
-        assert built == [257, 257]  # once per block, for the call
+        assert [n for n, *_ in built] == [257]  # once for both layers
     torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
 
     model.train()  # autograd, any path of the fused module: still no mask
@@ -609,9 +603,18 @@ def test_post_softmax_sdpa_builds_no_mask_at_any_size_or_grad_mode_and_eager_kee
         model(pixel_values=pixels, interpolate_pos_encoding=True).logits.sum().backward()
     with torch.no_grad():
         model(pixel_values=torch.randn(1, 3, 16, 16))  # the model's own resolution
-    assert built == [257, 257]
+    assert [n for n, *_ in built] == [257]
+
+    eager.train()  # eager training: built again at 257 tokens (not kept), once for both layers
+    eager(pixel_values=pixels, interpolate_pos_encoding=True).logits.sum().backward()
+    assert [n for n, *_ in built] == [257, 257]
+    with torch.no_grad():  # the model's own resolution (5 tokens) keeps its small mask, built once
+        eager.eval()
+        eager(pixel_values=torch.randn(1, 3, 16, 16))
+        eager(pixel_values=torch.randn(1, 3, 16, 16))
+    assert [n for n, *_ in built] == [257, 257, 5]
     held = [name for name, tensor in eager.illama.named_buffers() if tensor.shape[-2:] == (257, 257)]
-    assert not held and not [k for k, v in vars(eager.illama).items() if torch.is_tensor(v)]  # nothing kept
+    assert not held and not [k for k, v in vars(eager.illama).items() if torch.is_tensor(v)]  # nothing on the model
 
 
 # ------------------------------------------------------------------ 11. one-line errors
