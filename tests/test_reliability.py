@@ -574,6 +574,30 @@ def test_illama_train_resume_checks_the_record_it_wrote(tmp_path, capsys):
     assert json.loads((out / "recipe.json").read_text()) == {**record, "logging_steps": 2}
 
 
+def test_illama_train_resume_skips_a_checkpoint_whose_optimizer_scheduler_or_rng_file_is_damaged(tmp_path, capsys):
+    """End to end: the newest checkpoint's optimizer.pt truncated, then its scheduler.pt, then its rng_state.pth
+    replaced by text: each --resume warns, skips it for the previous complete one and finishes (exit 0)."""
+    data = write_data(tmp_path / "data")
+    recipe = str(write_recipe(tmp_path / "r.yaml", save_strategy="steps", save_steps=1, eval_strategy="no"))
+    out = tmp_path / "run"
+    argv = ["--recipe", recipe, "--dataset", str(data), "--output-dir", str(out), "--no-plot"]
+    assert train_main(argv) == 0
+    for name, damage in [
+        ("optimizer.pt", lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])),
+        ("scheduler.pt", lambda path: path.write_bytes(path.read_bytes()[:-40])),
+        ("rng_state.pth", lambda path: path.write_text("not a torch file")),
+    ]:
+        newest = max(out.glob("checkpoint-*"), key=lambda path: int(path.name.rpartition("-")[2]))
+        previous = out / f"checkpoint-{int(newest.name.rpartition('-')[2]) - 1}"
+        damage(newest / name)
+        (out / "train.log").write_text("")
+        assert train_main(argv + ["--resume"]) == 0, capsys.readouterr().err[-2000:]
+        log = (out / "train.log").read_text()
+        assert f"skipping incomplete checkpoint {newest}" in log and f"{name} is truncated or damaged" in log
+        assert f"resuming from {previous}" in log
+        assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
+
+
 # ------------------------------------------------------------------ 10. masks at large inputs
 
 

@@ -6,6 +6,7 @@ import pickle
 import string
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -127,22 +128,174 @@ def test_zero_or_negative_limits_are_refused_not_read_as_everything(tiny_folder,
         assert f"argument {option}: {message}" in one_error_line(capsys, "illama-eval")
 
 
-def test_paths_that_are_files_or_full_disks_are_one_line(tiny_folder, tmp_path, capsys):
+def test_a_path_that_is_a_file_is_one_line(tiny_folder, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     argv = ["--recipe", "cifar10-mini", "--dataset", str(tmp_path), "--output-dir", str(tmp_path / "file")]
     assert train_main(argv) == 2
     assert "file" in one_error_line(capsys, "illama-train")
-    if os.path.exists("/dev/full"):
-        from modeling_illama.cli import _common
 
-        @_common.one_line_errors("illama-tool")
-        def writes(argv=None):
-            with open("/dev/full", "w") as handle:
-                handle.write("results" * 1000)
-            return 0
 
-        assert writes([]) == 2
-        assert "No space left on device" in one_error_line(capsys, "illama-tool")
+# ------------------------------------------------------------- full disks and file-size limits name the path
+# A file-size limit (RLIMIT_FSIZE) makes every write past it fail with EFBIG, as a full disk does with ENOSPC:
+# the OS names no file, and safetensors and torch.save report it as their own errors.
+WRITERS = {
+    "python": "open(path, 'w').write('x' * 100_000)",
+    "json": "import json; json.dump({'x': 'y' * 100_000}, open(path, 'w'))",
+    "safetensors": "import torch, safetensors.torch as st; st.save_file({'x': torch.zeros(100_000)}, path)",
+    "torch.save": "import torch; torch.save({'x': torch.zeros(100_000)}, path)",
+    "matplotlib": "import matplotlib; matplotlib.use('Agg'); from matplotlib import pyplot; "
+    "pyplot.figure().savefig(path, dpi=600, format='png')",
+}
+
+
+def limited_run(command: list[str], limit_bytes: int | None, cwd, **env_changes) -> subprocess.CompletedProcess:
+    """`python *command` in a child process whose files may not grow past `limit_bytes` (None: no limit)."""
+    import resource
+
+    def limit():
+        if limit_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    env.update(env_changes)
+    env.pop("ILLAMA_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, *command], preexec_fn=limit, capture_output=True, text=True, env=env, cwd=cwd, timeout=600
+    )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE as on Linux")
+@pytest.mark.parametrize("writer", WRITERS)
+def test_a_write_over_the_size_limit_names_its_path_inside_writing_to(tmp_path, writer):
+    path = tmp_path / "out" / "result.bin"
+    path.parent.mkdir()
+    code = (
+        "import sys\nfrom modeling_illama.utils.writing import writing_to\n"
+        f"path = {str(path)!r}\n"
+        "try:\n"
+        f"    with writing_to(path):\n        {WRITERS[writer]}\n"
+        "except OSError as error:\n    print(type(error).__name__, error.errno, error.filename, '|', error)\n"
+    )
+    done = limited_run(["-c", code], 20_000, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("OSError ") and f" {path} | " in done.stdout, done.stdout + done.stderr[-2000:]
+    assert "File too large" in done.stdout or "write failed" in done.stdout, done.stdout
+
+
+def test_writing_to_leaves_other_errors_and_named_files_alone(tmp_path):
+    from modeling_illama.utils.writing import writing_to
+
+    with pytest.raises(ValueError, match="not a write"):
+        with writing_to(tmp_path):
+            raise ValueError("not a write")
+    with pytest.raises(FileNotFoundError) as raised:  # the OS named the file: kept as it is
+        with writing_to(tmp_path / "elsewhere"):
+            open(tmp_path / "missing" / "file.txt", "w")
+    assert raised.value.filename == str(tmp_path / "missing" / "file.txt")
+    with pytest.raises(OSError) as raised:  # an unnamed ENOSPC gets the path
+        with writing_to(tmp_path / "out.json"):
+            raise OSError(28, "No space left on device")
+    assert str(raised.value) == f"[Errno 28] No space left on device: '{tmp_path / 'out.json'}'"
+
+
+def tiny_training_data(tmp_path):
+    import yaml
+    from tiny_data import TINY_MODEL_OVERRIDES, tiny_recipe_fields, write_tiny_image_splits
+
+    data = write_tiny_image_splits(tmp_path / "data", n_train=16, n_test=4)
+    recipe = tmp_path / "recipe.yaml"
+    fields = tiny_recipe_fields(TINY_MODEL_OVERRIDES, num_train_epochs=1, eval_strategy="no", save_strategy="epoch")
+    recipe.write_text(yaml.safe_dump(fields))
+    return data, recipe
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE as on Linux")
+def test_each_writing_tool_names_its_output_on_a_size_limit_in_one_line(tiny_folder, tmp_path):
+    """illama-train (the checkpoint's safetensors), illama-eval (the data set's Arrow cache, then, with the cache
+    filled, its JSON), illama-export-official (torch.save, whose own error names no reason), illama-analyze (its
+    JSON) and illama-activation-maps (the PNG): `illama-<tool>: error: ... '<path>'`, exit 2, no traceback."""
+    data, recipe = tiny_training_data(tmp_path)
+    cache = str(tmp_path / "datasets-cache")
+    evaluate = ["-m", "modeling_illama.cli.eval", "--model", str(tiny_folder), "--dataset", str(data), "--split"]
+    output = {name: str(tmp_path / name) for name in ("run", "first.json", "eval.json", "official.pth")}
+    runs = [  # (tool, arguments, file-size limit, the path its error line names; None: a run that succeeds)
+        (
+            "illama-train",
+            [
+                "-m",
+                "modeling_illama.cli.train",
+                "--recipe",
+                str(recipe),
+                "--dataset",
+                str(data),
+                "--output-dir",
+                output["run"],
+            ],
+            30_000,
+            output["run"],
+        ),
+        ("illama-eval", [*evaluate, "test", "--output", output["first.json"]], 100, cache),
+        ("illama-eval", [*evaluate, "test", "--output", output["eval.json"]], None, None),  # fills the cache
+        ("illama-eval", [*evaluate, "test", "--output", output["eval.json"], "--overwrite"], 100, output["eval.json"]),
+        (
+            "illama-export-official",
+            [
+                "-m",
+                "modeling_illama.cli.export_official",
+                "--model",
+                str(tiny_folder),
+                "--output",
+                output["official.pth"],
+            ],
+            2_000,
+            output["official.pth"],
+        ),
+    ]
+    image = str(sorted((Path(__file__).parent / "data" / "imagenet-sample").glob("*.JPEG"))[0])
+    runs += [
+        (
+            "illama-analyze calibration",
+            [
+                "-m",
+                "modeling_illama.cli.analyze",
+                "calibration",
+                "--model",
+                str(tiny_folder),
+                "--dataset",
+                str(data),
+                "--split",
+                "test",
+                "--output-dir",
+                str(tmp_path / "analysis"),
+            ],
+            100,
+            str(tmp_path / "analysis"),
+        ),
+        (
+            "illama-activation-maps",
+            [
+                "-m",
+                "modeling_illama.cli.activation_maps",
+                "--model",
+                str(tiny_folder),
+                "--image",
+                image,
+                "--output",
+                str(tmp_path / "maps.png"),
+            ],
+            100,
+            str(tmp_path / "maps.png"),
+        ),
+    ]
+    for prog, arguments, limit, named in runs:
+        own_cache = str(tmp_path / "train-cache") if prog == "illama-train" else cache  # eval's run fills `cache`
+        done = limited_run(arguments, limit, tmp_path, HF_DATASETS_CACHE=own_cache)
+        if named is None:
+            assert done.returncode == 0, done.stderr[-3000:]
+            continue
+        lines = [line for line in done.stderr.splitlines() if line.startswith(f"{prog}: error: ")]
+        assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert named in lines[0] and ("File too large" in lines[0] or "write failed" in lines[0]), lines
 
 
 def test_debug_flag_and_environment_show_the_traceback(tiny_folder, tmp_path, monkeypatch):

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..utils.writing import writing_to  # noqa: F401  (the tools wrap their writes in it)
+
 # import names of the packages of the [train] extra (setup.cfg) that training and evaluation need
 TRAIN_EXTRA_MODULES = ("accelerate", "datasets", "evaluate", "torchvision", "timm", "yaml", "matplotlib", "tqdm")
 

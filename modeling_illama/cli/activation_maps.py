@@ -12,7 +12,15 @@ import argparse
 import json
 import sys
 
-from ._common import add_allow_missing_weights, add_model, load_package, make_parser, one_line_errors, user_error
+from ._common import (
+    add_allow_missing_weights,
+    add_model,
+    load_package,
+    make_parser,
+    one_line_errors,
+    user_error,
+    writing_to,
+)
 
 PROG = "illama-activation-maps"
 
@@ -57,9 +65,10 @@ def main(argv=None) -> int:
         return user_error(PROG, error)
     first = {layer: {kind: value[0] for kind, value in kinds.items()} for layer, kinds in maps.items()}
     shown = denormalize(pixel_values[0], processor.image_mean, processor.image_std)
-    draw_activation_maps(shown, first, args.output)
+    with writing_to(args.output):
+        draw_activation_maps(shown, first, args.output)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
+        with writing_to(args.json), open(args.json, "w", encoding="utf-8") as handle:
             json.dump({str(k): {kind: v.tolist() for kind, v in kinds.items()} for k, kinds in first.items()}, handle)
     print(f"wrote {args.output} (layers {', '.join(map(str, layers))})")
     return 0

@@ -340,7 +340,8 @@ def main(argv=None) -> int:
             output_files(args), args.overwrite, "give --output-dir another folder"
         ):
             return common.user_error(f"{PROG} {args.command}", error)
-        files, summary = COMMANDS[args.command](args)
+        with common.writing_to(args.output_dir):
+            files, summary = COMMANDS[args.command](args)
     except (ValueError, OSError) as error:  # a model or dataset it cannot measure, a missing folder
         return common.user_error(f"{PROG} {args.command}", error)
     print(summary)

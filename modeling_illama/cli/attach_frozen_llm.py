@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from ._common import load_package, make_parser, one_line_errors, user_error
+from ._common import load_package, make_parser, one_line_errors, user_error, writing_to
 
 PROG = "illama-attach-frozen-llm"
 
@@ -118,9 +118,10 @@ def main(argv=None) -> int:
             model = vit_with_frozen_llm(model, args.llama, args.layers, store_weights, args.rms_norm_eps)
         else:
             attach_frozen_llm(model, args.llama, args.layers, store_weights, args.rms_norm_eps)
-        model.save_pretrained(args.output_dir)
-        save_image_processor(args.model, model.config, args.output_dir)
-    except (FileNotFoundError, ValueError, KeyError) as error:
+        with writing_to(args.output_dir):
+            model.save_pretrained(args.output_dir)
+            save_image_processor(args.model, model.config, args.output_dir)
+    except (OSError, ValueError, KeyError) as error:
         return user_error(PROG, error)
     settings = model.config.frozen_llm
     frozen = sum(p.numel() for n, p in model.named_parameters() if "frozen_llm.layers." in n)

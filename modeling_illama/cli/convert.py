@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import load_package, make_parser, one_line_errors, progress_on_stdout, user_error
+from ._common import load_package, make_parser, one_line_errors, progress_on_stdout, user_error, writing_to
 
 PROG = "illama-convert"
 
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     if args.checkpoint and not args.output_dir:
         return user_error(PROG, "--checkpoint needs --output-dir DIR")
     try:
-        with progress_on_stdout():
+        with progress_on_stdout(), writing_to(args.all[1] if args.all else args.output_dir):
             if args.all:
                 convert_all(
                     *args.all, verify=args.verify, num_verify_inputs=args.verify_inputs, overwrite=args.overwrite

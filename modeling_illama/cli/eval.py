@@ -88,9 +88,10 @@ def main(argv=None) -> int:
         report = calibration_report(
             results.pop("logits"), results.pop("labels"), class_names=results.pop("class_names")
         )
-        for path in draw_calibration_figures(report, args.plots):
-            print(f"wrote {path}")
-    with open(output, "w") as f:
+        with common.writing_to(args.plots):
+            for path in draw_calibration_figures(report, args.plots):
+                print(f"wrote {path}")
+    with common.writing_to(output), open(output, "w") as f:
         json.dump(results, f, indent=2)
     print(json.dumps(results, indent=2))
     print(

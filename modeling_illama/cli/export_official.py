@@ -20,6 +20,7 @@ from ._common import (
     one_line_errors,
     progress_on_stdout,
     user_error,
+    writing_to,
 )
 
 PROG = "illama-export-official"
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     if missing := missing_model_folder(args.model):
         return user_error(PROG, missing)
     try:
-        with progress_on_stdout():
+        with progress_on_stdout(), writing_to(args.output):
             export_official(args.model, args.output, overwrite=args.overwrite)
     except (OSError, ValueError) as error:  # CheckpointError is a ValueError
         return user_error(PROG, error)

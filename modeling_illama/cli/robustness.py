@@ -117,7 +117,7 @@ def main(argv=None) -> int:
             )
     except (OSError, ValueError, KeyError) as error:
         return common.user_error(PROG, error)
-    with open(output, "w", encoding="utf-8") as handle:
+    with common.writing_to(output), open(output, "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=2)
     lines = []
     if "imagenet_c" in results:

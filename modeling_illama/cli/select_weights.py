@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-from ._common import load_package, make_parser, one_line_errors, user_error
+from ._common import load_package, make_parser, one_line_errors, user_error, writing_to
 
 PROG = "illama-select-weights"
 
@@ -52,6 +52,19 @@ def load_config(model: str, num_labels: int | None):
     return load_preset(model, **overrides)
 
 
+def save_selected(model, report, config, output_dir: str) -> None:
+    """The model, its image processor (square inputs) and weight_selection_report.json into `output_dir`."""
+    model.save_pretrained(output_dir)
+    try:
+        from ..image_processing_illama import build_image_processor
+
+        build_image_processor(config.image_size).save_pretrained(output_dir)
+    except ValueError as error:  # non-square inputs have no eval transform
+        print(f"{PROG}: warning: no preprocessor_config.json written: {error}", file=sys.stderr)
+    with open(os.path.join(output_dir, "weight_selection_report.json"), "w", encoding="utf-8") as handle:
+        json.dump(report.to_dict(), handle, indent=2)
+
+
 @one_line_errors(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
@@ -68,16 +81,9 @@ def main(argv=None) -> int:
         torch.manual_seed(args.seed)
         model = ILlamaForImageClassification(config)
         report = init_model_from_llama(model, args.llama)
-        model.save_pretrained(args.output_dir)
-        try:
-            from ..image_processing_illama import build_image_processor
-
-            build_image_processor(config.image_size).save_pretrained(args.output_dir)
-        except ValueError as error:  # non-square inputs have no eval transform
-            print(f"{PROG}: warning: no preprocessor_config.json written: {error}", file=sys.stderr)
-        with open(os.path.join(args.output_dir, "weight_selection_report.json"), "w", encoding="utf-8") as handle:
-            json.dump(report.to_dict(), handle, indent=2)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
+        with writing_to(args.output_dir):
+            save_selected(model, report, config, args.output_dir)
+    except (OSError, ValueError, KeyError) as error:
         return user_error(PROG, error)
     print(report.summary())
     print(f"saved to {args.output_dir} (report: weight_selection_report.json)")

@@ -30,6 +30,7 @@ from ._common import (
     missing_train_extra,
     one_line_errors,
     user_error,
+    writing_to,
 )
 
 PROG = "illama-train"
@@ -223,7 +224,8 @@ def main(argv=None) -> int:
         if error := unknown_field_error(overrides, parser):
             return user_error(PROG, error)
         recipe = load_recipe(args.recipe, {**overrides, **command_line_fields(args)}, output_dir=args.output_dir)
-        run = train(recipe, args.resume, args.overwrite, args.allow_changed_recipe, plot=not args.no_plot)
+        with writing_to(args.output_dir):
+            run = train(recipe, args.resume, args.overwrite, args.allow_changed_recipe, plot=not args.no_plot)
     except (OSError, ValueError, LabelError, OutputDirInUseError) as error:  # settings, data, folders, labels
         return user_error(PROG, error)
     state = distributed_state()

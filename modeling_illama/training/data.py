@@ -21,6 +21,7 @@ from datasets.distributed import split_dataset_by_node
 from PIL import Image
 
 from ..image_processing_illama import to_rgb_image
+from ..utils.writing import writing_to
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +174,8 @@ def load_image_dataset(
     """Load one split. Streaming data is shuffled through a buffer and split across processes by node."""
     kwargs = load_dataset_kwargs(str(source), split)
     try:
-        dataset = datasets.load_dataset(**kwargs, split=split, streaming=streaming)
+        with writing_to(kwargs.get("cache_dir") or datasets.config.HF_DATASETS_CACHE):  # the Arrow cache
+            dataset = datasets.load_dataset(**kwargs, split=split, streaming=streaming)
     except ValueError as error:
         if "Unknown split" in str(error) or "split" in str(error).lower():
             raise ValueError(f"split {split!r} not found in {source}: {error}") from error

@@ -23,7 +23,7 @@ def metric_path(name: str) -> str:
 def load_metric(name: str):
     import evaluate
 
-    return evaluate.load(metric_path(name))
+    return evaluate.load(metric_path(name), keep_in_memory=True)  # computed at once: no Arrow file on disk
 
 
 def classification_metrics(logits, labels) -> dict[str, float]:
