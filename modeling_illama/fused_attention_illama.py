@@ -126,6 +126,8 @@ class PostSoftmaxAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, rate: float, scaling: float, forward_path: str, backward_path: str):
+        if backward_path == "fused" and forward_path != "fused":
+            raise ValueError("the fused backward needs the fused forward (it uses the full rows' log-sum-exp).")
         out, full_lse, state = _forward(query, key, value, rate, scaling, forward_path)
         saved = (query, key, value, out, full_lse) if backward_path == "fused" else (query, key, value)
         ctx.save_for_backward(*saved)

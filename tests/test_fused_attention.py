@@ -177,6 +177,8 @@ def test_bad_arguments_are_refused_with_the_expected_values():
     tensors, _ = qkv_and_grad(8)
     with pytest.raises(ValueError, match=r"soft-mask rate must lie in \[0, 1\], got 1.5"):
         fused.post_softmax_attention_paths(*tensors, 1.5, SCALE)
+    with pytest.raises(ValueError, match="fused backward needs the fused forward"):
+        fused.PostSoftmaxAttentionFunction.apply(*tensors, 0.0, SCALE, "materialised", "fused")
     with pytest.raises(ValueError, match="as many queries as keys"):
         fused.post_softmax_attention_paths(tensors[0][:, :, :3], *tensors[1:], 0.0, SCALE)
     with pytest.raises((ValueError, StrictDataclassError), match="post_softmax_path must be one of"):
