@@ -213,7 +213,7 @@ def tiny_training_data(tmp_path):
 def test_each_writing_tool_names_its_output_on_a_size_limit_in_one_line(tiny_folder, tmp_path):
     """illama-train (the checkpoint's safetensors), illama-eval (the data set's Arrow cache, then, with the cache
     filled, its JSON), illama-export-official (torch.save, whose own error names no reason), illama-analyze (its
-    JSON) and illama-activation-maps (the PNG): `illama-<tool>: error: ... '<path>'`, exit 2, no traceback."""
+    JSON), illama-activation-maps (the PNG) and illama-convert (its safetensors): `illama-<tool>: error: ... '<path>'`, exit 2, no traceback."""
     data, recipe = tiny_training_data(tmp_path)
     cache = str(tmp_path / "datasets-cache")
     evaluate = ["-m", "modeling_illama.cli.eval", "--model", str(tiny_folder), "--dataset", str(data), "--split"]
@@ -252,7 +252,24 @@ def test_each_writing_tool_names_its_output_on_a_size_limit_in_one_line(tiny_fol
         ),
     ]
     image = str(sorted((Path(__file__).parent / "data" / "imagenet-sample").glob("*.JPEG"))[0])
+    official = ["-m", "modeling_illama.cli.export_official", "--model", str(tiny_folder), "--output"]
     runs += [
+        ("illama-export-official", [*official, str(tmp_path / "official-whole.pth")], None, None),
+        (
+            "illama-convert",
+            [
+                "-m",
+                "modeling_illama.cli.convert",
+                "--checkpoint",
+                str(tmp_path / "official-whole.pth"),
+                "--output-dir",
+                str(tmp_path / "converted"),
+                "--num-heads",
+                "1",
+            ],
+            2_000,
+            str(tmp_path / ".converted.tmp-"),  # the folder written first, renamed once complete
+        ),
         (
             "illama-analyze calibration",
             [
