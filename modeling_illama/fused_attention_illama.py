@@ -43,7 +43,7 @@ def soft_attention_mask(num_tokens: int, rate: float, style: str, dtype: torch.d
 def release_soft_attention_masks(keep_tokens: int = 0):
     """Drop the kept masks of more than `keep_tokens` tokens (ILlamaModel keeps those of its own resolution)."""
     if not torch.compiler.is_compiling():
-        for slot in [slot for slot in _kept_masks if slot[0] > keep_tokens]:
+        for slot in [slot for slot in list(_kept_masks) if slot[0] > keep_tokens]:  # list(): atomic
             _kept_masks.pop(slot, None)
 
 

@@ -217,6 +217,32 @@ def test_mask_is_built_once_and_rebuilt_only_when_r_changes(mask_builds, style):
     assert len(mask_builds) == 2 and mask_builds[-1][1] == 0.5
 
 
+def test_kept_masks_serve_models_at_other_rates_and_sizes_from_threads():
+    """The kept masks belong to the process: two eager models at r = 0.2 and 0.7, at their own size and at a
+    larger one (released after each forward), run from four threads at once give the logits each gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    models = []
+    for rate in (0.2, 0.7):
+        model = make_classifier(rate)
+        model.set_attn_implementation("eager")
+        models.append(model)
+    inputs = [(model, pixels(batch=1, size=size)) for model in models for size in (64, 96)]
+    alone = []
+    with torch.no_grad():
+        for model, images in inputs:
+            fused_attention.release_soft_attention_masks()  # each from a fresh mask
+            alone.append(model(images, interpolate_pos_encoding=True).logits)
+
+        def run(index):
+            model, images = inputs[index % len(inputs)]
+            return index % len(inputs), model(images, interpolate_pos_encoding=True).logits
+
+        with ThreadPoolExecutor(4) as pool:
+            for index, logits in pool.map(run, range(40)):
+                assert torch.equal(logits, alone[index])
+
+
 def test_mask_cached_under_inference_mode_still_trains():
     model = make_classifier(0.0)
     model.set_attn_implementation("eager")  # the backend that reads the kept mask
