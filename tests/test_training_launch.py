@@ -108,8 +108,15 @@ def test_killed_run_resumes_with_the_same_step_rate_and_schedule(tmp_path):
     )
     deadline = time.time() + 180
     try:
-        while not (out / "checkpoint-4" / "trainer_state.json").exists():
-            assert first.poll() is None, "training ended before it could be killed: " + first.stderr.read()[-2000:]
+
+        def saved_past_step_4():  # checkpoint-4 itself may already be rotated out (save_total_limit=2)
+            folders = list(out.glob("checkpoint-*"))
+            return any(int(f.name.rsplit("-", 1)[1]) >= 4 and (f / "trainer_state.json").exists() for f in folders)
+
+        while not saved_past_step_4():
+            assert first.poll() is None, (
+                "training ended before it could be killed: " + first.stderr.read().decode()[-2000:]
+            )
             assert time.time() < deadline, "no checkpoint within 180 s"
             time.sleep(0.05)
     finally:
