@@ -178,9 +178,13 @@ class ILlamaRotaryEmbedding(nn.Module):
         self.theta = float(config.rope_parameters["rope_theta"])
         self.set_table(*rotary_angles(config.num_patches + 1, self.head_dim, self.theta))
 
+    @staticmethod
+    def table_bits_of(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """(2, N, head_dim / 2) int32: the float32 bit patterns of cos and sin, the stored form of the table."""
+        return torch.stack((cos, sin)).to(torch.float32).view(torch.int32)
+
     def set_table(self, cos: torch.Tensor, sin: torch.Tensor) -> None:
-        bits = torch.stack((cos, sin)).to(torch.float32).view(torch.int32)
-        self.register_buffer("table_bits", bits, persistent=False)
+        self.register_buffer("table_bits", self.table_bits_of(cos, sin), persistent=False)
 
     @property
     def cos(self) -> torch.Tensor:
@@ -373,7 +377,7 @@ class ILlamaPreTrainedModel(FrozenLLMHostMixin, PreTrainedModel):
             init.trunc_normal_(module.cls_token, mean=0.0, std=std)
         elif isinstance(module, ILlamaRotaryEmbedding):
             cos, sin = rotary_angles(module.table_bits.shape[1], module.head_dim, module.theta)
-            init.copy_(module.table_bits, torch.stack((cos, sin)).view(torch.int32))
+            init.copy_(module.table_bits, module.table_bits_of(cos, sin))
         elif hasattr(module, "_illama_init_weights"):
             module._illama_init_weights()
 
