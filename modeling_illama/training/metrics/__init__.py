@@ -28,7 +28,8 @@ def load_metric(name: str):
 
 def classification_metrics(logits, labels) -> dict[str, float]:
     """`top1`, `top5` and `ece` of (n, classes) logits against integer labels (numpy arrays); with fewer than five
-    classes `top5` is the top-(number of classes) accuracy, i.e. 1."""
+    classes `top5` is the top-(number of classes) accuracy, i.e. 1. Non-finite logits are refused (ValueError)."""
+    check_finite_logits(logits)
     k = (1, 5) if logits.shape[1] >= 5 else (1, logits.shape[1])
     top = load_metric("top_k_accuracy").compute(predictions=logits, references=labels, k=k)
     ece = load_metric("expected_calibration_error").compute(predictions=logits, references=labels, from_logits=True)
@@ -40,5 +41,4 @@ def compute_classification_metrics(eval_pred) -> dict[str, float]:
     logits = np.asarray(
         eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
     )
-    check_finite_logits(logits)
     return classification_metrics(logits, np.asarray(eval_pred.label_ids))
