@@ -222,6 +222,17 @@ def default_output(model: str, prefix: str, suffix: str = "") -> str:
     return f"{prefix}_{model.replace('/', '--')}{suffix}.json"
 
 
+def output_file(args, prefix: str, suffix: str = "") -> str:
+    """`--output`, else `default_output(args.model, prefix, suffix)`, refused here (FileExistsError) when it exists
+    and `--overwrite` is not given: before any work (an explicit --output is checked by the parser)."""
+    if args.output:
+        return args.output
+    output = default_output(args.model, prefix, suffix)
+    if error := existing_outputs_error([output], args.overwrite, "give --output FILE to write elsewhere"):
+        raise FileExistsError(error)
+    return output
+
+
 def existing_outputs_error(paths, overwrite: bool, elsewhere: str) -> str | None:
     """The one-line refusal when a file (or folder) a command is about to write already exists and `overwrite`
     is not set, else None: names the existing paths and both fixes, `--overwrite` or `elsewhere` (e.g.

@@ -64,14 +64,7 @@ def main(argv=None) -> int:
     except ValueError as error:
         return common.user_error(PROG, error)
     args.device = common.resolve_device(args.device)
-    output = args.output or common.default_output(args.model, "eval", f"_{args.split}")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
-        return common.user_error(PROG, f"no such folder for --output: {os.path.dirname(output)}")
-    # the files this command names itself (an explicit --output is checked by the parser): before any work
-    if not args.output and (
-        error := common.existing_outputs_error([output], args.overwrite, "give --output FILE to write elsewhere")
-    ):
-        return common.user_error(PROG, error)
+    output = common.output_file(args, "eval", f"_{args.split}")
     if args.plots and (
         error := common.existing_outputs_error(plot_files(args.plots), args.overwrite, "give --plots another folder")
     ):

@@ -69,12 +69,7 @@ def main(argv=None) -> int:
     sets = (args.imagenet_c, args.imagenet_a, args.imagenet_r, args.imagenet_sketch, args.adversarial)
     if not any(sets):
         return common.user_error(PROG, "give at least one of --imagenet-c/-a/-r/-sketch or --adversarial")
-    output = args.output or common.default_output(args.model, "robustness")
-    # the default file is checked here, before the model loads (an explicit --output is checked by the parser)
-    if not args.output and (
-        error := common.existing_outputs_error([output], args.overwrite, "give --output FILE to write elsewhere")
-    ):
-        return common.user_error(PROG, error)
+    output = common.output_file(args, "robustness")  # before the model loads
     import torch
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
