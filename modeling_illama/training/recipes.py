@@ -29,7 +29,6 @@ from .qat import QUANTIZATION_SCHEMES as QAT_SCHEMES
 SOFT_MASK_SCHEDULES = ("none", "constant", "linear")
 LR_SCHEDULE_UNITS = ("step", "epoch")
 # numeric fields -> (lowest, highest, rule): None = no bound; a field may also be null where its type allows
-_OPEN, _CLOSED = "open", "closed"
 NUMERIC_RULES: dict[str, tuple[float | None, float | None, str]] = {
     "learning_rate": (0.0, None, "> 0"),
     "num_train_epochs": (0.0, None, "> 0 (or set max_steps > 0)"),
