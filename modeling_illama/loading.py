@@ -68,13 +68,11 @@ def check_weight_files(model: str) -> None:
     SafetensorError from deep inside loading)."""
     if not os.path.isdir(model):
         return
-    from .utils.file_checks import safetensors_problem
+    from .utils.file_checks import first_damaged_file
 
-    for name in sorted(os.listdir(model)):
-        if name.endswith(".safetensors") and (problem := safetensors_problem(os.path.join(model, name))):
-            raise ValueError(
-                f"{os.path.join(model, name)} is damaged: {problem}; re-save or re-download the model folder"
-            )
+    if damaged := first_damaged_file(model):
+        name, problem = damaged
+        raise ValueError(f"{os.path.join(model, name)} is damaged: {problem}; re-save or re-download the model folder")
 
 
 def check_loading_info(

@@ -14,13 +14,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from ..utils.file_checks import safetensors_problem, torch_file_problem
+from ..utils.file_checks import first_damaged_file
 
 logger = logging.getLogger(__name__)
 
@@ -105,20 +104,9 @@ def check_finite_logits(logits) -> None:
 
 
 def checkpoint_files_problem(folder: str | os.PathLike) -> str | None:
-    """The first damaged weights or state file of a checkpoint folder, or None."""
-    folder = Path(folder)
-    for entry in sorted(folder.iterdir()):
-        if not entry.is_file():
-            continue
-        if entry.name.endswith(".safetensors"):
-            problem = safetensors_problem(entry)
-        elif any(entry.match(pattern) for pattern in STATE_FILE_PATTERNS):
-            problem = torch_file_problem(entry)
-        else:
-            continue
-        if problem:
-            return problem
-    return None
+    """The problem of the first damaged weights or state file of a checkpoint folder, or None."""
+    damaged = first_damaged_file(folder, STATE_FILE_PATTERNS)
+    return damaged[1] if damaged else None
 
 
 __all__ = [

@@ -1,5 +1,6 @@
 """Whether a weights or state file is complete, read from its header or zip directory without loading it."""
 
+import fnmatch
 import json
 import os
 import struct
@@ -47,4 +48,23 @@ def torch_file_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
-__all__ = ["safetensors_problem", "torch_file_problem"]
+def first_damaged_file(folder: str | os.PathLike, torch_patterns: tuple[str, ...] = ()) -> tuple[str, str] | None:
+    """(name, problem) of the first file of `folder`, by name, that is damaged: a `*.safetensors` file
+    (`safetensors_problem`) or a file matching one of `torch_patterns` (`torch_file_problem`); None when all are
+    complete."""
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        if name.endswith(".safetensors"):
+            problem = safetensors_problem(path)
+        elif any(fnmatch.fnmatch(name, pattern) for pattern in torch_patterns):
+            problem = torch_file_problem(path)
+        else:
+            continue
+        if problem:
+            return name, problem
+    return None
+
+
+__all__ = ["first_damaged_file", "safetensors_problem", "torch_file_problem"]
