@@ -159,6 +159,26 @@ def _detect_column(kind: str, feature_type: type, usual_names, column_names: lis
     return (typed or named)[0]
 
 
+def open_split(source: str, split: str, streaming: bool = False):
+    """`datasets.load_dataset` of one split of a Hub id, folder or file, its failures as one clear error (a split
+    not found, an unreachable Hub, an unreadable file; a full disk names the Arrow cache)."""
+    kwargs = load_dataset_kwargs(str(source), split)
+    try:
+        with writing_to(kwargs.get("cache_dir") or datasets.config.HF_DATASETS_CACHE):  # the Arrow cache
+            return datasets.load_dataset(**kwargs, split=split, streaming=streaming)
+    except ValueError as error:
+        if "Unknown split" in str(error) or "split" in str(error).lower():
+            raise ValueError(f"split {split!r} not found in {source}: {error}") from error
+        raise
+    except ConnectionError as error:  # not a local path, and the Hub cannot be reached
+        raise FileNotFoundError(
+            f"{source} is no local folder or file, and the Hub data set {source!r} cannot be reached ({error})"
+        ) from None
+    except datasets.exceptions.DatasetGenerationError as error:
+        cause = error.__cause__ or error
+        raise ValueError(f"cannot read split {split!r} of {source}: {type(cause).__name__}: {cause}") from None
+
+
 def load_image_dataset(
     source: str,
     split: str,
@@ -172,21 +192,7 @@ def load_image_dataset(
     shuffle: bool = True,
 ) -> ImageDataset:
     """Load one split. Streaming data is shuffled through a buffer and split across processes by node."""
-    kwargs = load_dataset_kwargs(str(source), split)
-    try:
-        with writing_to(kwargs.get("cache_dir") or datasets.config.HF_DATASETS_CACHE):  # the Arrow cache
-            dataset = datasets.load_dataset(**kwargs, split=split, streaming=streaming)
-    except ValueError as error:
-        if "Unknown split" in str(error) or "split" in str(error).lower():
-            raise ValueError(f"split {split!r} not found in {source}: {error}") from error
-        raise
-    except ConnectionError as error:  # not a local path, and the Hub cannot be reached
-        raise FileNotFoundError(
-            f"{source} is no local folder or file, and the Hub data set {source!r} cannot be reached ({error})"
-        ) from None
-    except datasets.exceptions.DatasetGenerationError as error:
-        cause = error.__cause__ or error
-        raise ValueError(f"cannot read split {split!r} of {source}: {type(cause).__name__}: {cause}") from None
+    dataset = open_split(source, split, streaming)
     column_names = list(dataset.column_names or (dataset.features or {}).keys())
     image_column, label_column = detect_columns(dataset.features, column_names, image_column, label_column)
     features = dataset.features or {}

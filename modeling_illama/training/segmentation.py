@@ -36,7 +36,7 @@ from ..configuration_illama import to_pair
 from ..image_processing_illama import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, build_segmentation_image_processor
 from ..labels import LabelError, label_fields
 from .assembly import StepLogCallback, TrainingRun, resolve_dataset, run_arguments, start_run, warmup_in_steps
-from .data import decode_image, load_dataset_kwargs
+from .data import decode_image, open_split
 from .metrics import load_metric
 from .models import is_model_dir
 from .optim import optimizer_param_groups
@@ -206,8 +206,7 @@ def load_segmentation_split(
 ):
     """One split with just the image and annotation `columns`, images left encoded (decoded in the transform).
     Streamed data is shuffled through a buffer and split across processes by node."""
-    kwargs = load_dataset_kwargs(str(source), split)
-    dataset = datasets.load_dataset(**kwargs, split=split, streaming=streaming)
+    dataset = open_split(source, split, streaming)
     present = list(dataset.column_names or (dataset.features or {}).keys())
     missing = [c for c in columns if c not in present]
     if missing:
